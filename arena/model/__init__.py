@@ -1,0 +1,1 @@
+"""The model core: RWKV-6 and Mamba-2 pathways (pure-torch reference + GPU kernels), attention, the LM."""

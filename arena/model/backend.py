@@ -1,0 +1,82 @@
+"""Backend choice for the sequence operators (WKV and SSD) only; everything else is plain torch.
+
+``auto`` uses the GPU kernels when the tensors are on CUDA and the kernel packages import, and the chunked
+pure-torch reference otherwise. ``ARENA_BACKEND`` (or an explicit argument) overrides it. No CPU code path
+imports FLA or mamba-ssm: the imports happen lazily, here, only for CUDA tensors or when asked.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from typing import Any
+
+import torch
+
+from arena.errors import ArenaError
+
+BACKENDS = ("auto", "kernel", "torch_chunk", "torch_recurrent")
+
+
+@functools.cache
+def _try_import(module: str, attr: str) -> Any:
+    """The attribute, or the import error's text (str) when it does not import."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception as exc:  # ImportError, OSError (ABI mismatch), RuntimeError (no driver) ...
+        return f"{type(exc).__name__}: {exc}"
+
+
+def fla_chunk_rwkv6() -> Any:
+    return _try_import("fla.ops.rwkv6", "chunk_rwkv6")
+
+
+def fla_fused_recurrent_rwkv6() -> Any:
+    return _try_import("fla.ops.rwkv6", "fused_recurrent_rwkv6")
+
+
+def mamba_chunk_scan_combined() -> Any:
+    return _try_import("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+
+
+def causal_conv1d_fn() -> Any:
+    return _try_import("causal_conv1d", "causal_conv1d_fn")
+
+
+def kernel_status() -> dict[str, str]:
+    """Which kernels import ('ok' or the error), for ``arena doctor``. Imports them: call on GPU hosts only."""
+    found = {
+        "fla.chunk_rwkv6": fla_chunk_rwkv6(),
+        "mamba_ssm.mamba_chunk_scan_combined": mamba_chunk_scan_combined(),
+        "causal_conv1d.causal_conv1d_fn": causal_conv1d_fn(),
+    }
+    return {k: ("ok" if not isinstance(v, str) else v) for k, v in found.items()}
+
+
+def requested() -> str:
+    """The backend asked for by ARENA_BACKEND (default auto)."""
+    value = os.environ.get("ARENA_BACKEND", "auto")
+    if value not in BACKENDS:
+        raise ArenaError(f"ARENA_BACKEND={value!r} is not one of {', '.join(BACKENDS)}")
+    return value
+
+
+def resolve(backend: str, x: torch.Tensor, kernel: Any) -> str:
+    """The backend to use for this call: 'kernel', 'torch_chunk' or 'torch_recurrent'.
+
+    ``kernel`` is the loaded kernel function or the import error's text. 'auto' picks the kernel only for CUDA
+    tensors whose kernel imports; asking for 'kernel' explicitly when it cannot run is an error.
+    """
+    if backend == "auto":
+        backend = requested()
+    if backend == "auto":
+        return "kernel" if x.is_cuda and not isinstance(kernel, str) else "torch_chunk"
+    if backend == "kernel":
+        if not x.is_cuda:
+            raise ArenaError("backend 'kernel' needs CUDA tensors; use --backend auto or torch_chunk on a CPU")
+        if isinstance(kernel, str):
+            raise ArenaError(f"backend 'kernel' asked for, but the kernel does not import ({kernel})")
+    if backend not in BACKENDS:
+        raise ArenaError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    return backend

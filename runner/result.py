@@ -1,0 +1,68 @@
+"""What one trial (variant × spec × seed × hyperparameters) returns. Failures are results too."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "diverged", "timeout", "crashed"]
+STATUSES: tuple[str, ...] = ("ok", "diverged", "timeout", "crashed")
+
+
+def hparams_key(hparams: dict[str, float]) -> str:
+    """Canonical text of a hyperparameter set (part of a run's identity)."""
+    return json.dumps({k: round(float(v), 12) for k, v in sorted(hparams.items())}, separators=(",", ":"))
+
+
+def run_key(variant_sha: str, spec_hash: str, seed: int, hparams: dict[str, float]) -> str:
+    """The identity of a run: (variant source sha256, spec hash, seed, hyperparameters) → a short hex key."""
+    text = f"{variant_sha}|{spec_hash}|{seed}|{hparams_key(hparams)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass
+class RunResult:
+    """One trial's outcome. ``final_val_loss`` (nats per token; per char on char tracks) is the primary metric."""
+
+    variant: str
+    variant_sha: str
+    spec_hash: str
+    seed: int
+    hparams: dict[str, float]
+    status: Status = "ok"
+    error: str | None = None
+    final_val_loss: float | None = None
+    final_val_bpc: float | None = None  # bits per char (= loss / ln 2)
+    final_val_acc: float | None = None  # mqar: accuracy on query positions
+    val_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, val loss)
+    train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss)
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)  # per eval: step, gate mean/std per layer, ...
+    tokens_per_s: float | None = None  # steady state: warm-up and compilation excluded
+    warmup_s: float | None = None  # time of the first (compiling/warming) steps, reported separately
+    wall_s: float | None = None
+    peak_mem_mb: float | None = None
+    params_total: int | None = None
+    params_by_part: dict[str, int] = field(default_factory=dict)
+    backend: dict[str, str] = field(default_factory=dict)  # e.g. {"rwkv6": "kernel", "mamba2": "torch_chunk"}
+    env: dict[str, Any] = field(default_factory=dict)
+    steps_done: int = 0
+    checkpoint_path: str | None = None
+
+    @property
+    def key(self) -> str:
+        return run_key(self.variant_sha, self.spec_hash, self.seed, self.hparams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in data.items() if k in known}
+        for curve in ("val_curve", "train_curve"):
+            if curve in d:
+                d[curve] = [tuple(p) for p in d[curve]]
+        return cls(**d)

@@ -33,6 +33,7 @@ __all__ = [
     "KINDS",
     "MIXERS",
     "Fusion",
+    "GatedFusion",
     "HParam",
     "Variant",
     "gate_init",
@@ -122,3 +123,12 @@ class Variant:
 
     def defaults(self) -> dict[str, float]:
         return {k: float(h.default) for k, h in self.hparams.items()}
+
+
+def __getattr__(name: str) -> object:
+    # Stock fusions live in arena.fusions (which imports this module); re-export them lazily to avoid a cycle.
+    if name == "GatedFusion":
+        from arena.fusions import GatedFusion
+
+        return GatedFusion
+    raise AttributeError(name)

@@ -8,8 +8,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["ok", "diverged", "timeout", "crashed"]
-STATUSES: tuple[str, ...] = ("ok", "diverged", "timeout", "crashed")
+# pruned: stopped early by the search (Optuna) on purpose; never counted on the leaderboard.
+Status = Literal["ok", "diverged", "timeout", "crashed", "pruned"]
+STATUSES: tuple[str, ...] = ("ok", "diverged", "timeout", "crashed", "pruned")
 
 
 def hparams_key(hparams: dict[str, float]) -> str:

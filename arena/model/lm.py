@@ -1,0 +1,216 @@
+"""The language model every variant plugs into.
+
+Token embedding (tied to the head) → N × [RMSNorm → the mixers in parallel → fusion → residual → RMSNorm →
+FFN 4× GELU → residual] → RMSNorm → logits. Dimensions come from the spec; the variant contributes only its
+fusion module (or, for a baseline, its mixer set).
+
+Pairing: every component is initialised from its own RNG stream, derived from (seed, component path). So at seed
+s the RWKV-6 pathway of layer 3 starts from the same weights in every hybrid variant, whatever the fusion's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arena.api import Variant
+from arena.runner.spec import ModelDims
+
+PARTS = ("embed", "rwkv6", "mamba2", "attention", "fusion", "ffn", "norm")
+
+
+@contextlib.contextmanager
+def seeded(seed: int, tag: str) -> Iterator[None]:
+    """Run a block with the global torch RNG seeded from (seed, tag), restoring the caller's RNG afterwards."""
+    derived = int.from_bytes(hashlib.sha256(f"{seed}/{tag}".encode()).digest()[:8], "little") & (2**63 - 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived)
+        yield
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight  # (B, T, D)
+
+
+def _mixer_factory(name: str) -> Callable[..., nn.Module]:
+    # Imported here so that building a GPT baseline never needs the RWKV/Mamba modules and vice versa.
+    if name == "rwkv6":
+        from arena.model.rwkv6 import RWKV6TimeMix
+
+        return RWKV6TimeMix
+    if name == "mamba2":
+        from arena.model.mamba2 import Mamba2Mixer
+
+        return Mamba2Mixer
+    if name == "attention":
+        from arena.model.attention import CausalSelfAttention
+
+        return CausalSelfAttention
+    raise ValueError(f"unknown mixer '{name}'")
+
+
+class Block(nn.Module):
+    def __init__(
+        self,
+        dims: ModelDims,
+        variant: Variant,
+        hp: Mapping[str, float],
+        layer_idx: int,
+        ffn_hidden: int,
+        backend: str,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        d = dims.d_model
+        self.norm1 = RMSNorm(d)
+        self.mixers = nn.ModuleDict()
+        for name in variant.mixers:
+            with seeded(seed, f"layer{layer_idx}/{name}"):
+                self.mixers[name] = _mixer_factory(name)(dims, layer_idx=layer_idx, backend=backend)
+        self.fusion: nn.Module | None = None
+        if variant.fusion is not None:
+            with seeded(seed, f"layer{layer_idx}/fusion"):
+                self.fusion = variant.fusion(d, hp)
+        self.norm2 = RMSNorm(d)
+        with seeded(seed, f"layer{layer_idx}/ffn"):
+            self.ffn = nn.Sequential(nn.Linear(d, ffn_hidden, bias=False), nn.GELU(), nn.Linear(ffn_hidden, d, bias=False))
+            for lin in (self.ffn[0], self.ffn[2]):
+                nn.init.normal_(lin.weight, std=0.02)
+        self.record = False  # when True, forward stores pathway output norms for diagnostics
+        self.last_norms: dict[str, float] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)  # (B, T, D)
+        outs = [m(h) for m in self.mixers.values()]  # each (B, T, D)
+        if self.record:
+            self.last_norms = {n: float(o.detach().float().pow(2).mean().sqrt()) for n, o in zip(self.mixers, outs)}
+        y = self.fusion(outs[0], outs[1], h) if self.fusion is not None else outs[0]  # (B, T, D)
+        x = x + y
+        return x + self.ffn(self.norm2(x))  # (B, T, D)
+
+
+class HybridLM(nn.Module):
+    def __init__(
+        self,
+        dims: ModelDims,
+        variant: Variant,
+        hparams: Mapping[str, float],
+        *,
+        seed: int = 0,
+        backend: str = "auto",
+        ffn_hidden: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.dims = dims
+        hidden = ffn_hidden if ffn_hidden is not None else dims.ffn_mult * dims.d_model
+        with seeded(seed, "embed"):
+            self.embed = nn.Embedding(dims.vocab_size, dims.d_model)
+            nn.init.normal_(self.embed.weight, std=0.02)
+        self.blocks = nn.ModuleList(
+            Block(dims, variant, hparams, i, hidden, backend, seed) for i in range(dims.n_layer)
+        )
+        self.norm_f = RMSNorm(dims.d_model)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.embed(idx)  # (B, T, D)
+        for block in self.blocks:
+            x = block(x)
+        return F.linear(self.norm_f(x), self.embed.weight)  # (B, T, V): tied head
+
+    # -- bookkeeping --------------------------------------------------------------------------------------------
+    def part_of(self, name: str) -> str:
+        """The part a parameter belongs to (one of PARTS), from its name."""
+        if name.startswith("embed."):
+            return "embed"
+        for mixer in ("rwkv6", "mamba2", "attention"):
+            if f".mixers.{mixer}." in name:
+                return mixer
+        if ".fusion." in name:
+            return "fusion"
+        if ".ffn." in name:
+            return "ffn"
+        return "norm"
+
+    def params_by_part(self) -> dict[str, int]:
+        counts = dict.fromkeys(PARTS, 0)
+        for name, p in self.named_parameters():
+            counts[self.part_of(name)] += p.numel()
+        return {k: v for k, v in counts.items() if v}
+
+    def backends_used(self) -> dict[str, str]:
+        """Per mixer, the backend its last forward used (e.g. {'rwkv6': 'kernel', 'mamba2': 'torch_chunk'})."""
+        out: dict[str, str] = {}
+        for block in self.blocks:
+            assert isinstance(block, Block)
+            for name, m in block.mixers.items():
+                used = str(getattr(m, "backend_used", "?"))
+                conv = getattr(m, "conv_backend_used", None)
+                out[name] = f"{used}+conv:{conv}" if conv else used
+        return out
+
+    def set_record(self, on: bool) -> None:
+        for block in self.blocks:
+            assert isinstance(block, Block)
+            block.record = on
+
+    def gate_stats(self) -> list[dict[str, float]]:
+        """Per layer, mean and std of the RWKV share from the last forward (empty dicts where there is no gate)."""
+        out: list[dict[str, float]] = []
+        for block in self.blocks:
+            assert isinstance(block, Block)
+            share = getattr(block.fusion, "last_share", None) if block.fusion is not None else None
+            if share is None:
+                out.append({})
+            else:
+                s = share.detach().float()
+                out.append({"mean": float(s.mean()), "std": float(s.std()) if s.numel() > 1 else 0.0})
+        return out
+
+    def pathway_norms(self) -> list[dict[str, float]]:
+        return [dict(b.last_norms) for b in self.blocks]  # type: ignore[union-attr]
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_model(
+    dims: ModelDims,
+    variant: Variant,
+    hparams: Mapping[str, float] | None = None,
+    *,
+    seed: int = 0,
+    backend: str = "auto",
+    match_params_to: int | None = None,
+) -> HybridLM:
+    """Build the LM for a variant. With ``variant.match_params`` and a target count, the FFN width is chosen so
+    the total parameter count is as close as possible to the target (the spec's reference variant)."""
+    hp = {**variant.defaults(), **(hparams or {})}
+    hidden = None
+    if variant.match_params and match_params_to is not None:
+        hidden = matched_ffn_hidden(dims, variant, hp, match_params_to)
+    return HybridLM(dims, variant, hp, seed=seed, backend=backend, ffn_hidden=hidden)
+
+
+def matched_ffn_hidden(dims: ModelDims, variant: Variant, hp: Mapping[str, float], target: int) -> int:
+    """The FFN width whose model is closest in size to ``target`` (count is affine in the width)."""
+    n1 = count_params(HybridLM(dims, variant, hp, ffn_hidden=8))
+    n2 = count_params(HybridLM(dims, variant, hp, ffn_hidden=16))
+    per_unit = (n2 - n1) / 8
+    return max(8, round(8 + (target - n1) / per_unit))
+
+
+def describe(model: HybridLM) -> dict[str, Any]:
+    return {"params_total": count_params(model), "params_by_part": model.params_by_part()}

@@ -1,0 +1,54 @@
+"""The software and hardware a run used, recorded with every result (and compared by the champion registry)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("torch", "triton", "flash-linear-attention", "fla-core", "mamba-ssm", "causal-conv1d", "numpy", "arena")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The arena checkout's commit (None when installed from a wheel or git is absent)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "threads": torch.get_num_threads(),
+        "packages": {p: v for p in PACKAGES if (v := _version(p))},
+        "git_commit": git_commit(),
+    }
+    return env
+
+
+def stack_key(env: dict[str, Any], backend: dict[str, str]) -> dict[str, Any]:
+    """What must match for two runs to be compared as the same software stack (torch, CUDA, GPU, backend)."""
+    return {"torch": env.get("torch"), "cuda": env.get("cuda"), "gpu": env.get("gpu"), "backend": backend}

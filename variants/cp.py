@@ -1,0 +1,32 @@
+"""cp — concatenate both pathway outputs and project back to d_model."""
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from arena.api import Fusion, Variant, lr_mult
+
+
+class ConcatProject(Fusion):
+    """y = W [rwkv; mamba]; W (D, 2D) starts as [½I ½I] plus small noise, i.e. as an even average."""
+
+    def __init__(self, d_model: int, hp: Mapping[str, float]) -> None:
+        super().__init__(d_model, hp)
+        self.proj = nn.Linear(2 * d_model, d_model, bias=False)
+        with torch.no_grad():
+            eye = torch.eye(d_model)
+            self.proj.weight.copy_(torch.cat([0.5 * eye, 0.5 * eye], dim=1))  # (D, 2D)
+            self.proj.weight.add_(torch.randn_like(self.proj.weight) * 0.02)
+
+    def forward(self, rwkv: torch.Tensor, mamba: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat([rwkv, mamba], dim=-1))  # (B, T, 2D) -> (B, T, D)
+
+
+VARIANT = Variant(
+    name="cp",
+    kind="fusion",
+    summary="Concatenate both pathway outputs, then a linear projection back to d_model",
+    fusion=ConcatProject,
+    hparams={"lr_mult": lr_mult()},
+)

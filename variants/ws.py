@@ -1,0 +1,30 @@
+"""ws — one learnable scalar weight shared by all positions and channels."""
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from arena.api import Fusion, Variant, gate_init, logit, lr_mult
+
+
+class ScalarWeight(Fusion):
+    """y = α·rwkv + (1−α)·mamba with α = sigmoid(s), one scalar s starting at logit(gate_init)."""
+
+    def __init__(self, d_model: int, hp: Mapping[str, float]) -> None:
+        super().__init__(d_model, hp)
+        self.s = nn.Parameter(torch.tensor(logit(float(hp.get("gate_init", 0.5)))))
+
+    def forward(self, rwkv: torch.Tensor, mamba: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        a = torch.sigmoid(self.s)  # (): RWKV share
+        self.last_share = a.detach().reshape(1)
+        return a * rwkv + (1 - a) * mamba  # (B, T, D)
+
+
+VARIANT = Variant(
+    name="ws",
+    kind="fusion",
+    summary="One learnable scalar weight α: α·RWKV + (1−α)·Mamba",
+    fusion=ScalarWeight,
+    hparams={"gate_init": gate_init(0.5), "lr_mult": lr_mult()},
+)

@@ -176,7 +176,7 @@ PRESETS: dict[str, Spec] = {
             d_model=32, n_layer=2, rwkv_heads=2, rwkv_mix_rank=8, rwkv_decay_rank=16,
             mamba_d_state=16, mamba_head_dim=16, mamba_chunk=16, attn_heads=2,
         ),
-        param_budget=60_000,
+        param_budget=80_000,
         steps=40,
         batch_size=8,
         seq_len=32,

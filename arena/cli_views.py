@@ -1,0 +1,128 @@
+"""What the CLI prints for results, leaderboards and ``arena show``; no business logic here."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from arena.errors import ArenaError
+from arena.runner.result import RunResult
+from arena.runner.spec import PRESETS, Spec
+
+
+def _f(x: float | None, spec: str = ".4f") -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def print_result(console: Console, r: RunResult, spec: Spec | None = None) -> None:
+    from arena.render import sparkline
+
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("variant", f"{r.variant} (sha {r.variant_sha[:12]})")
+    t.add_row("spec · seed", f"{spec.label if spec else r.spec_hash} · seed {r.seed}")
+    t.add_row("hparams", ", ".join(f"{k}={v:g}" for k, v in sorted(r.hparams.items())) or "—")
+    style = "green" if r.status == "ok" else "red"
+    t.add_row("status", f"[{style}]{r.status}[/{style}]" + (f": {r.error.splitlines()[0]}" if r.error else ""))
+    t.add_row("final val loss", f"{_f(r.final_val_loss)} nats · {_f(r.final_val_bpc)} bits/char"
+              + (f" · acc {_f(r.final_val_acc, '.3f')}" if r.final_val_acc is not None else ""))
+    t.add_row("val curve", sparkline([v for _, v in r.val_curve]) + f"  {_f(r.val_curve[0][1]) if r.val_curve else ''}"
+              f" → {_f(r.val_curve[-1][1]) if r.val_curve else ''}")
+    t.add_row("train curve", sparkline([v for _, v in r.train_curve]))
+    t.add_row("speed", f"{_f(r.tokens_per_s, ',.0f')} tok/s steady · warm-up {_f(r.warmup_s, '.2f')} s · "
+              f"wall {_f(r.wall_s, '.1f')} s · peak {_f(r.peak_mem_mb, ',.0f')} MB")
+    parts = ", ".join(f"{k} {v:,}" for k, v in r.params_by_part.items())
+    t.add_row("params", f"{_f(r.params_total, ',')} ({parts})" if r.params_total else "—")
+    t.add_row("backend", ", ".join(f"{k}: {v}" for k, v in r.backend.items()) or "—")
+    env = r.env
+    t.add_row("env", f"torch {env.get('torch')} · cuda {env.get('cuda')} · {env.get('gpu') or env.get('device')} · "
+              f"mode {env.get('mode')} · commit {(env.get('git_commit') or '—')[:10]}")
+    if r.diagnostics:
+        last = r.diagnostics[-1]
+        gates = [g.get("mean") for g in last.get("gates", [])]
+        gate_txt = " ".join(_f(g, ".2f") for g in gates) if any(g is not None for g in gates) else "—"
+        t.add_row("RWKV share/layer", gate_txt)
+        ratio = last.get("grad_ratio")
+        health = "" if ratio is None else (" (healthy)" if 0.33 <= ratio <= 3 else " (outside [0.33, 3])")
+        t.add_row("grad RWKV/Mamba", _f(ratio, ".3f") + health)
+    console.print(t)
+
+
+def find_spec_hash(store: Any, ref: str | None) -> str:
+    """A spec hash from a hash prefix or a preset name; default: the spec with the most recent run."""
+    specs = store.specs()
+    if not specs:
+        raise ArenaError("the store has no runs yet; start with: arena tournament --preset smoke")
+    if ref is None:
+        return max(specs, key=lambda s: (s.last_run or s.created, s.created)).hash
+    if ref in PRESETS:
+        return PRESETS[ref].hash
+    matches = [s.hash for s in specs if s.hash.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(f"{s.hash[:8]} ({s.name})" for s in specs[:8])
+    raise ArenaError(f"--spec '{ref}' matches {len(matches)} specs; known: {known}")
+
+
+def print_leaderboard(console: Console, store: Any, spec_hash: str, fmt: str) -> None:
+    import sys
+
+    from arena import render
+    from arena.leaderboard import build
+
+    board = build(store, spec_hash)
+    if fmt == "table":
+        console.print(render.table(board))
+        if board.tuning:
+            t = Table(title="search runs (tuning seeds, not ranked)")
+            for col in ("study", "runs", "ok", "best val loss", "best hparams"):
+                t.add_column(col)
+            for s in board.tuning:
+                hp = ", ".join(f"{k}={v:.3g}" for k, v in (s["best_hparams"] or {}).items())
+                t.add_row(s["study"], str(s["runs"]), str(s["ok"]), _f(s["best_val_loss"]), hp)
+            console.print(t)
+    else:
+        text = {"json": render.as_json, "csv": render.as_csv, "markdown": render.as_markdown}[fmt](board)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def show_target(console: Console, store: Any, what: str, spec_ref: str | None, plot: Path | None) -> None:
+    from arena.plots import plot_curves
+
+    ident = what.lstrip("#")
+    if ident.isdigit():
+        stored = store.run(int(ident))
+        if stored is None:
+            raise ArenaError(f"no run #{ident}; see the run ids with: arena show VARIANT")
+        runs = [stored.result]
+        print_result(console, stored.result, store.spec(stored.result.spec_hash))
+    else:
+        spec_hash = find_spec_hash(store, spec_ref)
+        found = [r for r in store.runs(spec_hash) if r.result.variant == what]
+        if not found:
+            from arena.config import did_you_mean
+
+            names = {r.result.variant for r in store.runs(spec_hash)}
+            raise ArenaError(f"no runs of '{what}' under spec {spec_hash[:8]}{did_you_mean(what, names)}")
+        t = Table(title=f"{what} · spec {spec_hash[:8]}")
+        for col in ("run", "seed", "status", "val loss", "bits/char", "tok/s", "curve", "study/trial"):
+            t.add_column(col)
+        from arena.render import sparkline
+
+        for s in sorted(found, key=lambda r: (r.study_name or "", r.result.seed)):
+            r = s.result
+            t.add_row(f"#{s.id}", str(r.seed), r.status, _f(r.final_val_loss), _f(r.final_val_bpc),
+                      _f(r.tokens_per_s, ",.0f"), sparkline([v for _, v in r.val_curve], 24),
+                      f"{s.study_name}/{s.trial_number}" if s.study_name else "")
+        console.print(t)
+        runs = [s.result for s in found if s.study_name is None]
+        if runs:
+            print_result(console, min(runs, key=lambda r: r.final_val_loss or math.inf), store.spec(spec_hash))
+    if plot is not None:
+        out = plot_curves(runs, plot, title=what)
+        console.print(f"wrote {out}")

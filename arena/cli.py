@@ -17,7 +17,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column default.
+console = Console(width=None if Console().is_terminal else 160)
 err_console = Console(stderr=True)
 
 # -- shared options ----------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def find_spec_hash(store: Any, ref: str | None) -> str:
     if not specs:
         raise ArenaError("the store has no runs yet; start with: arena tournament --preset smoke")
     if ref is None:
-        return max(specs, key=lambda s: (s.last_run or s.created, s.created)).hash
+        return max(specs, key=lambda s: s.created).hash
     if ref in PRESETS:
         return PRESETS[ref].hash
     matches = [s.hash for s in specs if s.hash.startswith(ref)]

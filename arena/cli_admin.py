@@ -1,0 +1,201 @@
+"""CLI nouns besides runs: variants, db, doctor, noise, champions."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from arena.errors import ArenaError
+
+console = Console()
+
+variants_app = typer.Typer(help="List and check variant files.", no_args_is_help=True)
+db_app = typer.Typer(help="Show and apply database migrations.", no_args_is_help=True)
+champions_app = typer.Typer(help="The champion history and the current champion's artifacts.", invoke_without_command=True)
+
+
+@variants_app.command("list")
+def variants_list(
+    preset: Annotated[str, typer.Option("--preset", help="Spec whose size the parameter counts use.")] = "phase2",
+    db: Annotated[str | None, typer.Option("--db", help="Also list variants registered in this store.")] = None,
+) -> None:
+    """Every shipped (and registered) variant with its kind, parameter count at the spec size, and summary."""
+    from arena.cli import open_store
+    from arena.runner.spec import preset as get_preset
+    from arena.variants_loader import builtin_variants, load_source, param_count
+
+    spec = get_preset(preset)
+    found = {lv.name: (lv, "shipped") for lv in builtin_variants()}
+    try:
+        store = open_store(db)
+        for row in store.variants():
+            if row.name not in found or found[row.name][0].sha256 != row.sha256:
+                found[row.name] = (load_source(row.source, row.path), "registered")
+    except ArenaError:
+        if db is not None:
+            raise
+    t = Table(title=f"variants · params at {spec.label}")
+    for col in ("name", "kind", "params", "source", "summary"):
+        t.add_column(col, justify="right" if col == "params" else "left")
+    for name in sorted(found):
+        lv, origin = found[name]
+        t.add_row(name, lv.variant.kind, f"{param_count(lv, spec):,}", origin, lv.variant.summary)
+    console.print(t)
+
+
+@variants_app.command("check")
+def variants_check(
+    file: Annotated[str, typer.Argument(help="Path to a variant file.")],
+    preset: Annotated[str, typer.Option("--preset", help="Spec to validate against.")] = "phase2",
+) -> None:
+    """Validate a variant file (import, declaration, ranges, shape, finite, budget, causality); store nothing."""
+    from arena.runner.spec import preset as get_preset
+    from arena.variants_loader import check_variant, load_variant
+
+    spec = get_preset(preset)
+    loaded = load_variant(file)
+    n = check_variant(loaded, spec)
+    console.print(f"[green]✓[/green] {file}: {loaded.name} ({loaded.variant.kind}) is valid at {spec.label}: "
+                  f"{n:,} params (budget {spec.param_budget:,}), causal, finite")
+
+
+@db_app.command("status")
+def db_status(db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (or ARENA_DB).")] = None) -> None:
+    """The store's URL, its schema revision and any pending migrations."""
+    from arena.db.store import Store, _display, schema_status
+
+    url = db or Store.default_url()
+    status = schema_status(url)
+    console.print(f"database: {_display(url)}")
+    console.print(f"schema:   {status['current'] or 'blank'} (head {status['head']})")
+    pending = status["pending"]
+    console.print(f"pending:  {', '.join(pending) if pending else 'none'}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (or ARENA_DB).")] = None) -> None:
+    """Apply pending migrations."""
+    from arena.db.store import Store, upgrade
+
+    applied = upgrade(db or Store.default_url())
+    console.print(f"applied: {', '.join(applied)}" if applied else "already at head")
+
+
+def doctor() -> None:
+    """Torch, CUDA and GPU; which kernels import; which backend each pathway would use."""
+    import torch
+
+    from arena.model import backend
+
+    t = Table(title="arena doctor", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("torch", torch.__version__)
+    t.add_row("CUDA", f"{torch.version.cuda} · available: {torch.cuda.is_available()}")
+    if torch.cuda.is_available():
+        t.add_row("GPU", f"{torch.cuda.get_device_name(0)} ×{torch.cuda.device_count()}")
+        status = backend.kernel_status()
+        for name, state in status.items():
+            t.add_row(name, "[green]ok[/green]" if state == "ok" else f"[red]{state}[/red]")
+        t.add_row("RWKV-6 WKV uses", "kernel (fla chunk_rwkv6)" if status["fla.chunk_rwkv6"] == "ok" else "torch_chunk")
+        ssd_ok = status["mamba_ssm.mamba_chunk_scan_combined"] == "ok"
+        t.add_row("Mamba-2 SSD uses", "kernel (mamba_chunk_scan_combined)" if ssd_ok else "torch_chunk")
+        conv_ok = status["causal_conv1d.causal_conv1d_fn"] == "ok"
+        t.add_row("Mamba-2 conv uses", "causal_conv1d_fn" if conv_ok else "F.conv1d")
+    else:
+        t.add_row("kernels", "not imported: no CUDA device (the pure-torch reference is used)")
+        t.add_row("RWKV-6 WKV uses", "torch_chunk")
+        t.add_row("Mamba-2 SSD uses", "torch_chunk (conv: F.conv1d)")
+    t.add_row("ARENA_BACKEND", backend.requested())
+    console.print(t)
+
+
+def noise(
+    preset: Annotated[str, typer.Option("--preset")] = "phase2",
+    steps: Annotated[int | None, typer.Option("--steps")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds")] = None,
+    data: Annotated[str | None, typer.Option("--data")] = None,
+    measure: Annotated[bool, typer.Option("--measure", help="Run the reference variant's missing seeds.")] = False,
+    workers: Annotated[int, typer.Option("--workers")] = 1,
+    db: Annotated[str | None, typer.Option("--db")] = None,
+) -> None:
+    """Show (or measure) the spec's noise floor: the reference variant's seed-to-seed std of final val loss."""
+    from arena.champions.registry import Registry
+    from arena.cli import build_spec, open_store
+    from arena.tournament import RunOptions
+
+    spec = build_spec(preset, steps, seeds, None, data)
+    registry = Registry(open_store(db), spec, RunOptions(workers=workers, data_flag=data), console=console)
+    sigma = registry.noise(measure=measure)
+    if sigma is None:
+        console.print(f"spec {spec.label}: noise floor not measured yet ({spec.reference_variant} needs ≥ 2 ok seeds); "
+                      "run: arena noise --measure")
+        raise typer.Exit(1)
+    console.print(f"spec {spec.label}: noise floor σ = {sigma:.5f} nats ({spec.reference_variant}, {len(spec.seeds)} seeds); "
+                  f"promotion needs mean(d) ≥ δ = max(margin, σ) = {registry.settings.delta(sigma):.5f}")
+
+
+@champions_app.callback()
+def champions_history(
+    ctx: typer.Context,
+    spec: Annotated[str | None, typer.Option("--spec", help="Spec hash prefix or preset; default: all specs.")] = None,
+    db: Annotated[str | None, typer.Option("--db")] = None,
+) -> None:
+    """The champion history: who dethroned whom, when, and by how much (every decision, append-only)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from arena.cli import open_store
+    from arena.cli_views import find_spec_hash
+
+    store = open_store(db)
+    spec_hash = find_spec_hash(store, spec) if spec else None
+    rows = store.decisions(spec_hash)
+    if not rows:
+        console.print("no champion decisions yet; a tournament crowns the first: arena tournament --preset smoke")
+        return
+    t = Table(title="champion history")
+    for col in ("when", "spec", "challenger", "champion", "decision", "mean d", "p", "why"):
+        t.add_column(col)
+    for r in rows:
+        ev = r.evidence or {}
+        decision = "by default" if r.by_default else ("[green]promoted[/green]" if r.promoted else "kept")
+        mean = ev.get("mean")
+        t.add_row(
+            r.decided_at.strftime("%Y-%m-%d %H:%M"), r.spec_hash[:8], r.challenger_name, r.champion_name or "—",
+            decision, "—" if mean is None else f"{mean:+.4f}", "—" if ev.get("p") is None else f"{ev['p']:.3g}",
+            (r.reason or "")[:70],
+        )
+    console.print(t)
+
+
+@champions_app.command("show")
+def champions_show(
+    spec: Annotated[str | None, typer.Option("--spec", help="Spec hash prefix or preset; default: latest.")] = None,
+    db: Annotated[str | None, typer.Option("--db")] = None,
+) -> None:
+    """Where the current champion's source snapshot and best-seed checkpoint are kept."""
+    from arena.cli import open_store
+    from arena.cli_views import find_spec_hash
+    from arena.home import artifacts_dir
+
+    store = open_store(db)
+    spec_hash = find_spec_hash(store, spec)
+    row = store.champion(spec_hash)
+    if row is None:
+        raise ArenaError(f"spec {spec_hash[:8]} has no champion yet; run: arena tournament")
+    folder = artifacts_dir() / "champions" / spec_hash / f"{row.challenger_name}-{row.challenger_sha[:8]}"
+    tag = " (by default)" if row.by_default else ""
+    console.print(f"champion of {spec_hash[:8]}: [bold]{row.challenger_name}[/bold]{tag} since {row.decided_at:%Y-%m-%d %H:%M}")
+    console.print(f"artifacts: {folder}")
+    for f in sorted(Path(folder).glob("*")) if Path(folder).exists() else []:
+        console.print(f"  {f.name}  ({f.stat().st_size:,} bytes)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(variants_app, name="variants")
+    app.add_typer(db_app, name="db")
+    app.add_typer(champions_app, name="champions")
+    app.command("doctor")(doctor)
+    app.command("noise")(noise)

@@ -1,0 +1,101 @@
+"""Engine construction for the store: URL checks, SQLite pragmas and transaction start, PostgreSQL timeouts.
+
+Only ``store.py`` uses this module. Nothing happens at import.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.pool import StaticPool
+
+from arena.errors import ArenaError
+
+# The statement a SQLite transaction starts with: "BEGIN IMMEDIATE" for writes, so that the write lock is taken
+# (waiting up to the busy timeout) before anything is read, instead of failing on a lock upgrade mid-transaction.
+SQLITE_BEGIN: contextvars.ContextVar[str] = contextvars.ContextVar("SQLITE_BEGIN", default="BEGIN")
+
+
+# -- engine -----------------------------------------------------------------------------------------------------
+def default_url() -> str:
+    """``$ARENA_DB`` if set, else ``sqlite:///<arena home>/arena.db``. The arena home is ``$ARENA_HOME``, else
+    ``$XDG_DATA_HOME/arena``, else ``~/.local/share/arena``. Touches no disk."""
+    if os.environ.get("ARENA_DB"):
+        return os.environ["ARENA_DB"]
+    if os.environ.get("ARENA_HOME"):
+        home = Path(os.environ["ARENA_HOME"]).expanduser()
+    else:
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        home = Path(data).expanduser() / "arena"
+    return f"sqlite:///{home / 'arena.db'}"
+
+
+def display(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def first_line(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    lines = [ln.strip() for ln in str(orig).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(orig).__name__
+
+
+def make_engine(url: str, timeout_s: float) -> Engine:
+    """An engine for a sqlite or postgresql URL, configured for arena; ArenaError on a bad URL or driver."""
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise ArenaError(
+            f"'{url}' is not a database URL; use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB"
+        ) from None
+    backend = u.get_backend_name()
+    try:
+        if backend == "sqlite":
+            database = u.database or ""
+            memory = database in ("", ":memory:") or database.startswith("file:") or u.query.get("mode") == "memory"
+            if not memory:
+                try:
+                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    reason = f"{e.strerror}: {e.filename}"
+                    raise ArenaError(f"database {display(url)} cannot be created: {reason}") from None
+            kwargs: dict[str, Any] = {"connect_args": {"timeout": timeout_s}}
+            if memory:  # one shared connection, or every checkout would see a different empty database
+                kwargs = {"connect_args": {"check_same_thread": False}, "poolclass": StaticPool}
+            engine = create_engine(u, **kwargs)
+            _configure_sqlite(engine, timeout_s)
+            return engine
+        if backend == "postgresql":
+            # lock_timeout: a lock held past timeout_s fails with one line instead of hanging (as SQLite's busy timeout)
+            connect_args = {
+                "connect_timeout": max(1, min(10, round(timeout_s))),
+                "options": f"-c lock_timeout={int(timeout_s * 1000)}",
+            }
+            return create_engine(u, pool_pre_ping=True, connect_args=connect_args)
+    except (NoSuchModuleError, ImportError) as e:
+        raise ArenaError(f"database {display(url)}: no driver for it ({first_line(e)})") from None
+    raise ArenaError(f"database {display(url)}: arena supports sqlite:/// and postgresql+psycopg:// URLs only")
+
+
+def _configure_sqlite(engine: Engine, timeout_s: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
+        # pysqlite's own BEGIN handling skips DDL and cannot do BEGIN IMMEDIATE: turn it off, emit our own below.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(SQLITE_BEGIN.get())

@@ -1,0 +1,606 @@
+"""The arena store: the only code that sees SQL, sessions or ORM objects. Callers get plain dataclasses."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from arena.db import schema
+from arena.db.engine import SQLITE_BEGIN, default_url, display, first_line, make_engine
+from arena.db.models import DecisionModel, EntryModel, RunModel, SpecModel, VariantModel
+from arena.runner.result import RunResult, hparams_key
+from arena.runner.spec import Spec
+from sqlalchemy import and_, delete, func, or_, select, text
+from sqlalchemy.exc import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.orm import Session
+
+from arena.errors import ArenaError
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT_S = 30.0
+# Held by the migrating connection on PostgreSQL so that two processes opening a blank database do not race.
+_PG_MIGRATION_LOCK = 0x4172656E61  # "Arena"
+# RunResult fields that have columns of their own; the rest goes to metrics_json.
+_RUN_COLUMNS = ("variant", "variant_sha", "spec_hash", "seed", "hparams", "status", "error", "wall_s", "final_val_loss")
+
+
+# -- what callers get -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VariantRow:
+    sha256: str
+    name: str
+    kind: str
+    summary: str
+    source: str
+    path: str
+    first_seen: datetime
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    name: str
+    variant_sha: str
+    hparams: dict[str, float]
+    origin: str
+    study_name: str | None
+    created: datetime
+
+
+@dataclass(frozen=True)
+class SpecRow:
+    hash: str
+    name: str
+    created: datetime
+    n_runs: int
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    id: int
+    key: str
+    created: datetime
+    study_name: str | None
+    trial_number: int | None
+    result: RunResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionRecord:
+    """A champion contest's outcome, as the registry hands it to ``record_decision``."""
+
+    spec_hash: str
+    challenger_name: str
+    challenger_sha: str
+    challenger_hparams: dict[str, float]
+    champion_name: str | None
+    champion_sha: str | None
+    champion_hparams: dict[str, float] | None
+    promoted: bool
+    by_default: bool
+    reason: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionRow(DecisionRecord):
+    """A stored decision: the record plus its id and the UTC time it was recorded."""
+
+    id: int
+    decided_at: datetime
+
+
+def _loads(text_: str | None) -> Any:
+    return None if text_ is None else json.loads(text_)
+
+
+def _dumps(value: Any) -> str:
+    # default=str: a run must never fail to be stored because env holds a Path; NaN/inf are kept (Text column).
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """The arena database behind one narrow API. This docstring is the contract.
+
+    - ``Store(url)`` opens a SQLite file (``sqlite:///PATH``; parent folders are created) or a PostgreSQL database
+      (``postgresql+psycopg://USER@HOST:PORT/DB``). A database with no arena schema is migrated to head. A database
+      at an older arena schema raises ArenaError naming ``arena db upgrade`` unless ``upgrade=True``. A database
+      whose schema this code does not know (a newer arena wrote it) raises ArenaError and is never modified.
+      Unreachable servers, bad URLs, unreadable files and locks held past ``timeout_s`` raise ArenaError with one
+      line. SQLite runs in WAL mode with foreign keys on and a busy timeout of ``timeout_s`` (default 30 s).
+    - Every method is one transaction (``_tx``): it commits entirely or not at all. A run is written in one
+      transaction, so a killed process never leaves half a run. Writes on SQLite take the write lock first.
+    - Methods return plain frozen dataclasses (or RunResult/Spec), never ORM objects; timestamps are aware UTC.
+    - Idempotence: ``add_variant``, ``add_spec``, ``add_entry`` (same content) and ``record_run`` (same key) may be
+      repeated, also concurrently from several processes, without creating duplicates.
+    - Champion decisions are append-only: the store has no way to update or delete them.
+    - Safe to share across threads; after ``fork`` open a new Store in the child.
+    - Optuna may use the same database: arena only touches ``arena_*`` tables and ``arena_alembic_version``.
+    """
+
+    def __init__(self, url: str, *, upgrade: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._open(url, timeout_s)
+        try:
+            status = self.schema_status()
+            if status["state"] == "newer":
+                raise ArenaError(
+                    f"database {self.display_url} was written by a newer arena (schema {status['current']}); "
+                    f"upgrade arena (this one knows up to {status['head']}), or use another database"
+                )
+            if status["state"] == "pending" and not upgrade:
+                raise ArenaError(
+                    f"database {self.display_url} is at schema {status['current']}, this arena needs "
+                    f"{status['head']}: run `arena db upgrade` (back it up first)"
+                )
+            self._enable_wal()
+            if status["pending"]:
+                self.upgrade()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def _open(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.display_url = display(url)
+        self._timeout_s = timeout_s
+        self._engine = make_engine(url, timeout_s)
+
+    @classmethod
+    def _unchecked(cls, url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Store:
+        """A Store that skips the schema checks of ``__init__``: for ``schema_status``/``upgrade`` only."""
+        store = cls.__new__(cls)
+        store._open(url, timeout_s)
+        return store
+
+    @staticmethod
+    def default_url() -> str:
+        """``$ARENA_DB`` if set, else ``sqlite:///<arena home>/arena.db`` with the arena home ``$ARENA_HOME``, else
+        ``$XDG_DATA_HOME/arena``, else ``~/.local/share/arena``. Touches no disk."""
+        return default_url()
+
+    def close(self) -> None:
+        """Release every connection. The Store is unusable afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the one transaction helper ----------------------------------------------------------------------------
+    @contextmanager
+    def _tx(self, *, write: bool = False) -> Iterator[Session]:
+        """One transaction: commit on success, rollback on any exception. Database failures that are the
+        environment's fault (unreachable, locked, unreadable, read-only) become one-line ArenaErrors."""
+        token = SQLITE_BEGIN.set("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except (OperationalError, InterfaceError) as e:
+            raise self._db_error(e) from None
+        except DatabaseError as e:
+            if type(e) is DatabaseError:  # e.g. "file is not a database"; Integrity/Programming errors are bugs
+                raise self._db_error(e) from None
+            raise
+        finally:
+            SQLITE_BEGIN.reset(token)
+
+    def _db_error(self, e: BaseException) -> ArenaError:
+        reason = first_line(e)
+        if "locked" in reason or "lock timeout" in reason or "could not obtain lock" in reason:
+            return ArenaError(
+                f"database {self.display_url} is locked by another process (waited {self._timeout_s:g} s): {reason}"
+            )
+        return ArenaError(f"database {self.display_url} cannot be used: {reason}")
+
+    def _enable_wal(self) -> None:
+        if self._engine.dialect.name != "sqlite":
+            return
+        try:
+            raw = self._engine.raw_connection()  # outside any transaction: journal_mode cannot change inside one
+            try:
+                cursor = raw.cursor()
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.close()
+            finally:
+                raw.close()
+        except (OperationalError, DatabaseError) as e:
+            raise self._db_error(e) from None
+
+    # -- schema ------------------------------------------------------------------------------------------------
+    def schema_status(self) -> dict[str, Any]:
+        """``{"current": rev|None, "head": rev, "pending": [revs, oldest first], "state": s}`` where ``state`` is
+        blank | current | pending | newer. Read-only."""
+        with self._tx() as s:
+            return schema.read_status(s.connection()).as_dict()
+
+    def upgrade(self) -> list[str]:
+        """Apply pending migrations (under an exclusive lock); return the revisions applied, oldest first.
+        Refuses (ArenaError) a schema written by a newer arena."""
+        with self._tx(write=True) as s:
+            conn = s.connection()
+            if self._engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            status = schema.read_status(conn)
+            if status.state == "newer":
+                raise ArenaError(
+                    f"database {self.display_url} was written by a newer arena (schema {status.current}); upgrade arena"
+                )
+            try:
+                return schema.migrate(conn)
+            except OperationalError:
+                raise  # locked, unreachable, read-only: _tx makes it one line
+            except Exception as e:  # one line for the user, the chain for debugging
+                raise ArenaError(f"migrating database {self.display_url} failed: {first_line(e)}") from e
+
+    def _write(self, what: str, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one write transaction. Idempotent writers check-then-insert; on PostgreSQL two processes
+        can both pass the check, and the loser's insert raises IntegrityError: it is retried, and then finds the
+        winner's row. (On SQLite ``BEGIN IMMEDIATE`` serializes writers, so the race cannot happen.)"""
+        for _ in range(3):
+            try:
+                with self._tx(write=True) as s:
+                    return work(s)
+            except IntegrityError:
+                continue
+        raise ArenaError(f"database {self.display_url}: could not write {what} (conflicting concurrent writers)")
+
+    # -- variants ----------------------------------------------------------------------------------------------
+    def add_variant(self, name: str, kind: str, summary: str, source: str, sha256: str, path: str) -> bool:
+        """Remember a variant version (keyed by the sha256 of its source). True if it was new; repeating is a
+        no-op (the first path/summary seen is kept). ``first_seen`` strictly increases per name."""
+
+        def work(s: Session) -> bool:
+            if s.get(VariantModel, sha256) is not None:
+                return False
+            now = _now()
+            last = s.scalar(select(func.max(VariantModel.first_seen)).where(VariantModel.name == name))
+            if last is not None and now <= last:
+                now = last + timedelta(microseconds=1)
+            s.add(
+                VariantModel(
+                    sha256=sha256, name=name, kind=kind, summary=summary, source=source, path=path, first_seen=now
+                )
+            )
+            s.flush()
+            return True
+
+        return self._write(f"variant {name}", work)
+
+    def variant(self, sha256: str) -> VariantRow | None:
+        with self._tx() as s:
+            row = s.get(VariantModel, sha256)
+            return _variant_row(row) if row is not None else None
+
+    def latest_variant(self, name: str) -> VariantRow | None:
+        """The most recently first-seen version of ``name``."""
+        with self._tx() as s:
+            row = s.scalars(
+                select(VariantModel).where(VariantModel.name == name).order_by(VariantModel.first_seen.desc())
+            ).first()
+            return _variant_row(row) if row is not None else None
+
+    def variants(self) -> list[VariantRow]:
+        """The latest version of every variant name, sorted by name."""
+        latest = (
+            select(VariantModel.name, func.max(VariantModel.first_seen).label("first_seen"))
+            .group_by(VariantModel.name)
+            .subquery()
+        )
+        query = (
+            select(VariantModel)
+            .join(latest, and_(VariantModel.name == latest.c.name, VariantModel.first_seen == latest.c.first_seen))
+            .order_by(VariantModel.name)
+        )
+        with self._tx() as s:
+            return [_variant_row(r) for r in s.scalars(query)]
+
+    def variant_versions(self, name: str) -> list[VariantRow]:
+        """Every version of ``name``, oldest first."""
+        with self._tx() as s:
+            rows = s.scalars(select(VariantModel).where(VariantModel.name == name).order_by(VariantModel.first_seen))
+            return [_variant_row(r) for r in rows]
+
+    # -- entries -----------------------------------------------------------------------------------------------
+    def add_entry(
+        self,
+        name: str,
+        variant_sha: str,
+        hparams: dict[str, float],
+        origin: str = "tuned",
+        study_name: str | None = None,
+    ) -> bool:
+        """Freeze a named (variant version, hyperparameters) entry such as ``gf_mh@tuned``. True if new; the same
+        content again is a no-op; the same name with other content raises ArenaError (entries are never replaced).
+        The variant version must have been added (ArenaError otherwise)."""
+
+        def work(s: Session) -> bool:
+            if s.get(VariantModel, variant_sha) is None:
+                raise ArenaError(f"entry '{name}': unknown variant version {variant_sha[:12]}; add the variant first")
+            old = s.scalars(select(EntryModel).where(EntryModel.name == name)).first()
+            if old is None:
+                s.add(
+                    EntryModel(
+                        name=name,
+                        variant_sha=variant_sha,
+                        hparams_json=_dumps(hparams),
+                        origin=origin,
+                        study_name=study_name,
+                        created=_now(),
+                    )
+                )
+                s.flush()
+                return True
+            new = (variant_sha, _loads(_dumps(hparams)), origin, study_name)
+            if (old.variant_sha, _loads(old.hparams_json), old.origin, old.study_name) == new:
+                return False
+            raise ArenaError(
+                f"entry '{name}' already exists with other content (variant {old.variant_sha[:12]}, "
+                f"hparams {old.hparams_json}); entries are frozen: pick another name"
+            )
+
+        return self._write(f"entry {name}", work)
+
+    def entries(self) -> list[EntryRow]:
+        """Every entry, sorted by name."""
+        with self._tx() as s:
+            return [_entry_row(r) for r in s.scalars(select(EntryModel).order_by(EntryModel.name))]
+
+    def entry(self, name: str) -> EntryRow | None:
+        with self._tx() as s:
+            row = s.scalars(select(EntryModel).where(EntryModel.name == name)).first()
+            return _entry_row(row) if row is not None else None
+
+    # -- specs -------------------------------------------------------------------------------------------------
+    def add_spec(self, spec: Spec) -> bool:
+        """Remember a spec by its hash. True if new; repeating is a no-op (the first display name is kept)."""
+
+        def work(s: Session) -> bool:
+            if s.get(SpecModel, spec.hash) is not None:
+                return False
+            s.add(SpecModel(hash=spec.hash, name=spec.name, json=_dumps(spec.to_dict()), created=_now()))
+            s.flush()
+            return True
+
+        return self._write(f"spec {spec.label}", work)
+
+    def spec(self, spec_hash: str) -> Spec | None:
+        """The spec stored under ``spec_hash`` (its ``hash`` equals ``spec_hash``), or None."""
+        with self._tx() as s:
+            row = s.get(SpecModel, spec_hash)
+            return Spec.from_dict(json.loads(row.json)) if row is not None else None
+
+    def specs(self) -> list[SpecRow]:
+        """Every spec with its number of stored runs, oldest first."""
+        n_runs = select(RunModel.spec_hash, func.count(RunModel.id).label("n")).group_by(RunModel.spec_hash).subquery()
+        query = (
+            select(SpecModel, func.coalesce(n_runs.c.n, 0))
+            .outerjoin(n_runs, n_runs.c.spec_hash == SpecModel.hash)
+            .order_by(SpecModel.created, SpecModel.hash)
+        )
+        with self._tx() as s:
+            return [SpecRow(hash=r.hash, name=r.name, created=r.created, n_runs=int(n)) for r, n in s.execute(query)]
+
+    # -- runs --------------------------------------------------------------------------------------------------
+    def record_run(
+        self,
+        result: RunResult,
+        *,
+        study_name: str | None = None,
+        trial_number: int | None = None,
+        replace: bool = False,
+    ) -> int:
+        """Store a finished run in one transaction and return its id. Idempotent on ``result.key``: if that key is
+        stored already, nothing is written and the stored id is returned, also when two processes race. With
+        ``replace=True`` (``--rerun``) an existing run with that key is replaced atomically
+        (delete + insert in one transaction; the returned id is the new row's)."""
+        key = result.key
+
+        def work(s: Session) -> int:
+            existing = s.scalar(select(RunModel.id).where(RunModel.key == key))
+            if existing is not None and not replace:
+                return existing
+            if existing is not None:
+                s.execute(delete(RunModel).where(RunModel.key == key))
+            row = _run_model(result, key, study_name, trial_number)
+            s.add(row)
+            s.flush()
+            return row.id
+
+        return self._write(f"run {key}", work)
+
+    def get_run(self, key: str) -> StoredRun | None:
+        """The run stored under ``key`` (``runner.result.run_key``), or None."""
+        with self._tx() as s:
+            row = s.scalars(select(RunModel).where(RunModel.key == key)).first()
+            return _stored_run(row) if row is not None else None
+
+    def run(self, run_id: int) -> StoredRun | None:
+        with self._tx() as s:
+            row = s.get(RunModel, run_id)
+            return _stored_run(row) if row is not None else None
+
+    def runs(
+        self,
+        spec_hash: str,
+        *,
+        variant_sha: str | None = None,
+        hparams: dict[str, float] | None = None,
+        status: str | None = None,
+    ) -> list[StoredRun]:
+        """The runs under one spec, oldest first, optionally narrowed to a variant version, a hyperparameter set
+        (compared by ``hparams_key``, so 0.1 == 0.1000000000001) and a status."""
+        query = select(RunModel).where(RunModel.spec_hash == spec_hash)
+        if variant_sha is not None:
+            query = query.where(RunModel.variant_sha == variant_sha)
+        if hparams is not None:
+            query = query.where(RunModel.hparams_key == hparams_key(hparams))
+        if status is not None:
+            query = query.where(RunModel.status == status)
+        with self._tx() as s:
+            return [_stored_run(r) for r in s.scalars(query.order_by(RunModel.id))]
+
+    # -- champions ---------------------------------------------------------------------------------------------
+    def record_decision(self, d: DecisionRecord) -> int:
+        """Append a champion decision (stamped with the current UTC time); return its id. Never updates."""
+        with self._tx(write=True) as s:
+            row = DecisionModel(
+                spec_hash=d.spec_hash,
+                decided_at=_now(),
+                challenger_name=d.challenger_name,
+                challenger_sha=d.challenger_sha,
+                challenger_hparams_json=_dumps(d.challenger_hparams),
+                champion_name=d.champion_name,
+                champion_sha=d.champion_sha,
+                champion_hparams_json=None if d.champion_hparams is None else _dumps(d.champion_hparams),
+                promoted=d.promoted,
+                by_default=d.by_default,
+                reason=d.reason,
+                evidence_json=_dumps(d.evidence),
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def decisions(self, spec_hash: str | None = None) -> list[DecisionRow]:
+        """Every decision (of one spec, if given), in the order they were recorded."""
+        query = select(DecisionModel).order_by(DecisionModel.id)
+        if spec_hash is not None:
+            query = query.where(DecisionModel.spec_hash == spec_hash)
+        with self._tx() as s:
+            return [_decision_row(r) for r in s.scalars(query)]
+
+    def champion(self, spec_hash: str) -> DecisionRow | None:
+        """The latest decision of ``spec_hash`` that crowned someone (promoted or by default), or None."""
+        query = (
+            select(DecisionModel)
+            .where(DecisionModel.spec_hash == spec_hash)
+            .where(or_(DecisionModel.promoted.is_(True), DecisionModel.by_default.is_(True)))
+            .order_by(DecisionModel.id.desc())
+            .limit(1)
+        )
+        with self._tx() as s:
+            row = s.scalars(query).first()
+            return _decision_row(row) if row is not None else None
+
+
+# -- module functions for `arena db status|upgrade` ---------------------------------------------------------------
+def schema_status(url: str) -> dict[str, Any]:
+    """Where the database at ``url`` stands (see ``Store.schema_status``), without migrating or refusing it."""
+    with Store._unchecked(url) as store:
+        return store.schema_status()
+
+
+def upgrade(url: str) -> list[str]:
+    """Migrate the database at ``url`` to head; return the revisions applied, oldest first ([] when current).
+    A schema written by a newer arena raises ArenaError and is left untouched."""
+    with Store._unchecked(url) as store:
+        if store.schema_status()["state"] == "newer":
+            return store.upgrade()  # raises the ArenaError before touching anything
+        store._enable_wal()
+        return store.upgrade()
+
+
+# -- row conversion ---------------------------------------------------------------------------------------------
+def _variant_row(r: VariantModel) -> VariantRow:
+    return VariantRow(
+        sha256=r.sha256,
+        name=r.name,
+        kind=r.kind,
+        summary=r.summary,
+        source=r.source,
+        path=r.path,
+        first_seen=r.first_seen,
+    )
+
+
+def _entry_row(r: EntryModel) -> EntryRow:
+    return EntryRow(
+        name=r.name,
+        variant_sha=r.variant_sha,
+        hparams=json.loads(r.hparams_json),
+        origin=r.origin,
+        study_name=r.study_name,
+        created=r.created,
+    )
+
+
+def _run_model(result: RunResult, key: str, study_name: str | None, trial_number: int | None) -> RunModel:
+    rest = result.to_dict()
+    for name in _RUN_COLUMNS:
+        rest.pop(name)
+    loss = result.final_val_loss
+    if loss is not None and math.isnan(loss):  # SQLite stores NaN as NULL: keep the NaN in the JSON instead
+        rest["final_val_loss"], loss = loss, None
+    return RunModel(
+        key=key,
+        variant_sha=result.variant_sha,
+        variant_name=result.variant,
+        spec_hash=result.spec_hash,
+        seed=result.seed,
+        hparams_json=_dumps(result.hparams),
+        hparams_key=hparams_key(result.hparams),
+        status=result.status,
+        final_val_loss=loss,
+        metrics_json=_dumps(rest),
+        error=result.error,
+        study_name=study_name,
+        trial_number=trial_number,
+        created=_now(),
+        wall_s=result.wall_s,
+    )
+
+
+def _stored_run(r: RunModel) -> StoredRun:
+    data = {
+        "variant": r.variant_name,
+        "variant_sha": r.variant_sha,
+        "spec_hash": r.spec_hash,
+        "seed": r.seed,
+        "hparams": json.loads(r.hparams_json),
+        "status": r.status,
+        "error": r.error,
+        "wall_s": r.wall_s,
+        "final_val_loss": r.final_val_loss,
+    }
+    data.update(json.loads(r.metrics_json))
+    return StoredRun(
+        id=r.id,
+        key=r.key,
+        created=r.created,
+        study_name=r.study_name,
+        trial_number=r.trial_number,
+        result=RunResult.from_dict(data),
+    )
+
+
+def _decision_row(r: DecisionModel) -> DecisionRow:
+    return DecisionRow(
+        id=r.id,
+        decided_at=r.decided_at,
+        spec_hash=r.spec_hash,
+        challenger_name=r.challenger_name,
+        challenger_sha=r.challenger_sha,
+        challenger_hparams=json.loads(r.challenger_hparams_json),
+        champion_name=r.champion_name,
+        champion_sha=r.champion_sha,
+        champion_hparams=_loads(r.champion_hparams_json),
+        promoted=r.promoted,
+        by_default=r.by_default,
+        reason=r.reason,
+        evidence=json.loads(r.evidence_json),
+    )

@@ -254,3 +254,30 @@ def test_cli_tune_adopt_and_help(tmp_path: Path, corpus: Path) -> None:
     assert isinstance(again.exception, ArenaError) and "--resume" in str(again.exception)
     bad = runner.invoke(app, ["tune", "gf_mh", "--trials", "1", "--params", "gate_inti", *args])
     assert isinstance(bad.exception, ArenaError) and "did you mean" in str(bad.exception)
+
+
+def test_killed_worker_process_trial_is_rerun(tmp_path: Path, spec: Spec) -> None:
+    """SIGKILL one of two optimizing processes after the first trial: the budget is still met by the survivor, and
+    a trial the dead process left RUNNING is failed and re-run (retry_of) instead of being lost."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    killed: list[int] = []
+
+    def on_trial(event: search.TrialEvent) -> None:
+        if not killed:
+            (victim,) = [c for c in mp.active_children() if c.name == "arena-tune-0"]
+            os.kill(victim.pid or 0, signal.SIGKILL)
+            killed.append(victim.pid or 0)
+
+    longer = spec.derive(steps=30)  # long enough that the victim is most likely mid-trial
+    with Store(f"sqlite:///{tmp_path / 'arena.db'}") as store:
+        summary = search.tune(builtin("gf_mh"), longer, trials=4, workers=2, store=store, on_trial=on_trial)
+    assert killed and summary.ran == 4 and summary.n_trials.get("COMPLETE") == 4
+    study = optuna.load_study(study_name=summary.study_name, storage=search.open_storage(summary.storage))
+    trials = study.get_trials()
+    assert all(t.state.is_finished() for t in trials)
+    for lost in [t for t in trials if t.user_attrs.get("swept")]:
+        assert lost.state == TrialState.FAIL
+        assert [t.state for t in trials if t.user_attrs.get("retry_of") == lost.number] == [TrialState.COMPLETE]

@@ -72,9 +72,12 @@ def parse_seeds(text: str) -> tuple[int, ...]:
             if n <= 0:
                 raise ArenaError(f"--seeds must be positive, got {n}")
             return tuple(range(n))
-        return tuple(int(s) for s in text.split(",") if s.strip())
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise ArenaError(f"--seeds wants a count (5) or a comma list (0,1,2), got '{text}'") from None
+    if not seeds:
+        raise ArenaError(f"--seeds wants a count (5) or a comma list (0,1,2), got '{text}'")
+    return seeds
 
 
 def open_store(db: str | None):  # type: ignore[no-untyped-def]

@@ -222,7 +222,7 @@ def test_pruning_on_first_eval(long_spec: Spec, worker: Worker) -> None:
     events.clear()
     w = worker.run(make_task(long_spec, GF, 0, device="cpu"), 120, on_event)
     assert w.status == "pruned" and w.steps_done == 3
-    assert [e for e in events if e["type"] == "eval"][0]["step"] == 3
+    assert next(e for e in events if e["type"] == "eval")["step"] == 3
 
 
 def test_events_report_progress(tiny_spec: Spec) -> None:

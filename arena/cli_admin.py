@@ -64,11 +64,11 @@ def variants_check(
 @db_app.command("status")
 def db_status(db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (or ARENA_DB).")] = None) -> None:
     """The store's URL, its schema revision and any pending migrations."""
-    from arena.db.store import Store, _display, schema_status
+    from arena.db.store import Store, display, schema_status
 
     url = db or Store.default_url()
     status = schema_status(url)
-    console.print(f"database: {_display(url)}")
+    console.print(f"database: {display(url)}")
     console.print(f"schema:   {status['current'] or 'blank'} (head {status['head']})")
     pending = status["pending"]
     console.print(f"pending:  {', '.join(pending) if pending else 'none'}")
@@ -116,7 +116,9 @@ def noise(
     preset: Annotated[str, typer.Option("--preset")] = "phase2",
     steps: Annotated[int | None, typer.Option("--steps")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds")] = None,
+    track: Annotated[str | None, typer.Option("--track", help="shakespeare | mqar | text:PATH (new spec).")] = None,
     data: Annotated[str | None, typer.Option("--data")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a spec field: --set lr=1e-3.")] = None,
     measure: Annotated[bool, typer.Option("--measure", help="Run the reference variant's missing seeds.")] = False,
     workers: Annotated[int, typer.Option("--workers")] = 1,
     db: Annotated[str | None, typer.Option("--db")] = None,
@@ -126,7 +128,7 @@ def noise(
     from arena.cli import build_spec, open_store
     from arena.tournament import RunOptions
 
-    spec = build_spec(preset, steps, seeds, None, data)
+    spec = build_spec(preset, steps, seeds, track, data, sets)
     registry = Registry(open_store(db), spec, RunOptions(workers=workers, data_flag=data), console=console)
     sigma = registry.noise(measure=measure)
     if sigma is None:

@@ -12,7 +12,8 @@ from arena.errors import ArenaError
 
 app = typer.Typer(
     name="arena",
-    help="A fair tournament for RWKV-6 ∥ Mamba-2 hybrid variants: frozen protocol, paired seeds, evidence-based champions.",
+    help="A fair tournament for RWKV-6 ∥ Mamba-2 hybrid variants: frozen protocol, paired seeds, "
+    "evidence-based champions.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -30,7 +31,9 @@ DataOpt = Annotated[str | None, typer.Option("--data", help="Path to tinyshakesp
 DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store (or ARENA_DB).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a spec field: --set lr=1e-3 (new spec).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Parallel worker processes (GPUs are shared round-robin).")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Per-run time limit in seconds; a run past it is a timeout.")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Per-run time limit in seconds; a run past it is a timeout.")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
 BackendOpt = Annotated[str, typer.Option("--backend", help="auto | kernel | torch_chunk | torch_recurrent")]
 
@@ -203,7 +206,8 @@ def submit(
     existing = store.latest_variant(loaded.name)
     if existing is not None and existing.path != loaded.path and existing.sha256 != loaded.sha256:
         raise ArenaError(
-            f"variant name '{loaded.name}' is already registered from {existing.path}; {file} declares it too — rename one"
+            f"variant name '{loaded.name}' is already registered from {existing.path}; {file} declares it too "
+            "— rename one"
         )
     entry = Entry.of(loaded)
     register(store, spec, [entry])
@@ -261,7 +265,9 @@ def tournament(
 
 @app.command()
 def leaderboard(
-    spec: Annotated[str | None, typer.Option("--spec", help="Spec hash (prefix) or preset name; default: latest.")] = None,
+    spec: Annotated[
+        str | None, typer.Option("--spec", help="Spec hash (prefix) or preset name; default: latest.")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | json | csv | markdown")] = "table",
     db: DbOpt = None,
 ) -> None:

@@ -13,7 +13,9 @@ console = Console()
 
 variants_app = typer.Typer(help="List and check variant files.", no_args_is_help=True)
 db_app = typer.Typer(help="Show and apply database migrations.", no_args_is_help=True)
-champions_app = typer.Typer(help="The champion history and the current champion's artifacts.", invoke_without_command=True)
+champions_app = typer.Typer(
+    help="The champion history and the current champion's artifacts.", invoke_without_command=True
+)
 
 
 @variants_app.command("list")
@@ -135,7 +137,8 @@ def noise(
         console.print(f"spec {spec.label}: noise floor not measured yet ({spec.reference_variant} needs ≥ 2 ok seeds); "
                       "run: arena noise --measure")
         raise typer.Exit(1)
-    console.print(f"spec {spec.label}: noise floor σ = {sigma:.5f} nats ({spec.reference_variant}, {len(spec.seeds)} seeds); "
+    console.print(f"spec {spec.label}: noise floor σ = {sigma:.5f} nats ({spec.reference_variant}, "
+                  f"{len(spec.seeds)} seeds); "
                   f"promotion needs mean(d) ≥ δ = max(margin, σ) = {registry.settings.delta(sigma):.5f}")
 
 
@@ -189,7 +192,8 @@ def champions_show(
         raise ArenaError(f"spec {spec_hash[:8]} has no champion yet; run: arena tournament")
     folder = artifacts_dir() / "champions" / spec_hash / f"{row.challenger_name}-{row.challenger_sha[:8]}"
     tag = " (by default)" if row.by_default else ""
-    console.print(f"champion of {spec_hash[:8]}: [bold]{row.challenger_name}[/bold]{tag} since {row.decided_at:%Y-%m-%d %H:%M}")
+    console.print(f"champion of {spec_hash[:8]}: [bold]{row.challenger_name}[/bold]{tag} "
+                  f"since {row.decided_at:%Y-%m-%d %H:%M}")
     console.print(f"artifacts: {folder}")
     for f in sorted(Path(folder).glob("*")) if Path(folder).exists() else []:
         console.print(f"  {f.name}  ({f.stat().st_size:,} bytes)")

@@ -4,6 +4,11 @@ Skipped without CUDA or when fla does not import. Errors are relative, ||got - r
 tensor. Kernel checks use a reference computed in fp64 from the very same (possibly bf16-rounded) inputs, so
 they measure the kernel alone: tf32 dots in fp32 (≈1e-3), bf16 storage in bf16 (≈1e-2). Run with ``-s`` to
 see the measured errors.
+
+Measured on an H100 (fla 0.6.0, triton 3.6.0, torch 2.11): chunk_rwkv6 vs fp64 reference, fp32: o 8e-4,
+hT 7e-4, grads up to 1.2e-3 (dw); bf16: o 2.4e-3, grads up to 2.8e-3 (dw), strong decays included, all finite.
+Slow on a cold machine: Triton autotunes FLA's kernels for every new dtype/shape/flag set (40 s to 4 min per
+test on an H100); FLA caches the results on disk (FLA_CACHE_RESULTS=1), so reruns on one machine are fast.
 """
 
 from __future__ import annotations
@@ -25,10 +30,15 @@ pytestmark = pytest.mark.gpu
 
 TOL = {torch.float32: 2e-3, torch.bfloat16: 2e-2}
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.bfloat16, id="bf16")]
-# (w_raw low, high): the per-step log-decay is w = -exp(w_raw). "x060" spans RWKV-LM's init (-6..-1) plus
-# LoRA headroom; "strong" reaches w = -e³ ≈ -20 per step (FLA issues #77/#78 report NaN grads near there).
-DECAYS = [pytest.param((-6.0, 0.0), id="x060-range"), pytest.param((-4.0, 3.0), id="strong")]
-
+# Cases: (T, K, V, (w_raw low, high)); the per-step log-decay is w = -exp(w_raw). (-6, 0) spans RWKV-LM's x060
+# init (-6..-1) plus LoRA headroom; (-4, 3) reaches w = -e³ ≈ -20 per step (FLA issues #77/#78 report NaN grads
+# near there). T = 50 and 130 are not multiples of the kernel's chunk (64); K = V = 64 is RWKV-LM's head size.
+# Few cases on purpose: every new shape/dtype costs Triton autotuning of a dozen kernels (about a minute).
+CASES = [
+    pytest.param(50, 16, 32, (-6.0, 0.0), id="T50-K16-x060range"),
+    pytest.param(100, 16, 32, (-4.0, 3.0), id="T100-K16-strong"),
+    pytest.param(130, 64, 64, (-4.0, 3.0), id="T130-K64-strong"),
+]
 
 def _need_cuda() -> None:
     if not torch.cuda.is_available():
@@ -103,10 +113,9 @@ def _grads(o: torch.Tensor, hT: torch.Tensor | None, leaves: dict[str, torch.Ten
 
 # -- the WKV kernel ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("decay", DECAYS)
-@pytest.mark.parametrize(("T", "K", "V"), [(50, 16, 32), (100, 16, 32), (130, 64, 64)])
-def test_chunk_kernel_matches_reference(dtype: torch.dtype, decay: tuple[float, float], T: int, K: int,
-                                        V: int) -> None:
+@pytest.mark.parametrize(("T", "K", "V", "decay"), CASES)
+def test_chunk_kernel_matches_reference(dtype: torch.dtype, T: int, K: int, V: int,
+                                        decay: tuple[float, float]) -> None:
     """Outputs, final state and the gradients of r, k, v, w, u, h0; T not a multiple of the kernel's chunk."""
     chunk_rwkv6 = _need_chunk_kernel()
     x = _inputs(2, T, 4, K, V, decay, dtype, seed=T + K)
@@ -127,11 +136,10 @@ def test_chunk_kernel_matches_reference(dtype: torch.dtype, decay: tuple[float, 
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("T", [50, 100])
-def test_wkv6_dispatch_uses_kernel(dtype: torch.dtype, T: int) -> None:
+def test_wkv6_dispatch_uses_kernel(dtype: torch.dtype) -> None:
     """wkv6 on CUDA: 'auto' picks the kernel; kernel, torch_chunk and torch_recurrent agree (no h0)."""
     _need_chunk_kernel()
-    x = _inputs(2, T, 4, 16, 32, (-4.0, 3.0), dtype, seed=T)
+    x = _inputs(2, 100, 4, 16, 32, (-4.0, 3.0), dtype, seed=1)
     args = (x["r"], x["k"], x["v"], x["w"], x["u"])
     o_auto, used = wkv6(*args)
     assert used == "kernel"
@@ -169,12 +177,24 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
             p.add_((torch.randn(p.shape, generator=g) * 0.2).to(p.device, p.dtype))
 
 
-LAYER_TOL = {torch.float32: 2e-3, torch.bfloat16: 3e-2}
+# Where both layers run the same WKV algorithm (ours 'kernel' vs FLA's chunk path at T > 64; ours 'torch_chunk'
+# vs FLA's fused_recurrent path at T <= 64) they agree to ~1e-6 in fp32 (measured on an H100: outputs 1e-7,
+# grads <= 8e-6), which checks the weight mapping tightly. Across algorithms the chunk kernel's tf32 dots show
+# (measured: outputs 4e-4, grads up to 2.2e-3). bf16 adds GroupNorm/gate rounding on both sides (measured, T=100:
+# outputs 3.5e-3 / 4.7e-3, grads up to 7.1e-3).
+LAYER_TOL_SAME = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
+LAYER_TOL_CROSS = {torch.float32: 5e-3, torch.bfloat16: 3e-2}
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("T", [50, 100])  # FLA's layer uses fused_recurrent for T <= 64, chunk above
-@pytest.mark.parametrize("init", ["fla", "x060"])
+# FLA's layer uses fused_recurrent for T <= 64 and chunk above; ours always uses chunk_rwkv6.
+LAYER_CASES = [
+    pytest.param(torch.float32, 100, "fla", id="fp32-T100-fla"),
+    pytest.param(torch.float32, 50, "x060", id="fp32-T50-x060"),
+    pytest.param(torch.bfloat16, 100, "x060", id="bf16-T100-x060"),
+]
+
+
+@pytest.mark.parametrize(("dtype", "T", "init"), LAYER_CASES)
 def test_layer_matches_fla_layer(dtype: torch.dtype, T: int, init: str) -> None:
     """Our RWKV6TimeMix (kernel and torch_chunk backends) vs FLA RWKV6Attention with the same weights."""
     fla_cls = _fla_layer_cls()
@@ -199,9 +219,13 @@ def test_layer_matches_fla_layer(dtype: torch.dtype, T: int, init: str) -> None:
     y_mine = mine(x)
     y_torch = mine_torch(x)
     assert mine.backend_used == "kernel" and mine_torch.backend_used == "torch_chunk"
-    tol = LAYER_TOL[dtype]
-    _check("y kernel", y_mine, y_theirs, tol)
-    _check("y torch_chunk", y_torch, y_theirs, tol)
+    fla_uses_chunk = T > 64
+    tol = {
+        "kernel": (LAYER_TOL_SAME if fla_uses_chunk else LAYER_TOL_CROSS)[dtype],
+        "torch_chunk": (LAYER_TOL_CROSS if fla_uses_chunk else LAYER_TOL_SAME)[dtype],
+    }
+    _check("y kernel", y_mine, y_theirs, tol["kernel"])
+    _check("y torch_chunk", y_torch, y_theirs, tol["torch_chunk"])
 
     dy = torch.randn(y_theirs.shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
     for y in (y_theirs, y_mine, y_torch):
@@ -209,4 +233,4 @@ def test_layer_matches_fla_layer(dtype: torch.dtype, T: int, init: str) -> None:
     ref = dict(theirs.named_parameters())
     for label, m in (("kernel", mine), ("torch_chunk", mine_torch)):
         for name, p in m.named_parameters():
-            _check(f"d{name} {label}", p.grad, ref[name].grad, tol)
+            _check(f"d{name} {label}", p.grad, ref[name].grad, tol[label])

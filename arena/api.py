@@ -97,7 +97,7 @@ class Fusion(nn.Module):
         self.hp = dict(hp)
         self.last_share = None
 
-    def forward(self, rwkv: torch.Tensor, mamba: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, rwkv: torch.Tensor, mamba: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 

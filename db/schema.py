@@ -22,8 +22,9 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
-from arena.db.models import Base
 from sqlalchemy import Connection
+
+from arena.db.models import Base
 
 VERSION_TABLE = "arena_alembic_version"
 TABLE_PREFIX = "arena_"

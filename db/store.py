@@ -10,11 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from arena.db import schema
-from arena.db.engine import SQLITE_BEGIN, default_url, display, first_line, make_engine
-from arena.db.models import DecisionModel, EntryModel, RunModel, SpecModel, VariantModel
-from arena.runner.result import RunResult, hparams_key
-from arena.runner.spec import Spec
 from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.exc import (
     DatabaseError,
@@ -24,7 +19,12 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
+from arena.db import schema
+from arena.db.engine import SQLITE_BEGIN, default_url, display, first_line, make_engine
+from arena.db.models import DecisionModel, EntryModel, RunModel, SpecModel, VariantModel
 from arena.errors import ArenaError
+from arena.runner.result import RunResult, hparams_key
+from arena.runner.spec import Spec
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 30.0

@@ -133,7 +133,7 @@ class Spec:
             (self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}"),
             (self.seq_len > 1, f"--seq-len must be > 1, got {self.seq_len}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (0 <= self.warmup_steps, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
             (self.eval_every > 0, f"eval_every must be positive, got {self.eval_every}"),
             (len(self.seeds) > 0, "--seeds needs at least one seed"),
             (len(set(self.seeds)) == len(self.seeds), f"--seeds has duplicates: {self.seeds}"),

@@ -21,10 +21,10 @@ from unittest import mock
 
 import pytest
 import typer
-from arena.db.store import Store
 from typer.testing import CliRunner
 
 from arena.cli import app, main
+from arena.db.store import Store
 from arena.variants_loader import builtin_dir
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from arena.runner.spec import preset
 
 from arena import dashboard, tune
+from arena.runner.spec import preset
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import torch
-from arena.runner import data
-from arena.runner.spec import SHAKESPEARE_SHA256, Spec, preset
 
 from arena.errors import ArenaError
+from arena.runner import data
+from arena.runner.spec import SHAKESPEARE_SHA256, Spec, preset
 
 # Captured at collection, before the autouse fixture hides it: CI sets ARENA_DATA to the real corpus.
 REAL_DATA = os.environ.get("ARENA_DATA")

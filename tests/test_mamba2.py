@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from arena.runner.spec import ModelDims
 
 from arena.errors import ArenaError
 from arena.model.mamba2 import Mamba2Mixer
 from arena.model.ssd import ssd, ssd_backend, ssd_chunk_ref, ssd_recurrent_ref
+from arena.runner.spec import ModelDims
 
 F64 = torch.float64
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import scipy.stats
+
 from arena.champions.policy import (
     PolicySettings,
     Verdict,
@@ -22,7 +23,6 @@ from arena.champions.policy import (
     noise_floor,
     run_contest,
 )
-
 from arena.errors import ArenaError
 
 DEFAULT = PolicySettings()

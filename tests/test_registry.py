@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 import torch
+
 from arena.champions.policy import PolicySettings
 from arena.champions.registry import Registry
 from arena.db.store import DecisionRow, Store
+from arena.model.lm import build_model
 from arena.runner.data import load_track
 from arena.runner.spec import Spec
 from arena.runner.train import evaluate
-
-from arena.model.lm import build_model
 from arena.tournament import Entry, RunOptions, execute, plan, register
 from arena.variants_loader import LoadedVariant, builtin, load_variant, reference_params
 

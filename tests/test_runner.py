@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 import torch
+
 from arena.runner import train as train_mod
 from arena.runner.data import load_track
 from arena.runner.result import RunResult
 from arena.runner.spec import Spec
 from arena.runner.train import train
 from arena.runner.worker import Worker, make_task, run_trial
-
 from arena.variants_loader import LoadedVariant, builtin, load_variant
 
 GF = builtin("gf")

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from arena.runner.spec import ModelDims
 
 from arena.errors import ArenaError
 from arena.model.rwkv6 import RWKV6TimeMix
 from arena.model.wkv import wkv6, wkv6_chunk_ref, wkv6_recurrent_ref
+from arena.runner.spec import ModelDims
 
 # FLA 0.6.0 RWKV6Attention(hidden_size=128, num_heads=4, expand_k=0.5, expand_v=1.0, proj_low_rank_dim=32,
 # gate_low_rank_dim=64).named_parameters(), in order.

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from arena.runner.spec import PRESETS, ModelDims, Spec, preset
 
 from arena.errors import ArenaError
+from arena.runner.spec import PRESETS, ModelDims, Spec, preset
 
 
 def test_preset_hash_is_stable_within_and_across_processes() -> None:

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, inspect, text
+
 from arena.db.schema import VERSION_TABLE
 from arena.db.store import DecisionRecord, Store, schema_status, upgrade
 from arena.db.testing import fresh_pg_database, pg_admin_url, pg_required, pg_unavailable
+from arena.errors import ArenaError
 from arena.runner.result import RunResult
 from arena.runner.spec import preset
-from sqlalchemy import create_engine, inspect, text
-
-from arena.errors import ArenaError
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

@@ -16,15 +16,15 @@ from pathlib import Path
 import optuna
 import pytest
 import typer
-from arena.db.store import Store
-from arena.runner.data import spec_for_track
-from arena.runner.spec import Spec, preset
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from arena import tune as search
+from arena.db.store import Store
 from arena.errors import ArenaError
+from arena.runner.data import spec_for_track
+from arena.runner.spec import Spec, preset
 from arena.variants_loader import LoadedVariant, builtin, load_variant
 
 FLAKY = '''"""flaky: a fusion that raises after three training steps (every trial crashes)."""

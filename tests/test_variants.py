@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from arena.runner.spec import PRESETS, Spec
-from arena.runner.train import train
 
 from arena.errors import ArenaError
 from arena.model.lm import build_model, count_params
+from arena.runner.spec import PRESETS, Spec
+from arena.runner.train import train
 from arena.variants_loader import (
     LoadedVariant,
     builtin_dir,

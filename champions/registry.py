@@ -174,6 +174,8 @@ class Registry:
     def after_tournament(self, entries: Sequence[Entry]) -> list[str]:
         """The champion decision that ends a tournament; returns the lines to print."""
         lines: list[str] = []
+        if len(self.spec.seeds) < 2:
+            return [f"no champion decision on {self.spec.label}: a paired test needs at least 2 seeds (--seeds)"]
         current = self.champion_entry()
         results = {e.name: self._results(e) for e in entries}
         complete = {n: r for n, r in results.items() if len(r) == len(self.spec.seeds)}
@@ -188,7 +190,7 @@ class Registry:
                 spec_hash=self.spec.hash, challenger_name=entry.name, challenger_sha=entry.loaded.sha256,
                 challenger_hparams=entry.hparams, champion_name=None, champion_sha=None, champion_hparams=None,
                 promoted=not by_default, by_default=by_default, reason=str(evidence.get("reason", "")),
-                evidence=evidence | {"env": _env_of(results[name].values())},
+                evidence=_json_safe(evidence | {"env": _env_of(results[name].values())}),
             )
             self.store.record_decision(decision)
             folder = self._keep_artifacts(entry, list(results[name].values()))

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from arena.model.backend import deterministic
+
 PACKAGES = ("torch", "triton", "flash-linear-attention", "fla-core", "mamba-ssm", "causal-conv1d", "numpy", "arena")
 
 
@@ -45,6 +47,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "packages": {p: v for p in PACKAGES if (v := _version(p))},
         "git_commit": git_commit(),
+        "deterministic": deterministic() if device.type == "cuda" else True,
     }
     return env
 

@@ -19,6 +19,21 @@ from arena.errors import ArenaError
 BACKENDS = ("auto", "kernel", "torch_chunk", "torch_recurrent")
 
 
+def deterministic() -> bool:
+    """Whether GPU runs use only deterministic kernels (``ARENA_DETERMINISTIC``, default 1).
+
+    Why it is the default: mamba-ssm's SSD backward and causal-conv1d's weight gradient accumulate with atomic
+    adds, whose order varies from run to run; over 500 steps that grew to a 7e-4 relative difference in the final
+    val loss of one seed run twice on an H100 (bench/results). Deterministic mode makes mamba-ssm reduce its tiles
+    in a fixed order (its ``MAMBA_DETERMINISTIC``), uses cuDNN's deterministic depthwise conv instead of
+    causal-conv1d, and forbids cuDNN autotuning. ``ARENA_DETERMINISTIC=0`` trades that for a little speed.
+    """
+    value = os.environ.get("ARENA_DETERMINISTIC", "1").strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no", "on", "off", ""):
+        raise ArenaError(f"ARENA_DETERMINISTIC={value!r}: use 1 (deterministic GPU kernels, default) or 0")
+    return value in ("1", "true", "yes", "on", "")
+
+
 @functools.cache
 def _try_import(module: str, attr: str) -> Any:
     """The attribute, or the import error's text (str) when it does not import."""
@@ -37,10 +52,17 @@ def fla_fused_recurrent_rwkv6() -> Any:
 
 
 def mamba_chunk_scan_combined() -> Any:
+    if deterministic():
+        # mamba-ssm reads this when its modules are imported (its autotune configs are chosen then), so it is set
+        # here, just before the first import, and only on hosts that use the kernels.
+        os.environ.setdefault("MAMBA_DETERMINISTIC", "1")
     return _try_import("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
 
 
 def causal_conv1d_fn() -> Any:
+    """causal-conv1d's kernel, or why not: its weight gradient uses atomic adds, so deterministic mode skips it."""
+    if deterministic():
+        return "skipped: causal-conv1d's backward is not deterministic (ARENA_DETERMINISTIC=0 enables it)"
     return _try_import("causal_conv1d", "causal_conv1d_fn")
 
 
@@ -49,7 +71,7 @@ def kernel_status() -> dict[str, str]:
     found = {
         "fla.chunk_rwkv6": fla_chunk_rwkv6(),
         "mamba_ssm.mamba_chunk_scan_combined": mamba_chunk_scan_combined(),
-        "causal_conv1d.causal_conv1d_fn": causal_conv1d_fn(),
+        "causal_conv1d.causal_conv1d_fn": _try_import("causal_conv1d", "causal_conv1d_fn"),
     }
     return {k: ("ok" if not isinstance(v, str) else v) for k, v in found.items()}
 

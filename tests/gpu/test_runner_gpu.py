@@ -1,0 +1,70 @@
+"""The runner on CUDA: deterministic kernels, and the CUDA-graph step against the eager step.
+
+Skipped without CUDA or the kernel packages. The bench (bench/gpu_bench.py) measures the same at the full `phase2`
+length; these are short so that they fit in one device call next to the kernel tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from arena.model import backend
+from arena.model.mamba2 import Mamba2Mixer
+from arena.runner.spec import PRESETS, ModelDims
+from arena.runner.train import train
+from arena.variants_loader import builtin
+
+pytestmark = pytest.mark.gpu
+
+SHORT = PRESETS["phase2"].derive(steps=60, warmup_steps=10, eval_every=30)
+
+
+def _need_kernels() -> None:
+    for name, kernel in (("fla", backend.fla_chunk_rwkv6()), ("mamba_ssm", backend.mamba_chunk_scan_combined())):
+        if isinstance(kernel, str):
+            pytest.skip(f"{name} does not import: {kernel}")
+
+
+def _grads(m: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    m.zero_grad(set_to_none=True)
+    (m(x) * g).sum().backward()
+    return {n: p.grad.detach().clone() for n, p in m.named_parameters() if p.grad is not None}
+
+
+def test_mamba_layer_backward_is_bitwise_repeatable() -> None:
+    """Deterministic mode (the default): the same backward twice gives the same bits for every parameter."""
+    _need_kernels()
+    assert backend.deterministic()
+    torch.manual_seed(0)
+    m = Mamba2Mixer(ModelDims(), backend="kernel").cuda()
+    x = torch.randn(64, 64, m.d_model, device="cuda")  # (B, T, D): the phase2 batch
+    g = torch.randn_like(x)
+    first = _grads(m, x, g)
+    for _ in range(3):
+        again = _grads(m, x, g)
+        diff = {n: (again[n] - first[n]).abs().max().item() for n in first}
+        assert all(v == 0.0 for v in diff.values()), diff
+
+
+def _run(mode: str) -> Any:
+    # The corpus comes from ARENA_DATA or the cache, as for any run (the device call sets ARENA_DATA).
+    return train(SHORT, builtin("gf"), 0, device="cuda", backend="auto", mode=mode)
+
+
+def test_graph_twice_is_repeatable_and_matches_eager() -> None:
+    """gf, 60 steps at phase2: graph twice within 1e-4 relative (bitwise in practice), eager within 1e-3."""
+    _need_kernels()
+    graph1, graph2, eager = _run("graph"), _run("graph"), _run("eager")
+    for r in (graph1, graph2, eager):
+        assert r.status == "ok", r.error
+        assert r.backend["rwkv6"] == "kernel" and r.backend["mamba2"].startswith("kernel")
+        assert r.env["deterministic"] is True
+    assert graph1.final_val_loss is not None and graph2.final_val_loss is not None and eager.final_val_loss is not None
+    repeat = abs(graph1.final_val_loss - graph2.final_val_loss) / graph1.final_val_loss
+    vs_eager = abs(graph1.final_val_loss - eager.final_val_loss) / eager.final_val_loss
+    print(f"graph twice: rel {repeat:.2e}; graph vs eager: rel {vs_eager:.2e}")
+    assert repeat <= 1e-4
+    assert vs_eager <= 1e-3

@@ -5,10 +5,13 @@
 Sections:
 1. environment: date, GPU, torch/triton/fla/mamba-ssm/causal-conv1d versions, arena commit, kernel imports;
 2. GPU equivalence tests (pytest tests/gpu -m gpu): kernels vs the pure-torch reference, pathways vs FLA/mamba-ssm;
-3. speed at `phase2`: the plain eager loop (the seeds' way: kernels, one launch per op) and the arena runner
+3. warm-up (Triton compile + autotune; its results are saved to OUT/autotune.tgz for the next machine);
+4. bitwise repeat of one forward+backward: which gradients differ between identical calls;
+5. speed at `phase2`: the plain eager loop (the seeds' way: kernels, one launch per op) and the arena runner
    (the whole step in one CUDA graph) on the same variant, spec and seed: tok/s, the ratio, the loss difference;
-4. GPU determinism: the runner twice on the same seed (relative difference of the final val loss);
-5. every shipped variant's steady-state speed under the runner.
+6. GPU determinism: the runner twice in one process (final weights bit for bit, val loss) and once in a fresh
+   process (as tournaments run it, loading the saved autotune configs);
+7. every shipped variant's steady-state speed under the runner.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def versions() -> dict[str, Any]:
 
     out["deterministic"] = deterministic()
     out["env_vars"] = {k: os.environ.get(k) for k in ("ARENA_DETERMINISTIC", "MAMBA_DETERMINISTIC",
-                                                      "TRITON_CACHE_AUTOTUNING", "TRITON_CACHE_DIR")}
+                                                      "TRITON_CACHE_AUTOTUNING", "TRITON_CACHE_DIR",
+                                                      "CUBLAS_WORKSPACE_CONFIG")}
     out["kernels"] = kernel_status()
     return out
 
@@ -66,11 +70,73 @@ def gpu_tests(out_dir: Path) -> dict[str, Any]:
     return {"rc": proc.returncode, "seconds": round(time.time() - t0, 1), "summary": summary.strip(), "lines": lines}
 
 
-def run(spec: Any, name: str, seed: int, mode: str, data: str, backend: str = "auto") -> Any:
+def run(spec: Any, name: str, seed: int, mode: str, data: str, backend: str = "auto", ckpt: str | None = None) -> Any:
     from arena.runner.train import train
     from arena.variants_loader import builtin
 
-    return train(spec, builtin(name), seed, device="cuda", backend=backend, mode=mode, data_flag=data)
+    device = os.environ.get("BENCH_DEVICE", "cuda")  # cpu: a smoke check of this script, graph runs eager
+    return train(spec, builtin(name), seed, device=device, backend=backend, mode=mode if device == "cuda" else "eager",
+                 data_flag=data, checkpoint_path=ckpt)
+
+
+def save_autotune_cache(out_dir: Path) -> None:
+    """Tar TRITON_CACHE_DIR's autotune results into OUT (small), so a later call can start from them."""
+    cache = os.environ.get("TRITON_CACHE_DIR")
+    if not cache or not Path(cache).is_dir():
+        return
+    files = [str(p.relative_to(cache)) for p in Path(cache).rglob("*.autotune.json")]
+    if files:
+        subprocess.run(["tar", "czf", str(out_dir / "autotune.tgz"), "-C", cache, *files], check=False)
+        print(f"  saved {len(files)} autotune results to autotune.tgz", flush=True)
+
+
+def bitwise_repeat(spec: Any, data: str) -> dict[str, Any]:
+    """Which parameter gradients differ bit for bit between identical forward+backward calls (none: repeatable)."""
+    import torch
+
+    from arena.model.backend import prepare_cuda
+    from arena.model.lm import build_model
+    from arena.runner.data import load_track
+    from arena.variants_loader import builtin
+
+    prepare_cuda()
+    dev = os.environ.get("BENCH_DEVICE", "cuda")
+    model = build_model(spec.dims, builtin("gf").variant, seed=0).to(dev)
+    x, y = load_track(spec, data).train_batch(0, 0)
+    x, y = x.to(dev), y.to(dev)  # (B, T) each
+    grads = []
+    for _ in range(3):
+        model.zero_grad(set_to_none=True)
+        logits = model(x)  # (B, T, V)
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+        grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+    differ = sorted({n for g in grads[1:] for n in g if not torch.equal(g[n], grads[0][n])})
+    return {"params": len(grads[0]), "differing": len(differ), "names": differ[:12],
+            "max_abs": max((float((g[n] - grads[0][n]).abs().max()) for g in grads[1:] for n in differ), default=0.0)}
+
+
+def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
+    import torch
+
+    sa, sb = torch.load(a)["state_dict"], torch.load(b)["state_dict"]
+    differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    return {"tensors": len(sa), "differing": len(differ), "names": differ[:8],
+            "max_abs": max((float((sa[k] - sb[k]).abs().max()) for k in differ), default=0.0)}
+
+
+def fresh_process_run(spec: Any, data: str, out: Path) -> dict[str, Any]:
+    """The same run in a new Python process (as a tournament runs it): loads the autotune cache, same bits?"""
+    code = (
+        "import json, sys; sys.path.insert(0, 'bench'); from gpu_bench import run; from arena.runner.spec import Spec\n"
+        f"r = run(Spec.from_dict(json.loads({json.dumps(json.dumps(spec.to_dict()))})), 'gf', 0, 'graph', {data!r})\n"
+        f"open({str(out)!r}, 'w').write(json.dumps({{'status': r.status, 'tok_s': r.tokens_per_s, "
+        "'warmup_s': r.warmup_s, 'wall_s': r.wall_s, 'final_val_loss': r.final_val_loss, 'error': r.error}))\n"
+    )
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not out.exists():
+        return {"status": "crashed", "error": (proc.stderr or proc.stdout)[-600:]}
+    return json.loads(out.read_text()) | {"process_s": round(time.time() - t0, 1)}
 
 
 def main() -> None:
@@ -78,6 +144,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     ap.add_argument("--quick", action="store_true", help="fewer steps (smoke-check the script)")
+    ap.add_argument("--preset", default="phase2", help="the spec preset (smoke: a CPU check, BENCH_DEVICE=cpu)")
     ap.add_argument("--skip-tests", action="store_true")
     ap.add_argument("--budget-s", type=float, default=480.0, help="start no variant run after this many seconds")
     args = ap.parse_args()
@@ -97,16 +164,29 @@ def main() -> None:
 
     from arena.runner.spec import PRESETS
 
-    spec = PRESETS["phase2"]
+    spec = PRESETS[args.preset]
     if args.quick:
         spec = spec.derive(steps=60, warmup_steps=10, eval_every=30)
-    print(f"\n## speed: gf at {spec.label}, fp32, seed 0 ({spec.steps} steps, batch {spec.batch_size}×{spec.seq_len})",
-          flush=True)
-    # The first run pays Triton's compilation and autotuning (reported as its warm-up); the order does not change
-    # the steady-state numbers.
-    graph = run(spec, "gf", 0, "graph", args.data)
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "arena-bench"
+    tmp.mkdir(parents=True, exist_ok=True)
+
+    print(f"\n## warm-up: gf at {spec.label}, 30 steps (Triton compile + autotune, once per machine)", flush=True)
+    t0 = time.time()
+    warm = run(spec.derive(steps=30, warmup_steps=5, eval_every=15), "gf", 0, "graph", args.data)
+    report["warmup"] = {"seconds": round(time.time() - t0, 1), "status": warm.status, "error": warm.error}
+    print(f"  {warm.status} in {report['warmup']['seconds']} s" + (f"  ERR {warm.error[:300]}" if warm.error else ""))
+    save_autotune_cache(out_dir)
+
+    print(f"\n## bitwise repeat of one forward+backward (gf, {spec.label} dims, one training batch, 3 times)", flush=True)
+    report["bitwise"] = bitwise_repeat(spec, args.data)
+    print("  " + json.dumps(report["bitwise"]), flush=True)
+
+    print(f"\n## speed and determinism: gf at {spec.label}, fp32, seed 0 ({spec.steps} steps, "
+          f"batch {spec.batch_size}×{spec.seq_len})", flush=True)
+    graph = run(spec, "gf", 0, "graph", args.data, ckpt=str(tmp / "a.pt"))
+    graph2 = run(spec, "gf", 0, "graph", args.data, ckpt=str(tmp / "b.pt"))
     eager = run(spec, "gf", 0, "eager", args.data)
-    graph2 = run(spec, "gf", 0, "graph", args.data)
+    fresh = fresh_process_run(spec, args.data, tmp / "c.json")
     rows = []
     for label, r in (("plain eager loop (seeds' way)", eager), ("arena runner (CUDA graph)", graph),
                      ("arena runner, again", graph2)):
@@ -118,6 +198,8 @@ def main() -> None:
               flush=True)
         if r.error:
             print("    error: " + r.error[:1500])
+    rows.append({"run": "arena runner, fresh process", **fresh})
+    print(f"  {'arena runner, fresh process':32s} {json.dumps(fresh)}", flush=True)
     speed: dict[str, Any] = {"rows": rows}
     if eager.tokens_per_s and graph.tokens_per_s:
         speed["ratio"] = graph.tokens_per_s / eager.tokens_per_s
@@ -127,7 +209,12 @@ def main() -> None:
         print(f"  final val loss, graph vs eager: rel diff {speed['loss_rel_diff_graph_vs_eager']:.2e}")
     if graph.final_val_loss and graph2.final_val_loss:
         speed["loss_rel_diff_repeat"] = abs(graph.final_val_loss - graph2.final_val_loss) / graph.final_val_loss
-        print(f"  determinism, graph twice: rel diff {speed['loss_rel_diff_repeat']:.2e}")
+        speed["weights_repeat"] = compare_checkpoints(tmp / "a.pt", tmp / "b.pt")
+        print(f"  determinism, graph twice in one process: val rel diff {speed['loss_rel_diff_repeat']:.2e}; "
+              f"final weights {json.dumps(speed['weights_repeat'])}")
+    if graph.final_val_loss and fresh.get("final_val_loss"):
+        speed["loss_rel_diff_fresh_process"] = abs(graph.final_val_loss - fresh["final_val_loss"]) / graph.final_val_loss
+        print(f"  determinism, fresh process vs first: val rel diff {speed['loss_rel_diff_fresh_process']:.2e}")
     report["speed"] = speed
 
     print(f"\n## every shipped variant under the runner ({spec.label}, seed 0)", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -13,6 +14,8 @@ import torch
 
 from arena.model.backend import deterministic
 
+# What the kernel packages read from the environment (arena.model.backend.kernel_env sets their defaults).
+KERNEL_ENV = ("TRITON_CACHE_AUTOTUNING", "MAMBA_DETERMINISTIC", "CUBLAS_WORKSPACE_CONFIG", "ARENA_DETERMINISTIC")
 PACKAGES = ("torch", "triton", "flash-linear-attention", "fla-core", "mamba-ssm", "causal-conv1d", "numpy", "arena")
 
 
@@ -48,6 +51,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "packages": {p: v for p in PACKAGES if (v := _version(p))},
         "git_commit": git_commit(),
         "deterministic": deterministic() if device.type == "cuda" else True,
+        "kernel_env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ} if device.type == "cuda" else {},
     }
     return env
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from arena.config import did_you_mean
 from arena.errors import ArenaError
-from arena.model.backend import deterministic
+from arena.model.backend import prepare_cuda
 from arena.model.lm import HybridLM, build_model, count_params
 from arena.runner.data import load_track
 from arena.runner.env import environment
@@ -184,9 +184,7 @@ def _train(
 ) -> None:
     track = load_track(spec, data_flag)
     if dev.type == "cuda":
-        # cuDNN's depthwise-conv weight gradient has nondeterministic algorithms; benchmark mode picks per run.
-        torch.backends.cudnn.deterministic = deterministic()
-        torch.backends.cudnn.benchmark = False
+        prepare_cuda()
     target = reference_params(spec.dims, spec.reference_variant) if loaded.variant.match_params else None
     model = build_model(spec.dims, loaded.variant, hp, seed=seed, backend=backend, match_params_to=target).to(dev)
     model.train()

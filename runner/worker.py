@@ -161,6 +161,9 @@ class Worker:
             elif kind == "error":
                 raise ArenaError(str(payload))
             else:  # the child died without a word: segfault, os._exit, the OOM killer
+                if self._proc is not None:
+                    # The pipe closes a moment before the OS reaps the child; its exit code is None until then.
+                    self._proc.join(timeout=10)
                 code = self._proc.exitcode if self._proc is not None else None
                 self.kill()
                 partial.status = "crashed"

@@ -23,10 +23,11 @@ def deterministic() -> bool:
     """Whether GPU runs use only deterministic kernels (``ARENA_DETERMINISTIC``, default 1).
 
     Why it is the default: mamba-ssm's SSD backward and causal-conv1d's weight gradient accumulate with atomic
-    adds, whose order varies from run to run; over 500 steps that grew to a 7e-4 relative difference in the final
-    val loss of one seed run twice on an H100 (bench/results). Deterministic mode makes mamba-ssm reduce its tiles
-    in a fixed order (its ``MAMBA_DETERMINISTIC``), uses cuDNN's deterministic depthwise conv instead of
-    causal-conv1d, and forbids cuDNN autotuning. ``ARENA_DETERMINISTIC=0`` trades that for a little speed.
+    adds, whose order varies from run to run, and chaotic training grows those last-bit differences: one seed run
+    twice on an H100 ended 7e-4 apart in val loss after 500 steps (bench/results). Deterministic mode makes
+    mamba-ssm reduce its tiles in a fixed order (its ``MAMBA_DETERMINISTIC``), uses cuDNN's deterministic depthwise
+    conv instead of causal-conv1d, pins cuBLAS's workspace and forbids cuDNN autotuning.
+    ``ARENA_DETERMINISTIC=0`` trades that for a little speed.
     """
     value = os.environ.get("ARENA_DETERMINISTIC", "1").strip().lower()
     if value not in ("0", "1", "true", "false", "yes", "no", "on", "off", ""):
@@ -43,19 +44,43 @@ def _try_import(module: str, attr: str) -> Any:
         return f"{type(exc).__name__}: {exc}"
 
 
+def kernel_env() -> None:
+    """Environment the kernel packages read when first imported; set (unless the user set it) just before that.
+
+    * ``TRITON_CACHE_AUTOTUNING=1``: every run is a fresh child process; without a persistent autotune cache each
+      would re-autotune FLA's and mamba-ssm's Triton kernels (minutes) and could pick other configs by timing
+      noise, and other configs sum in other orders. With it, the first process on a machine tunes and saves, and
+      every later one loads the same configs (in ``TRITON_CACHE_DIR``) in seconds.
+    * deterministic mode: ``MAMBA_DETERMINISTIC=1`` (read when mamba-ssm's modules are imported) and cuBLAS's
+      fixed workspace ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (read when its handle is made, so before the first
+      matmul: ``prepare_cuda`` calls this before the model moves to the GPU).
+    """
+    os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
+    if deterministic():
+        os.environ.setdefault("MAMBA_DETERMINISTIC", "1")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def prepare_cuda() -> None:
+    """Set the kernel environment and cuDNN's flags before a GPU run builds its model."""
+    kernel_env()
+    # cuDNN's depthwise-conv weight gradient has nondeterministic algorithms; benchmark mode picks per run.
+    torch.backends.cudnn.deterministic = deterministic()
+    torch.backends.cudnn.benchmark = False
+
+
 def fla_chunk_rwkv6() -> Any:
+    kernel_env()
     return _try_import("fla.ops.rwkv6", "chunk_rwkv6")
 
 
 def fla_fused_recurrent_rwkv6() -> Any:
+    kernel_env()
     return _try_import("fla.ops.rwkv6", "fused_recurrent_rwkv6")
 
 
 def mamba_chunk_scan_combined() -> Any:
-    if deterministic():
-        # mamba-ssm reads this when its modules are imported (its autotune configs are chosen then), so it is set
-        # here, just before the first import, and only on hosts that use the kernels.
-        os.environ.setdefault("MAMBA_DETERMINISTIC", "1")
+    kernel_env()
     return _try_import("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
 
 
@@ -63,6 +88,7 @@ def causal_conv1d_fn() -> Any:
     """causal-conv1d's kernel, or why not: its weight gradient uses atomic adds, so deterministic mode skips it."""
     if deterministic():
         return "skipped: causal-conv1d's backward is not deterministic (ARENA_DETERMINISTIC=0 enables it)"
+    kernel_env()
     return _try_import("causal_conv1d", "causal_conv1d_fn")
 
 

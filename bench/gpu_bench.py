@@ -41,11 +41,11 @@ def versions() -> dict[str, Any]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             out[pkg] = None
-    try:
-        out["arena_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                             check=False).stdout.strip() or os.environ.get("ARENA_COMMIT")
-    except OSError:
-        out["arena_commit"] = os.environ.get("ARENA_COMMIT")
+    # The device's copy of the tree may carry a stale .git: the caller's ARENA_COMMIT wins.
+    out["arena_commit"] = os.environ.get("ARENA_COMMIT")
+    if not out["arena_commit"]:
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+        out["arena_commit"] = git.stdout.strip() or None
     from arena.model.backend import deterministic, kernel_status
 
     out["deterministic"] = deterministic()
@@ -146,6 +146,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps (smoke-check the script)")
     ap.add_argument("--preset", default="phase2", help="the spec preset (smoke: a CPU check, BENCH_DEVICE=cpu)")
     ap.add_argument("--skip-tests", action="store_true")
+    ap.add_argument("--no-eager", action="store_true", help="skip the (slow) plain eager loop")
     ap.add_argument("--budget-s", type=float, default=480.0, help="start no variant run after this many seconds")
     args = ap.parse_args()
     t_start = time.time()
@@ -185,11 +186,12 @@ def main() -> None:
           f"batch {spec.batch_size}×{spec.seq_len})", flush=True)
     graph = run(spec, "gf", 0, "graph", args.data, ckpt=str(tmp / "a.pt"))
     graph2 = run(spec, "gf", 0, "graph", args.data, ckpt=str(tmp / "b.pt"))
-    eager = run(spec, "gf", 0, "eager", args.data)
+    eager = run(spec, "gf", 0, "eager", args.data) if not args.no_eager else None
     fresh = fresh_process_run(spec, args.data, tmp / "c.json")
     rows = []
-    for label, r in (("plain eager loop (seeds' way)", eager), ("arena runner (CUDA graph)", graph),
-                     ("arena runner, again", graph2)):
+    runs = (("plain eager loop (seeds' way)", eager), ("arena runner (CUDA graph)", graph),
+            ("arena runner, again", graph2))
+    for label, r in [(label, r) for label, r in runs if r is not None]:
         rows.append({"run": label, "status": r.status, "tok_s": r.tokens_per_s, "warmup_s": r.warmup_s,
                      "wall_s": r.wall_s, "final_val_loss": r.final_val_loss, "peak_mb": r.peak_mem_mb,
                      "backend": r.backend, "error": (r.error or "")[:400]})
@@ -201,10 +203,10 @@ def main() -> None:
     rows.append({"run": "arena runner, fresh process", **fresh})
     print(f"  {'arena runner, fresh process':32s} {json.dumps(fresh)}", flush=True)
     speed: dict[str, Any] = {"rows": rows}
-    if eager.tokens_per_s and graph.tokens_per_s:
+    if eager and eager.tokens_per_s and graph.tokens_per_s:
         speed["ratio"] = graph.tokens_per_s / eager.tokens_per_s
         print(f"  speed-up graph/eager: {speed['ratio']:.2f}×")
-    if eager.final_val_loss and graph.final_val_loss:
+    if eager and eager.final_val_loss and graph.final_val_loss:
         speed["loss_rel_diff_graph_vs_eager"] = abs(graph.final_val_loss - eager.final_val_loss) / eager.final_val_loss
         print(f"  final val loss, graph vs eager: rel diff {speed['loss_rel_diff_graph_vs_eager']:.2e}")
     if graph.final_val_loss and graph2.final_val_loss:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arena.api import Variant
+from arena.model.backend import deterministic
 from arena.runner.spec import ModelDims
 
 PARTS = ("embed", "rwkv6", "mamba2", "attention", "fusion", "ffn", "norm")
@@ -32,6 +33,32 @@ def seeded(seed: int, tag: str) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived)
         yield
+
+
+class _MatmulGradEmbedding(torch.autograd.Function):
+    """An embedding lookup whose weight gradient is one_hot(idx)ᵀ @ grad: a matmul with a fixed summation order.
+
+    Why: CUDA's embedding backward sums the rows of repeated tokens in a varying order; on an H100 one identical
+    forward+backward of the phase2 model gave ``embed.weight`` gradients 2e-8 apart and nothing else (bench/results).
+    For char-level vocabularies the one-hot matrix is small (4,096 × 65 at phase2).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx)
+        ctx.num_embeddings = weight.shape[0]
+        return F.embedding(idx, weight)  # (B, T, D)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        (idx,) = ctx.saved_tensors
+        one_hot = F.one_hot(idx.reshape(-1), ctx.num_embeddings).to(grad.dtype)  # (B·T, V); no host sync on CUDA
+        return None, one_hot.t() @ grad.reshape(-1, grad.shape[-1])  # (V, D)
+
+
+def embed_tokens(idx: torch.Tensor, weight: torch.Tensor, fixed_order: bool) -> torch.Tensor:
+    """``F.embedding`` (B, T) → (B, T, D); with ``fixed_order`` its weight gradient is a matmul (see above)."""
+    return _MatmulGradEmbedding.apply(idx, weight) if fixed_order else F.embedding(idx, weight)
 
 
 class RMSNorm(nn.Module):
@@ -122,9 +149,11 @@ class HybridLM(nn.Module):
             Block(dims, variant, hparams, i, hidden, backend, seed) for i in range(dims.n_layer)
         )
         self.norm_f = RMSNorm(dims.d_model)
+        # On CUDA in deterministic mode only: CPU's embedding backward already sums in a fixed order.
+        self.fixed_order_embed = deterministic()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.embed(idx)  # (B, T, D)
+        x = embed_tokens(idx, self.embed.weight, self.fixed_order_embed and idx.is_cuda)  # (B, T, D)
         for block in self.blocks:
             x = block(x)
         return F.linear(self.norm_f(x), self.embed.weight)  # (B, T, V): tied head

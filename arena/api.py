@@ -24,10 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # imported lazily below (module __getattr__): arena.fusions imports this module
+    from arena.fusions import GatedFusion
 
 __all__ = [
     "KINDS",

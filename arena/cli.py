@@ -3,12 +3,17 @@
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from arena.errors import ArenaError
+
+if TYPE_CHECKING:  # the CLI imports these lazily, per command, to start fast
+    from arena.db.store import Store
+    from arena.runner.spec import Spec
+    from arena.variants_loader import LoadedVariant
 
 app = typer.Typer(
     name="arena",
@@ -41,7 +46,7 @@ BackendOpt = Annotated[str, typer.Option("--backend", help="auto | kernel | torc
 def build_spec(
     preset: str, steps: int | None = None, seeds: str | None = None, track: str | None = None,
     data: str | None = None, sets: list[str] | None = None,
-):  # type: ignore[no-untyped-def]
+) -> "Spec":
     """The spec the flags describe (preset, then --track, then --steps/--seeds/--set), validated."""
     from arena.runner.data import spec_for_track
     from arena.runner.spec import preset as get_preset
@@ -83,13 +88,36 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def open_store(db: str | None):  # type: ignore[no-untyped-def]
+def open_store(db: str | None) -> "Store":
+    """The store, created (and migrated) if it does not exist yet: for commands that write."""
     from arena.db.store import Store
 
     return Store(db or Store.default_url())
 
 
-def resolve_variant(ref: str, store: Any = None):  # type: ignore[no-untyped-def]
+def existing_store(db: str | None) -> "Store | None":
+    """The store, or None while its SQLite file does not exist: looking (or failing early) creates nothing."""
+    from arena.db.engine import sqlite_file
+    from arena.db.store import Store
+
+    url = db or Store.default_url()
+    path = sqlite_file(url)
+    return None if path is not None and not path.exists() else Store(url)
+
+
+def reading_store(db: str | None) -> "Store":
+    """The store for a command that only reads; a one-line error (and no new file) when there is none yet."""
+    from arena.db.engine import display
+    from arena.db.store import Store
+
+    store = existing_store(db)
+    if store is None:
+        raise ArenaError(f"no arena store at {display(db or Store.default_url())} yet; "
+                         "start with: arena tournament --preset smoke (or point --db / ARENA_DB at yours)")
+    return store
+
+
+def resolve_variant(ref: str, store: Any = None) -> "LoadedVariant":
     """A variant by file path, shipped name, or registered name (with did-you-mean)."""
     from arena.config import did_you_mean
     from arena.variants_loader import builtin_variants, load_source, load_variant
@@ -136,8 +164,10 @@ def run(
     from arena.tournament import Entry, register
 
     spec = build_spec(preset, steps, None, track, data, sets)
-    store = None if no_store else open_store(db)
-    loaded = resolve_variant(variant, store)
+    store = None if no_store else existing_store(db)
+    loaded = resolve_variant(variant, store)  # an unknown name fails here, before a store is created
+    if not no_store and store is None:
+        store = open_store(db)
     entry = Entry.of(loaded, parse_hparams(hp))
     if store is not None:
         stored = store.get_run(entry.key(spec, seed))
@@ -245,8 +275,10 @@ def tournament(
     from arena.tournament import RunOptions, execute, plan, register, tournament_entries
 
     spec = build_spec(preset, steps, seeds, track, data, sets)
-    store = open_store(db)
-    entries = tournament_entries(store, spec, variants.split(",") if variants else None)
+    store = existing_store(db)
+    entries = tournament_entries(store, spec, variants.split(",") if variants else None)  # may fail: nothing written
+    if store is None:
+        store = open_store(db)
     register(store, spec, entries)
     jobs = plan(store, spec, entries, spec.seeds, rerun=rerun)
     memo = len(entries) * len(spec.seeds) - len(jobs)
@@ -277,7 +309,7 @@ def leaderboard(
 
     if fmt not in FORMATS:
         raise ArenaError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
-    store = open_store(db)
+    store = reading_store(db)
     print_leaderboard(console, store, find_spec_hash(store, spec), fmt)
 
 
@@ -291,7 +323,7 @@ def show(
     """Show a variant's runs (or one run): metrics, diagnostics and loss curves in the terminal or as a PNG."""
     from arena.cli_views import show_target
 
-    show_target(console, open_store(db), what, spec, plot)
+    show_target(console, reading_store(db), what, spec, plot)
 
 
 def _register_nouns() -> None:

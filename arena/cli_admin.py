@@ -24,15 +24,15 @@ def variants_list(
     db: Annotated[str | None, typer.Option("--db", help="Also list variants registered in this store.")] = None,
 ) -> None:
     """Every shipped (and registered) variant with its kind, parameter count at the spec size, and summary."""
-    from arena.cli import open_store
+    from arena.cli import existing_store
     from arena.runner.spec import preset as get_preset
     from arena.variants_loader import builtin_variants, load_source, param_count
 
     spec = get_preset(preset)
     found = {lv.name: (lv, "shipped") for lv in builtin_variants()}
     try:
-        store = open_store(db)
-        for row in store.variants():
+        store = existing_store(db)
+        for row in store.variants() if store is not None else ():
             if row.name not in found or found[row.name][0].sha256 != row.sha256:
                 found[row.name] = (load_source(row.source, row.path), "registered")
     except ArenaError:
@@ -127,11 +127,12 @@ def noise(
 ) -> None:
     """Show (or measure) the spec's noise floor: the reference variant's seed-to-seed std of final val loss."""
     from arena.champions.registry import Registry
-    from arena.cli import build_spec, open_store
+    from arena.cli import build_spec, open_store, reading_store
     from arena.tournament import RunOptions
 
     spec = build_spec(preset, steps, seeds, track, data, sets)
-    registry = Registry(open_store(db), spec, RunOptions(workers=workers, data_flag=data), console=console)
+    store = open_store(db) if measure else reading_store(db)
+    registry = Registry(store, spec, RunOptions(workers=workers, data_flag=data), console=console)
     sigma = registry.noise(measure=measure)
     if sigma is None:
         console.print(f"spec {spec.label}: noise floor not measured yet ({spec.reference_variant} needs ≥ 2 ok seeds); "
@@ -151,10 +152,10 @@ def champions_history(
     """The champion history: who dethroned whom, when, and by how much (every decision, append-only)."""
     if ctx.invoked_subcommand is not None:
         return
-    from arena.cli import open_store
+    from arena.cli import reading_store
     from arena.cli_views import find_spec_hash
 
-    store = open_store(db)
+    store = reading_store(db)
     spec_hash = find_spec_hash(store, spec) if spec else None
     rows = store.decisions(spec_hash)
     if not rows:
@@ -181,11 +182,11 @@ def champions_show(
     db: Annotated[str | None, typer.Option("--db")] = None,
 ) -> None:
     """Where the current champion's source snapshot and best-seed checkpoint are kept."""
-    from arena.cli import open_store
+    from arena.cli import reading_store
     from arena.cli_views import find_spec_hash
     from arena.home import artifacts_dir
 
-    store = open_store(db)
+    store = reading_store(db)
     spec_hash = find_spec_hash(store, spec)
     row = store.champion(spec_hash)
     if row is None:

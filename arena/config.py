@@ -52,7 +52,7 @@ def replace_strict(cfg: T, changes: Mapping[str, Any]) -> T:
         if key not in fields:
             raise ArenaError(f"unknown field '{key}'{did_you_mean(key, fields)}")
         clean[key] = _coerce(value, hints[key], key)
-    return dataclasses.replace(cfg, **clean)  # type: ignore[type-var]
+    return dataclasses.replace(cfg, **clean)
 
 
 def from_dict_strict(cls: type[T], data: Mapping[str, Any]) -> T:

@@ -20,10 +20,10 @@ def plot_curves(runs: Sequence[RunResult], path: str | Path, title: str = "") ->
         color = f"C{i % 10}"
         label = f"{r.variant} s{r.seed}"
         if r.train_curve:
-            xs, ys = zip(*r.train_curve)
+            xs, ys = zip(*r.train_curve, strict=True)
             ax.plot(xs, ys, color=color, alpha=0.35, linewidth=0.8)
         if r.val_curve:
-            xs, ys = zip(*r.val_curve)
+            xs, ys = zip(*r.val_curve, strict=True)
             ax.plot(xs, ys, color=color, linewidth=2.0, marker="o", markersize=3, label=f"{label} (val)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")

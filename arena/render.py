@@ -49,7 +49,8 @@ def caption(board: Board) -> str:
     if board.champion and board.champion_by_default:
         champ += " (by default)"
     ref = spec.reference_variant if spec else "gf"
-    return f"spec {label} · noise floor σ = {noise} nats ({ref} seed-to-seed std) · champion: {champ} · ≈ tied (p ≥ 0.05)"
+    return (f"spec {label} · noise floor σ = {noise} nats ({ref} seed-to-seed std) · champion: {champ}"
+            " · ≈ tied (p ≥ 0.05)")
 
 
 def table(board: Board) -> Table:

@@ -159,33 +159,36 @@ def execute(
     return results
 
 
-def tournament_entries(store: Store, spec: Spec, names: Sequence[str] | None = None) -> list[Entry]:
+def tournament_entries(store: Store | None, spec: Spec, names: Sequence[str] | None = None) -> list[Entry]:
     """Every shipped variant, every registered variant (latest version), and every tuned entry; or the named ones.
 
     A registered file that shares a shipped variant's name replaces it (it is the newer version the user
     submitted). Every file is validated against the spec first; one bad file stops the tournament before any run.
+    ``store`` None (no database yet): the shipped variants only.
     """
     from arena.config import did_you_mean
     from arena.errors import ArenaError
     from arena.variants_loader import builtin_variants, check_variant, load_source
 
     by_name: dict[str, Entry] = {lv.name: Entry.of(lv) for lv in builtin_variants()}
-    for row in store.variants():
-        if row.name in by_name and by_name[row.name].loaded.sha256 == row.sha256:
-            continue
-        if row.name in by_name and row.path == by_name[row.name].loaded.path:
-            continue  # an older registration of a shipped file: the shipped version is current
-        by_name[row.name] = Entry.of(load_source(row.source, row.path))
-    for e in store.entries():
-        base = store.variant(e.variant_sha)
-        if base is not None:
-            loaded = load_source(base.source, base.path)
-            by_name[e.name] = Entry.of(loaded, e.hparams, name=e.name, origin="tuned")
+    if store is not None:
+        for row in store.variants():
+            if row.name in by_name and by_name[row.name].loaded.sha256 == row.sha256:
+                continue
+            if row.name in by_name and row.path == by_name[row.name].loaded.path:
+                continue  # an older registration of a shipped file: the shipped version is current
+            by_name[row.name] = Entry.of(load_source(row.source, row.path))
+        for e in store.entries():
+            base = store.variant(e.variant_sha)
+            if base is not None:
+                loaded = load_source(base.source, base.path)
+                by_name[e.name] = Entry.of(loaded, e.hparams, name=e.name, origin="tuned")
     if names:
         unknown = [n for n in names if n not in by_name]
         if unknown:
             raise ArenaError(
-                f"--variants: unknown variant '{unknown[0]}'{did_you_mean(unknown[0], by_name)}; see: arena variants list"
+                f"--variants: unknown variant '{unknown[0]}'{did_you_mean(unknown[0], by_name)}; "
+                "see: arena variants list"
             )
         by_name = {n: by_name[n] for n in names}
     checked: set[str] = set()

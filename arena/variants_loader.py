@@ -198,7 +198,9 @@ def check_variant(loaded: LoadedVariant, spec: Spec) -> int:
             raise ArenaError(f"{path}: the fusion module fails on a (2, {CAUSAL_T}, {d}) batch: {exc}") from None
         if not isinstance(y, torch.Tensor) or tuple(y.shape) != (2, CAUSAL_T, d):
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ArenaError(f"{path}: the fusion returns shape {shape}; it must return (B, T, D) = (2, {CAUSAL_T}, {d})")
+            raise ArenaError(
+                f"{path}: the fusion returns shape {shape}; it must return (B, T, D) = (2, {CAUSAL_T}, {d})"
+            )
     target = reference_params(spec.dims, spec.reference_variant) if v.match_params else None
     try:
         model = build_model(spec.dims, v, seed=0, backend="torch_chunk", match_params_to=target)

@@ -32,7 +32,8 @@ def versions() -> dict[str, Any]:
 
     import torch
 
-    out: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "python": sys.version.split()[0]}
+    out: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                           "python": sys.version.split()[0]}
     out["torch"] = torch.__version__
     out["cuda"] = torch.version.cuda
     out["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -161,7 +162,8 @@ def main() -> None:
         report["tests"] = gpu_tests(out_dir)
         for ln in report["tests"]["lines"]:
             print("  " + ln[:160])
-        print(f"  => {report['tests']['summary']} in {report['tests']['seconds']} s (rc {report['tests']['rc']})", flush=True)
+        t = report["tests"]
+        print(f"  => {t['summary']} in {t['seconds']} s (rc {t['rc']})", flush=True)
 
     from arena.runner.spec import PRESETS
 
@@ -178,7 +180,8 @@ def main() -> None:
     print(f"  {warm.status} in {report['warmup']['seconds']} s" + (f"  ERR {warm.error[:300]}" if warm.error else ""))
     save_autotune_cache(out_dir)
 
-    print(f"\n## bitwise repeat of one forward+backward (gf, {spec.label} dims, one training batch, 3 times)", flush=True)
+    print(f"\n## bitwise repeat of one forward+backward (gf, {spec.label} dims, one training batch, 3 times)",
+          flush=True)
     report["bitwise"] = bitwise_repeat(spec, args.data)
     print("  " + json.dumps(report["bitwise"]), flush=True)
 
@@ -215,7 +218,8 @@ def main() -> None:
         print(f"  determinism, graph twice in one process: val rel diff {speed['loss_rel_diff_repeat']:.2e}; "
               f"final weights {json.dumps(speed['weights_repeat'])}")
     if graph.final_val_loss and fresh.get("final_val_loss"):
-        speed["loss_rel_diff_fresh_process"] = abs(graph.final_val_loss - fresh["final_val_loss"]) / graph.final_val_loss
+        fresh_diff = abs(graph.final_val_loss - fresh["final_val_loss"]) / graph.final_val_loss
+        speed["loss_rel_diff_fresh_process"] = fresh_diff
         print(f"  determinism, fresh process vs first: val rel diff {speed['loss_rel_diff_fresh_process']:.2e}")
     report["speed"] = speed
 
@@ -232,7 +236,8 @@ def main() -> None:
             continue
         r = run(spec, lv.name, 0, "graph", args.data)
         per_variant.append({"variant": lv.name, "status": r.status, "tok_s": r.tokens_per_s,
-                            "final_val_loss": r.final_val_loss, "params": r.params_total, "error": (r.error or "")[:300]})
+                            "final_val_loss": r.final_val_loss, "params": r.params_total,
+                            "error": (r.error or "")[:300]})
         print(f"  {lv.name:12s} {r.status:8s} {r.tokens_per_s or 0:>12,.0f} tok/s  val {r.final_val_loss}  "
               f"params {r.params_total:,}" + (f"  ERR {r.error[:200]}" if r.error else ""), flush=True)
     report["variants"] = per_variant

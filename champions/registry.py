@@ -94,7 +94,8 @@ class Registry:
         row = self.store.variant(sha)
         if row is None:
             raise ArenaError(f"the champion's variant {name} (sha {sha[:12]}) is missing from the store")
-        return Entry.of(load_source(row.source, row.path), hparams, name=name, origin="file" if "@" not in name else "tuned")
+        origin = "file" if "@" not in name else "tuned"
+        return Entry.of(load_source(row.source, row.path), hparams, name=name, origin=origin)
 
     def reference_entry(self) -> Entry:
         row = self.store.latest_variant(self.spec.reference_variant)
@@ -138,14 +139,16 @@ class Registry:
         if current is None:
             self.ensure_runs(entry, self.spec.seeds)
             return Outcome(None, f"no champion yet for spec {self.spec.label}: `arena tournament` crowns the first "
-                                 f"(the best variant if significantly better than the rest, else {self.spec.reference_variant})")
+                                 "(the best variant if significantly better than the rest, "
+                                 f"else {self.spec.reference_variant})")
         champ, _ = current
         if champ.loaded.sha256 == entry.loaded.sha256 and hparams_key(champ.hparams) == hparams_key(entry.hparams):
             self.ensure_runs(entry, self.spec.seeds)
             return Outcome(None, f"{entry.name} is the current champion of {self.spec.label}")
         sigma = self.noise(measure=True)
         if sigma is None:
-            raise ArenaError(f"spec {self.spec.label} has no noise floor: {self.spec.reference_variant} needs ≥ 2 ok seeds "
+            raise ArenaError(f"spec {self.spec.label} has no noise floor: "
+                             f"{self.spec.reference_variant} needs ≥ 2 ok seeds "
                              "(arena noise --measure)")
         seeds = self.spec.contest_seeds()
         pairs: list[tuple[int, RunResult, RunResult]] = []
@@ -155,7 +158,8 @@ class Registry:
             chal = self.ensure_runs(entry, [seed])[seed]
             champ_run = self.ensure_runs(champ, [seed])[seed]
             if stack_key(champ_run.env, champ_run.backend) != stack_key(chal.env, chal.backend):
-                self._say(f"  [dim]re-running champion {champ.name} seed {seed}: its stored run used another stack[/dim]")
+                self._say(f"  [dim]re-running champion {champ.name} seed {seed}: "
+                          "its stored run used another stack[/dim]")
                 champ_run = self.ensure_runs(champ, [seed], rerun=True)[seed]
                 if stack_key(champ_run.env, champ_run.backend) != stack_key(chal.env, chal.backend):
                     chal = self.ensure_runs(entry, [seed], rerun=True)[seed]
@@ -195,13 +199,15 @@ class Registry:
             self.store.record_decision(decision)
             folder = self._keep_artifacts(entry, list(results[name].values()))
             tag = " (by default)" if by_default else ""
-            lines.append(f"[bold]first champion of {self.spec.label}: {name}{tag}[/bold] — {evidence.get('reason', '')}")
+            reason = evidence.get("reason", "")
+            lines.append(f"[bold]first champion of {self.spec.label}: {name}{tag}[/bold] — {reason}")
             lines.append(f"  champion artifacts: {folder}")
             return lines
         champ, _ = current
         champ_mean = _mean(results.get(champ.name) or self._results(champ))
         challengers = sorted(
-            (e for e in entries if e.name != champ.name and e.name in complete and _mean(complete[e.name]) < champ_mean),
+            (e for e in entries
+             if e.name != champ.name and e.name in complete and _mean(complete[e.name]) < champ_mean),
             key=lambda e: _mean(complete[e.name]),
         )
         if not challengers:

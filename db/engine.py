@@ -49,6 +49,20 @@ def first_line(e: BaseException) -> str:
     return lines[0] if lines else type(orig).__name__
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a ``sqlite:///`` URL names; None for in-memory SQLite, PostgreSQL or a malformed URL."""
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return None
+    if u.get_backend_name() != "sqlite":
+        return None
+    database = u.database or ""
+    if database in ("", ":memory:") or database.startswith("file:") or u.query.get("mode") == "memory":
+        return None
+    return Path(database).expanduser()
+
+
 def make_engine(url: str, timeout_s: float) -> Engine:
     """An engine for a sqlite or postgresql URL, configured for arena; ArenaError on a bad URL or driver."""
     try:

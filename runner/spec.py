@@ -116,13 +116,17 @@ class Spec:
     def derive(self, **changes: Any) -> Spec:
         """A copy with some fields changed (``dims`` fields may be given by name too); validated."""
         dim_names = {f.name for f in dataclasses.fields(ModelDims)}
+        names = dim_names | {f.name for f in dataclasses.fields(Spec)}
+        for key in changes:
+            if key not in names:  # suggest among the dims fields too, which derive() accepts by name
+                raise ArenaError(f"unknown field '{key}'{did_you_mean(key, names)}")
         dim_changes = {k: v for k, v in changes.items() if k in dim_names}
         top = {k: v for k, v in changes.items() if k not in dim_names}
         spec = replace_strict(self, top) if top else self
         if dim_changes:
             spec = dataclasses.replace(spec, dims=replace_strict(spec.dims, dim_changes))
         if "seeds" in changes and "max_seeds" not in changes:
-            spec = dataclasses.replace(spec, max_seeds=max(spec.max_seeds, max(spec.seeds) + 1))
+            spec = dataclasses.replace(spec, max_seeds=max(spec.max_seeds, max(spec.seeds, default=-1) + 1))
         spec.validate()
         return spec
 
@@ -139,7 +143,8 @@ class Spec:
             (len(set(self.seeds)) == len(self.seeds), f"--seeds has duplicates: {self.seeds}"),
             (all(s >= 0 for s in self.seeds), "--seeds must be non-negative"),
             (not set(self.seeds) & set(self.tuning_seeds), "tuning seeds must be disjoint from tournament seeds"),
-            (self.lr_schedule in ("cosine", "constant"), f"lr_schedule must be cosine|constant, not {self.lr_schedule}"),
+            (self.lr_schedule in ("cosine", "constant"),
+             f"lr_schedule must be cosine|constant, not {self.lr_schedule}"),
             (self.precision in ("fp32", "bf16"), f"precision must be fp32|bf16, not {self.precision}"),
             (0 < self.val_fraction < 1, "val_fraction must lie in (0, 1)"),
             (self.dims.rwkv_init in ("fla", "x060"), f"rwkv_init must be fla|x060, not {self.dims.rwkv_init}"),

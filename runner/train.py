@@ -108,7 +108,8 @@ def evaluate(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(x)  # (B, T, V)
         flat_y = y.reshape(-1)  # (B·T,)
-        loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat_y, ignore_index=-100, reduction="sum")
+        flat_logits = logits.reshape(-1, logits.size(-1)).float()  # (B·T, V)
+        loss_sum = F.cross_entropy(flat_logits, flat_y, ignore_index=-100, reduction="sum")
         mask = flat_y != -100
         total += loss_sum.double()
         count += mask.sum()
@@ -146,7 +147,9 @@ def train(
         variant=loaded.name, variant_sha=loaded.sha256, spec_hash=spec.hash, seed=seed, hparams=hp
     )
     wall0 = time.perf_counter()
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
     if mode == "auto":
         mode = "graph" if dev.type == "cuda" else "eager"
     if mode not in ("eager", "graph"):
@@ -316,6 +319,7 @@ def _train(
         result.error = "non-finite final val loss"
     if checkpoint_path:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        meta = {"variant": loaded.name, "variant_sha": loaded.sha256, "spec": spec.to_dict(), "seed": seed, "hparams": hp}
+        meta = {"variant": loaded.name, "variant_sha": loaded.sha256, "spec": spec.to_dict(), "seed": seed,
+                "hparams": hp}
         torch.save({"state_dict": state, "meta": meta}, checkpoint_path)
         result.checkpoint_path = checkpoint_path

@@ -151,7 +151,7 @@ class Worker:
                 else:
                     continue
             kind, payload = msg
-            if kind == "event":
+            if kind == "event" and isinstance(payload, dict):
                 _track(partial, payload)
                 stop = on_event(payload) if on_event else None
                 if payload.get("type") == "eval":

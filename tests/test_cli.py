@@ -135,9 +135,21 @@ def test_every_command_has_help(path: list[str]) -> None:
 def test_unknown_variant_suggests_and_records_nothing(home: Path, tiny_flags: list[str]) -> None:
     r = arena("run", "gfmh", *tiny_flags)
     assert_one_line_error(r, "unknown variant 'gfmh'", "did you mean 'gf_mh'", "arena variants list")
-    if db_file(home).exists():  # opening the store to look up registered names may create it, but empty
-        assert rows(db_file(home), "select count(*) from arena_runs") == [(0,)]
-        assert rows(db_file(home), "select count(*) from arena_variants") == [(0,)]
+    assert not home.exists()  # the name is looked up before a store would be created
+
+
+def test_unknown_tournament_variant_creates_no_store(home: Path, tiny_flags: list[str]) -> None:
+    r = arena("tournament", *tiny_flags, "--variants", "gf,gff")
+    assert_one_line_error(r, "--variants: unknown variant 'gff'", "did you mean 'gf'")
+    assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["leaderboard"], ["show", "gf"], ["champions"], ["champions", "show"], ["noise", "--preset", "smoke"]]
+)
+def test_views_without_a_store_say_so_and_create_none(command: list[str], home: Path) -> None:
+    assert_one_line_error(arena(*command), "no arena store at", "yet", "arena tournament --preset smoke")
+    assert not home.exists()
 
 
 def test_unknown_variant_as_a_real_subprocess(tmp_path: Path) -> None:
@@ -266,6 +278,7 @@ def test_submit_non_causal_is_rejected_and_stores_nothing(tmp_path: Path, home: 
 
 
 def test_views_on_an_empty_store_say_what_to_do(home: Path) -> None:
+    assert arena("db", "upgrade").code == 0  # an existing store with no runs
     assert_one_line_error(arena("leaderboard"), "no runs yet")
     assert_one_line_error(arena("show", "gf"), "no runs yet")
     assert_one_line_error(arena("champions", "show"), "no runs yet")
@@ -379,6 +392,7 @@ def test_noise_after_a_tournament(in_tournament: Path, tiny_flags: list[str]) ->
 
 
 def test_noise_not_measured_yet(home: Path, tiny_flags: list[str]) -> None:
+    assert arena("db", "upgrade").code == 0
     r = arena("noise", *tiny_flags, "--seeds", "2")
     assert r.code == 1 and "not measured yet" in r.out
 

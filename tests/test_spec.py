@@ -59,13 +59,9 @@ def test_derive_coerces_strings_like_cli_set() -> None:
     assert preset("smoke").derive(seeds="3,4").seeds == (3, 4)
 
 
-# runner/spec.py bug: derive() suggests among the top-level fields only, so a misspelt dims field gets no hint.
-SPEC_DIMS_HINT_BUG = pytest.mark.xfail(strict=True, reason="Spec.derive: did-you-mean ignores ModelDims fields")
-
-
 @pytest.mark.parametrize(
     ("typo", "meant"),
-    [pytest.param("d_modle", "d_model", marks=SPEC_DIMS_HINT_BUG), ("step", "steps"), ("learning_rat", "")],
+    [("d_modle", "d_model"), ("step", "steps"), ("learning_rat", "")],
 )
 def test_unknown_field_suggests(typo: str, meant: str) -> None:
     with pytest.raises(ArenaError) as e:
@@ -94,13 +90,9 @@ def test_steps_must_be_positive(steps: int) -> None:
         preset("smoke").derive(steps=steps)
 
 
-# runner/spec.py bug: derive(seeds=()) computes max(()) before validate() can say "needs at least one seed".
-EMPTY_SEEDS_BUG = pytest.mark.xfail(strict=True, raises=ValueError, reason="Spec.derive: max() of empty seeds")
-
-
 @pytest.mark.parametrize(
     ("change", "match"),
-    [pytest.param({"seeds": ()}, "at least one seed", marks=EMPTY_SEEDS_BUG),
+    [({"seeds": ()}, "at least one seed"),
      ({"seeds": (1, 1)}, "duplicates"), ({"seeds": (-1,)}, "non-negative"),
      ({"lr": 0}, "lr"), ({"eval_every": 0}, "eval_every"), ({"seq_len": 1}, "seq-len"),
      ({"lr_schedule": "linear"}, "lr_schedule"), ({"precision": "fp8"}, "precision"),

@@ -112,9 +112,10 @@ class Block(nn.Module):
                 self.fusion = variant.fusion(d, hp)
         self.norm2 = RMSNorm(d)
         with seeded(seed, f"layer{layer_idx}/ffn"):
-            self.ffn = nn.Sequential(nn.Linear(d, ffn_hidden, bias=False), nn.GELU(), nn.Linear(ffn_hidden, d, bias=False))
-            for lin in (self.ffn[0], self.ffn[2]):
+            up, down = nn.Linear(d, ffn_hidden, bias=False), nn.Linear(ffn_hidden, d, bias=False)
+            for lin in (up, down):
                 nn.init.normal_(lin.weight, std=0.02)
+            self.ffn = nn.Sequential(up, nn.GELU(), down)
         self.record = False  # when True, forward stores pathway output norms for diagnostics
         self.last_norms: dict[str, float] = {}
 
@@ -122,7 +123,8 @@ class Block(nn.Module):
         h = self.norm1(x)  # (B, T, D)
         outs = [m(h) for m in self.mixers.values()]  # each (B, T, D)
         if self.record:
-            self.last_norms = {n: float(o.detach().float().pow(2).mean().sqrt()) for n, o in zip(self.mixers, outs)}
+            pairs = zip(self.mixers, outs, strict=True)
+            self.last_norms = {n: float(o.detach().float().pow(2).mean().sqrt()) for n, o in pairs}
         y = self.fusion(outs[0], outs[1], h) if self.fusion is not None else outs[0]  # (B, T, D)
         x = x + y
         return x + self.ffn(self.norm2(x))  # (B, T, D)
@@ -208,7 +210,7 @@ class HybridLM(nn.Module):
         return out
 
     def pathway_norms(self) -> list[dict[str, float]]:
-        return [dict(b.last_norms) for b in self.blocks]  # type: ignore[union-attr]
+        return [dict(b.last_norms) for b in self.blocks if isinstance(b, Block)]
 
 
 def count_params(model: nn.Module) -> int:

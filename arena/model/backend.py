@@ -51,7 +51,8 @@ def kernel_env() -> None:
       would re-autotune FLA's and mamba-ssm's Triton kernels (minutes) and could pick other configs by timing
       noise, and other configs sum in other orders. With it, the first process on a machine tunes and saves, and
       every later one loads the same configs (in ``TRITON_CACHE_DIR``) in seconds.
-    * deterministic mode: ``MAMBA_DETERMINISTIC=1`` (read when mamba-ssm's modules are imported) and cuBLAS's
+    * deterministic mode: ``MAMBA_DETERMINISTIC=1`` (read when mamba-ssm's modules are imported; see
+      ``mamba_chunk_scan_combined`` for why mamba-ssm's kernels are kept out of the autotune cache) and cuBLAS's
       fixed workspace ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (read when its handle is made, so before the first
       matmul: ``prepare_cuda`` calls this before the model moves to the GPU).
     """
@@ -81,7 +82,21 @@ def fla_fused_recurrent_rwkv6() -> Any:
 
 def mamba_chunk_scan_combined() -> Any:
     kernel_env()
-    return _try_import("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+    if not deterministic():
+        return _try_import("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+    # Triton does not cache autotune results of kernels whose configs carry pre-hooks, and mamba-ssm's backward
+    # kernels do (_chunk_scan_chunk_state_bwd_dx, _chunk_state_bwd_db, _chunk_cumsum_bwd, ...): with the cache
+    # knob on, every process tunes them again by timing and may pick configs that sum in another order. That is
+    # what a fresh process showed on an H100: the same run 2.2e-3 apart, while repeats within a process were bit
+    # for bit equal (bench/results). Imported without the knob, mamba-ssm's deterministic mode gives every kernel
+    # its cheapest config instead: no tuning, the same in every process. The knob is read when the kernels are
+    # decorated, so unsetting it around this import leaves FLA's (cacheable) autotuning as it is.
+    saved = os.environ.pop("TRITON_CACHE_AUTOTUNING", None)
+    try:
+        return _try_import("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+    finally:
+        if saved is not None:
+            os.environ["TRITON_CACHE_AUTOTUNING"] = saved
 
 
 def causal_conv1d_fn() -> Any:

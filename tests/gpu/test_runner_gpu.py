@@ -68,3 +68,43 @@ def test_graph_twice_is_repeatable_and_matches_eager() -> None:
     print(f"graph twice: rel {repeat:.2e}; graph vs eager: rel {vs_eager:.2e}")
     assert repeat <= 1e-4
     assert vs_eager <= 1e-3
+
+
+def test_model_backward_is_bitwise_repeatable() -> None:
+    """The whole gf model, one phase2 batch: every gradient bit for bit equal (the embedding's included)."""
+    _need_kernels()
+    from arena.model.lm import build_model
+
+    backend.prepare_cuda()
+    model = build_model(SHORT.dims, builtin("gf").variant, seed=0).cuda()
+    idx = torch.randint(0, SHORT.dims.vocab_size, (64, 65), device="cuda", generator=torch.Generator("cuda"))
+    x, y = idx[:, :-1], idx[:, 1:]  # (B, T) each
+    grads = []
+    for _ in range(3):
+        model.zero_grad(set_to_none=True)
+        logits = model(x)  # (B, T, V)
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+        grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+    differ = [n for g in grads[1:] for n in g if not torch.equal(g[n], grads[0][n])]
+    assert not differ, differ
+
+
+def test_a_fresh_process_repeats_the_run() -> None:
+    """As tournaments run trials: the same run in two new processes (autotune state from disk) within 1e-4."""
+    _need_kernels()
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from arena.runner.spec import PRESETS; from arena.runner.train import train; "
+        "from arena.variants_loader import builtin; "
+        "s = PRESETS['phase2'].derive(steps=60, warmup_steps=10, eval_every=30); "
+        "r = train(s, builtin('gf'), 0, device='cuda', mode='graph'); print(json.dumps(r.final_val_loss))"
+    )
+    losses = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                        timeout=600).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    in_process = _run("graph").final_val_loss
+    print(f"fresh processes: {losses}, this process: {in_process}")
+    assert abs(losses[0] - losses[1]) / losses[0] <= 1e-4
+    assert abs(losses[0] - in_process) / in_process <= 1e-4

@@ -168,7 +168,7 @@ def dashboard(
     """Serve optuna-dashboard on the search storage (history, importances, pruning curves) until Ctrl-C."""
     from arena.dashboard import serve
     from arena.db.store import Store
-    from arena.tune import default_storage
+    from arena.study_storage import default_storage
 
     code = serve(storage or default_storage(db or Store.default_url()), host, port)
     if code:

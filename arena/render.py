@@ -50,7 +50,7 @@ def caption(board: Board) -> str:
         champ += " (by default)"
     ref = spec.reference_variant if spec else "gf"
     return (f"spec {label} · noise floor σ = {noise} nats ({ref} seed-to-seed std) · champion: {champ}"
-            " · ≈ tied (p ≥ 0.05)")
+            " · p: one-sided, better than the champion · ≈ tied (two-sided p ≥ 0.05)")
 
 
 def table(board: Board) -> Table:

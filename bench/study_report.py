@@ -12,7 +12,8 @@ from typing import Any
 
 import optuna
 
-from arena.tune import open_storage, summarize
+from arena.study_storage import open_storage
+from arena.tune import summarize
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:

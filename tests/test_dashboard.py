@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from arena import dashboard, tune
+from arena import dashboard, study_storage
 from arena.runner.spec import preset
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,9 +44,9 @@ def _require(ok: bool, reason: str) -> None:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dashboard.DashboardProcess, str]]:
     """A journal storage holding one small study, served on a free loopback port; stopped by PID afterwards."""
     storage = str(tmp_path_factory.mktemp("dash") / "optuna.journal")
-    name = tune.study_name("gf_mh", preset("smoke"))
+    name = study_storage.study_name("gf_mh", preset("smoke"))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(study_name=name, storage=tune.open_storage(storage))
+    study = optuna.create_study(study_name=name, storage=study_storage.open_storage(storage))
     study.set_user_attr("variant", "gf_mh")
     study.optimize(lambda t: (t.suggest_float("gate_init", 0.05, 0.95) - 0.3) ** 2, n_trials=3)
     server = dashboard.start_background(storage, "127.0.0.1")

@@ -6,6 +6,7 @@ Each trial trains the smoke preset cut to 10 steps on a few KB of text (~0.3 s),
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from arena import study_storage
 from arena import tune as search
 from arena.db.store import Store
 from arena.errors import ArenaError
@@ -84,7 +86,7 @@ class Tuned:
     events: list[search.TrialEvent]
 
     def study(self) -> optuna.Study:
-        return optuna.load_study(study_name=self.summary.study_name, storage=search.open_storage(self.storage))
+        return optuna.load_study(study_name=self.summary.study_name, storage=study_storage.open_storage(self.storage))
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,7 @@ def tuned(spec: Spec, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tune
     loaded = builtin("gf_mh")
     events: list[search.TrialEvent] = []
     summary = search.tune(loaded, spec, trials=4, store=store, seed=0, on_trial=events.append)
-    yield Tuned(loaded, spec, store, search.default_storage(store.url), summary, events)
+    yield Tuned(loaded, spec, store, study_storage.default_storage(store.url), summary, events)
     store.close()
 
 
@@ -107,21 +109,22 @@ def _dead_pid() -> int:
 
 # -- no training ------------------------------------------------------------------------------------------------
 def test_names_storage_rules_and_search_space(tmp_path: Path, spec: Spec) -> None:
-    assert search.study_name("gf_mh", spec) == f"tune/gf_mh/smoke@{spec.hash[:8]}"
-    assert search.default_storage(f"sqlite:///{tmp_path}/x/arena.db") == str(tmp_path / "x" / "optuna.journal")
+    assert study_storage.study_name("gf_mh", spec) == f"tune/gf_mh/smoke@{spec.hash[:8]}"
+    assert study_storage.default_storage(f"sqlite:///{tmp_path}/x/arena.db") == str(tmp_path / "x" / "optuna.journal")
     pg = "postgresql+psycopg://arena@db:5432/arena"
-    assert search.default_storage(pg) == pg
-    assert search.default_storage("sqlite://").endswith("home/optuna.journal")
-    assert [search.storage_kind(s) for s in ("a/b.journal", "sqlite:///f.db", pg, "redis://h:6379")] == [
+    assert study_storage.default_storage(pg) == pg
+    assert study_storage.default_storage("sqlite://").endswith("home/optuna.journal")
+    assert [study_storage.storage_kind(s) for s in ("a/b.journal", "sqlite:///f.db", pg, "redis://h:6379")] == [
         "journal",
         "rdb",
         "rdb",
         "redis",
     ]
     with pytest.raises(ArenaError, match="unknown scheme"):
-        search.storage_kind("ftp://x")
-    assert isinstance(search.open_storage(str(tmp_path / "j" / "optuna.journal")), optuna.storages.JournalStorage)
-    assert isinstance(search.open_storage(f"sqlite:///{tmp_path}/o.db"), optuna.storages.RDBStorage)
+        study_storage.storage_kind("ftp://x")
+    journal = study_storage.open_storage(str(tmp_path / "j" / "optuna.journal"))
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    assert isinstance(study_storage.open_storage(f"sqlite:///{tmp_path}/o.db"), optuna.storages.RDBStorage)
 
     space = search.search_space(builtin("gf_mh"))
     assert list(space) == ["gate_init", "lr_mult"] and space["lr_mult"].log and not space["gate_init"].log
@@ -139,29 +142,29 @@ def test_sqlite_storage_refuses_several_workers(tmp_path: Path, spec: Spec) -> N
 
 
 def test_sweep_fails_dead_owners_only(tmp_path: Path) -> None:
-    study = optuna.create_study(storage=search.open_storage(str(tmp_path / "s.journal")), study_name="s")
+    study = optuna.create_study(storage=study_storage.open_storage(str(tmp_path / "s.journal")), study_name="s")
     host = socket.gethostname()
-    owners = {"dead": f"{host}:{_dead_pid()}", "alive": f"{host}:{search.os.getppid()}", "remote": "elsewhere:1"}
+    owners = {"dead": f"{host}:{_dead_pid()}", "alive": f"{host}:{os.getppid()}", "remote": "elsewhere:1"}
     numbers = {}
     for label, owner in owners.items():
         trial = study.ask()
         trial.suggest_float("gate_init", 0.05, 0.95)
         trial.set_user_attr("worker", owner)
         numbers[label] = trial.number
-    assert search.sweep_stale_trials(study) == [numbers["dead"]]
+    assert study_storage.sweep_stale_trials(study) == [numbers["dead"]]
     by_number = {t.number: t for t in study.get_trials()}
     assert by_number[numbers["dead"]].state == TrialState.FAIL
     assert by_number[numbers["alive"]].state == by_number[numbers["remote"]].state == TrialState.RUNNING
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     assert retry.user_attrs["retry_of"] == numbers["dead"]
     assert retry.system_attrs["fixed_params"] == by_number[numbers["dead"]].params  # enqueued params
-    assert search.sweep_stale_trials(study) == []  # idempotent
+    assert study_storage.sweep_stale_trials(study) == []  # idempotent
 
 
 # -- real studies -----------------------------------------------------------------------------------------------
 def test_baseline_first_tuning_seed_and_run_records(tuned: Tuned) -> None:
     s, spec = tuned.summary, tuned.spec
-    assert s.study_name == search.study_name("gf_mh", spec) and s.ran == 4 and s.n_trials == {"COMPLETE": 4}
+    assert s.study_name == study_storage.study_name("gf_mh", spec) and s.ran == 4 and s.n_trials == {"COMPLETE": 4}
     assert s.storage.endswith("optuna.journal") and "arena dashboard --storage" in s.dashboard_hint
     trials = tuned.study().get_trials()
     assert trials[0].user_attrs.get("baseline") is True
@@ -229,7 +232,7 @@ def test_global_budget_with_two_workers(tmp_path: Path, spec: Spec) -> None:
     with Store(f"sqlite:///{tmp_path / 'arena.db'}") as store:
         summary = search.tune(builtin("gf_mh"), spec, trials=5, workers=2, store=store, seed=1)
         assert summary.ran == 5 and sum(summary.n_trials.values()) == 5
-        study = optuna.load_study(study_name=summary.study_name, storage=search.open_storage(summary.storage))
+        study = optuna.load_study(study_name=summary.study_name, storage=study_storage.open_storage(summary.storage))
         trials = study.get_trials()
         assert all(t.state.is_finished() for t in trials)
         assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes took trials
@@ -275,7 +278,7 @@ def test_killed_worker_process_trial_is_rerun(tmp_path: Path, spec: Spec) -> Non
     with Store(f"sqlite:///{tmp_path / 'arena.db'}") as store:
         summary = search.tune(builtin("gf_mh"), longer, trials=4, workers=2, store=store, on_trial=on_trial)
     assert killed and summary.ran == 4 and summary.n_trials.get("COMPLETE") == 4
-    study = optuna.load_study(study_name=summary.study_name, storage=search.open_storage(summary.storage))
+    study = optuna.load_study(study_name=summary.study_name, storage=study_storage.open_storage(summary.storage))
     trials = study.get_trials()
     assert all(t.state.is_finished() for t in trials)
     for lost in [t for t in trials if t.user_attrs.get("swept")]:

@@ -93,27 +93,21 @@ def save_autotune_cache(out_dir: Path) -> None:
 
 def bitwise_repeat(spec: Any, data: str) -> dict[str, Any]:
     """Which parameter gradients differ bit for bit between identical forward+backward calls (none: repeatable)."""
-    import torch
-
     from arena.model.backend import prepare_cuda
     from arena.model.lm import build_model
     from arena.runner.data import load_track
+    from arena.runner.repeat import differing_grads
     from arena.variants_loader import builtin
 
-    prepare_cuda()
     dev = os.environ.get("BENCH_DEVICE", "cuda")
+    if dev == "cuda":
+        prepare_cuda()
     model = build_model(spec.dims, builtin("gf").variant, seed=0).to(dev)
     x, y = load_track(spec, data).train_batch(0, 0)
     x, y = x.to(dev), y.to(dev)  # (B, T) each
-    grads = []
-    for _ in range(3):
-        model.zero_grad(set_to_none=True)
-        logits = model(x)  # (B, T, V)
-        torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
-        grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
-    differ = sorted({n for g in grads[1:] for n in g if not torch.equal(g[n], grads[0][n])})
-    return {"params": len(grads[0]), "differing": len(differ), "names": differ[:12],
-            "max_abs": max((float((g[n] - grads[0][n]).abs().max()) for g in grads[1:] for n in differ), default=0.0)}
+    differ, worst = differing_grads(model, x, y)
+    n_params = sum(1 for p in model.parameters() if p.requires_grad)
+    return {"params": n_params, "differing": len(differ), "names": differ[:12], "max_abs": worst}
 
 
 def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:

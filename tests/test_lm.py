@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from arena.model.lm import embed_tokens
+from arena.model.lm import build_model, embed_tokens
+from arena.runner.repeat import differing_grads
+from arena.runner.spec import preset
+from arena.variants_loader import builtin
 
 
 def test_fixed_order_embedding_matches_torch_embedding() -> None:
@@ -36,3 +39,11 @@ def test_fixed_order_embedding_is_bitwise_repeatable() -> None:
         (embed_tokens(idx, w, fixed_order=True) * upstream).sum().backward()
         grads.append(w.grad.clone())
     assert torch.equal(grads[0], grads[1])
+
+
+def test_every_gradient_of_the_model_repeats_exactly_on_the_cpu() -> None:
+    spec = preset("smoke")
+    model = build_model(spec.dims, builtin("gf").variant, seed=0)
+    idx = torch.randint(0, spec.dims.vocab_size, (2, 17), generator=torch.Generator().manual_seed(0))
+    differ, worst = differing_grads(model, idx[:, :-1], idx[:, 1:])  # (B, T) each
+    assert differ == [] and worst == 0.0

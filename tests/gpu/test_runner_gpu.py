@@ -13,6 +13,7 @@ import torch
 
 from arena.model import backend
 from arena.model.mamba2 import Mamba2Mixer
+from arena.runner.repeat import differing_grads
 from arena.runner.spec import PRESETS, ModelDims
 from arena.runner.train import train
 from arena.variants_loader import builtin
@@ -79,14 +80,8 @@ def test_model_backward_is_bitwise_repeatable() -> None:
     model = build_model(SHORT.dims, builtin("gf").variant, seed=0).cuda()
     idx = torch.randint(0, SHORT.dims.vocab_size, (64, 65), device="cuda", generator=torch.Generator("cuda"))
     x, y = idx[:, :-1], idx[:, 1:]  # (B, T) each
-    grads = []
-    for _ in range(3):
-        model.zero_grad(set_to_none=True)
-        logits = model(x)  # (B, T, V)
-        torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
-        grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
-    differ = [n for g in grads[1:] for n in g if not torch.equal(g[n], grads[0][n])]
-    assert not differ, differ
+    differ, worst = differing_grads(model, x, y)
+    assert not differ, (differ, worst)
 
 
 def test_a_fresh_process_repeats_the_run() -> None:

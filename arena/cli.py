@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
+from arena.console import console, err_console
 from arena.errors import ArenaError
 
 if TYPE_CHECKING:  # the CLI imports these lazily, per command, to start fast
@@ -23,9 +23,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column default.
-console = Console(width=None if Console().is_terminal else 160)
-err_console = Console(stderr=True)
 
 # -- shared options ----------------------------------------------------------------------------------------------
 PresetOpt = Annotated[str, typer.Option("--preset", help="Benchmark preset: phase2 (the seeds' setting) or smoke.")]

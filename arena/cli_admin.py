@@ -4,12 +4,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from arena.console import console
 from arena.errors import ArenaError
-
-console = Console()
 
 variants_app = typer.Typer(help="List and check variant files.", no_args_is_help=True)
 db_app = typer.Typer(help="Show and apply database migrations.", no_args_is_help=True)

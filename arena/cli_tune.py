@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from arena.console import console
 from arena.errors import ArenaError
 
 VariantArg = Annotated[str, typer.Argument(help="A shipped variant name (arena variants list) or a variant .py file.")]
@@ -92,12 +93,10 @@ def tune(
 ) -> None:
     """Search a variant's hyperparameters (Optuna TPE, median pruning) on the tuning seed, never the tournament's."""
     import optuna
-    from rich.console import Console
 
     from arena import tune as search
     from arena.variants_loader import check_variant
 
-    console = Console()
     spec = _spec(preset, steps, track, data)
     loaded = _variant(variant)
     check_variant(loaded, spec)
@@ -141,8 +140,6 @@ def adopt(
     data: DataOpt = None,
 ) -> None:
     """Freeze the best trial of the variant's study as a tuned entry that competes on the tournament seeds."""
-    from rich.console import Console
-
     from arena import tune as search
 
     spec = _spec(preset, steps, track, data)
@@ -154,7 +151,7 @@ def adopt(
     finally:
         store.close()
     hp = ", ".join(f"{k}={v:.4g}" for k, v in (row.hparams if row else {}).items())
-    Console().print(f"entry [bold]{entry}[/bold]: {hp} (from {row.study_name if row else '?'})")
+    console.print(f"entry [bold]{entry}[/bold]: {hp} (from {row.study_name if row else '?'})")
 
 
 def dashboard(

@@ -24,7 +24,7 @@ from arena.champions.policy import PolicySettings, Verdict, first_champion, nois
 from arena.db.store import DecisionRecord, Store
 from arena.errors import ArenaError
 from arena.home import arena_home, artifacts_dir, checkpoints_dir
-from arena.runner.env import stack_key
+from arena.runner.env import same_stack, stack_key
 from arena.runner.result import RunResult, hparams_key
 from arena.runner.spec import Spec
 from arena.tournament import Entry, Job, RunOptions, execute
@@ -157,11 +157,11 @@ class Registry:
             seed = seeds[i]
             chal = self.ensure_runs(entry, [seed])[seed]
             champ_run = self.ensure_runs(champ, [seed])[seed]
-            if stack_key(champ_run.env, champ_run.backend) != stack_key(chal.env, chal.backend):
+            if not same_stack(champ_run.env, champ_run.backend, chal.env, chal.backend):
                 self._say(f"  [dim]re-running champion {champ.name} seed {seed}: "
                           "its stored run used another stack[/dim]")
                 champ_run = self.ensure_runs(champ, [seed], rerun=True)[seed]
-                if stack_key(champ_run.env, champ_run.backend) != stack_key(chal.env, chal.backend):
+                if not same_stack(champ_run.env, champ_run.backend, chal.env, chal.backend):
                     chal = self.ensure_runs(entry, [seed], rerun=True)[seed]
             pairs.append((seed, champ_run, chal))
             return _loss(champ_run) - _loss(chal)

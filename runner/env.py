@@ -57,5 +57,16 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def stack_key(env: dict[str, Any], backend: dict[str, str]) -> dict[str, Any]:
-    """What must match for two runs to be compared as the same software stack (torch, CUDA, GPU, backend)."""
-    return {"torch": env.get("torch"), "cuda": env.get("cuda"), "gpu": env.get("gpu"), "backend": backend}
+    """The software stack a run used (torch, CUDA, GPU, GPU determinism, backend per mixer), as recorded evidence."""
+    return {"torch": env.get("torch"), "cuda": env.get("cuda"), "gpu": env.get("gpu"),
+            "deterministic": env.get("deterministic"), "backend": backend}
+
+
+def same_stack(
+    a_env: dict[str, Any], a_backend: dict[str, str], b_env: dict[str, Any], b_backend: dict[str, str]
+) -> bool:
+    """Whether two runs may be paired: the same torch, CUDA, GPU and determinism, and the same backend for every
+    mixer both use. Mixers only one side has cannot disagree: a GPT champion and a hybrid challenger share none."""
+    if stack_key(a_env, {}) != stack_key(b_env, {}):
+        return False
+    return all(a_backend[m] == b_backend[m] for m in a_backend.keys() & b_backend.keys())

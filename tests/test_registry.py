@@ -168,3 +168,44 @@ def test_artifacts_hold_source_summary_and_a_loadable_checkpoint(story: Story, w
     # The weights are the best seed's: they reproduce its stored final validation loss.
     loss, _ = evaluate(model, load_track(story.spec).val_batches(final=True), torch.device("cpu"), False)
     assert loss == pytest.approx(summary["best_val_loss"], rel=1e-5, abs=1e-6)
+
+
+def test_champion_is_rerun_when_its_stored_runs_used_another_stack(
+    story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both sides of every pair share one software stack: a champion run stored from another GPU is run again."""
+    champ = story.store.champion(story.spec.hash)
+    assert champ is not None and champ.challenger_name == "gpt"
+    calls: list[tuple[str, int, bool]] = []
+    real = Registry.ensure_runs
+
+    def spy(self: Registry, entry: Entry, seeds: Any, *, rerun: bool = False) -> dict[int, Any]:
+        out = real(self, entry, seeds, rerun=rerun)
+        calls.extend((entry.name, s, rerun) for s in seeds)
+        if entry.name == "gpt" and not rerun:  # as if stored on another machine
+            return {s: dataclasses.replace(r, env=r.env | {"gpu": "some other GPU"}) for s, r in out.items()}
+        return out
+
+    monkeypatch.setattr(Registry, "ensure_runs", spy)
+    said: list[str] = []
+    console = type("Console", (), {"print": lambda self, text: said.append(str(text))})()
+    with monkeypatch.context() as mp:
+        mp.setenv("ARENA_HOME", str(story.home))
+        options = RunOptions(workers=1, device="cpu", timeout_s=300)
+        Registry(story.store, story.spec, options, console=console).challenge(Entry.of(builtin("gf")))
+    seeds_used = [s for name, s, rerun in calls if name == "gf" and not rerun]
+    assert seeds_used and all(("gpt", s, True) in calls for s in seeds_used)  # the champion re-run on each pair
+    assert not any(name == "gf" and rerun for name, _, rerun in calls)  # the challenger's runs were fine
+    assert any("re-running champion gpt" in line for line in said)
+
+
+def test_same_stack_compares_only_the_mixers_both_runs_use() -> None:
+    from arena.runner.env import same_stack
+
+    cpu = {"torch": "2.13.0", "cuda": None, "gpu": None, "deterministic": True}
+    hybrid = {"rwkv6": "torch_chunk", "mamba2": "torch_chunk+conv:torch"}
+    assert same_stack(cpu, hybrid, cpu, {"attention": "sdpa"})  # GPT vs hybrid: nothing to disagree on
+    assert same_stack(cpu, hybrid, cpu, {"rwkv6": "torch_chunk"})
+    assert not same_stack(cpu, hybrid, cpu, {"rwkv6": "kernel"})
+    assert not same_stack(cpu, hybrid, cpu | {"gpu": "NVIDIA H100"}, hybrid)
+    assert not same_stack(cpu, hybrid, cpu | {"deterministic": False}, hybrid)

@@ -11,7 +11,8 @@ Sections:
    (the whole step in one CUDA graph) on the same variant, spec and seed: tok/s, the ratio, the loss difference;
 6. GPU determinism: the runner twice in one process (final weights bit for bit, val loss) and once in a fresh
    process (as tournaments run it, loading the saved autotune configs);
-7. every shipped variant's steady-state speed under the runner.
+7. every shipped variant's steady-state speed under the runner;
+8. with --profile: the ops that take the most device time in a few training steps (where to look for speed).
 """
 
 from __future__ import annotations
@@ -110,6 +111,45 @@ def bitwise_repeat(spec: Any, data: str) -> dict[str, Any]:
     return {"params": n_params, "differing": len(differ), "names": differ[:12], "max_abs": worst}
 
 
+def profile_steps(spec: Any, data: str, steps: int = 5) -> str:
+    """torch.profiler's table of the ops that take the most device time in a few eager training steps: where a
+    captured step spends its time (a CUDA graph replays the same kernels, without the launch gaps)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from arena.model.backend import prepare_cuda
+    from arena.model.lm import build_model
+    from arena.runner.data import load_track
+    from arena.runner.train import make_optimizer
+    from arena.variants_loader import builtin
+
+    dev = os.environ.get("BENCH_DEVICE", "cuda")
+    if dev == "cuda":
+        prepare_cuda()
+    model = build_model(spec.dims, builtin("gf").variant, seed=0).to(dev)
+    opt = make_optimizer(model, spec, 1.0, capturable=False)
+    track = load_track(spec, data)
+
+    def step(i: int) -> None:
+        x, y = (t.to(dev) for t in track.train_batch(0, i))  # (B, T) each
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)  # (B, T, V)
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip, foreach=True)
+        opt.step()
+
+    for i in range(3):
+        step(i)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for i in range(3, 3 + steps):
+            step(i)
+        if dev == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if dev == "cuda" else "self_cpu_time_total"
+    return str(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+
+
 def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
     import torch
 
@@ -142,6 +182,7 @@ def main() -> None:
     ap.add_argument("--preset", default="phase2", help="the spec preset (smoke: a CPU check, BENCH_DEVICE=cpu)")
     ap.add_argument("--skip-tests", action="store_true")
     ap.add_argument("--no-eager", action="store_true", help="skip the (slow) plain eager loop")
+    ap.add_argument("--profile", action="store_true", help="top ops by device time over a few training steps")
     ap.add_argument("--budget-s", type=float, default=480.0, help="start no variant run after this many seconds")
     args = ap.parse_args()
     t_start = time.time()
@@ -235,6 +276,11 @@ def main() -> None:
         print(f"  {lv.name:12s} {r.status:8s} {r.tokens_per_s or 0:>12,.0f} tok/s  val {r.final_val_loss}  "
               f"params {r.params_total:,}" + (f"  ERR {r.error[:200]}" if r.error else ""), flush=True)
     report["variants"] = per_variant
+    if args.profile:
+        print(f"\n## profile: gf at {spec.label}, 5 training steps after 3 warm-up steps (eager, so ops are visible)",
+              flush=True)
+        report["profile"] = profile_steps(spec, args.data)
+        print(report["profile"], flush=True)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2, default=str))
     print("\nwrote", out_dir / "bench.json")
 

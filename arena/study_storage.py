@@ -58,16 +58,16 @@ def default_storage(db_url: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    from arena.db.engine import sqlite_file
+
     try:
         url = make_url(db_url)
     except ArgumentError:
         raise ArenaError(f"'{db_url}' is not a database URL; use sqlite:///PATH or postgresql+psycopg://…") from None
     if url.get_backend_name() != "sqlite":
         return db_url
-    db = url.database or ""
-    if db in ("", ":memory:") or db.startswith("file:") or url.query.get("mode") == "memory":
-        return str(arena_home() / "optuna.journal")
-    return str(Path(db).expanduser().parent / "optuna.journal")
+    path = sqlite_file(db_url)
+    return str((path.parent if path is not None else arena_home()) / "optuna.journal")
 
 
 def open_storage(storage: str) -> BaseStorage:

@@ -2,12 +2,9 @@
 
 Contracts callers may rely on (docs/search.md explains the choices):
 
-* One study per (variant name, spec): ``study_name(variant, spec)``, e.g. ``tune/gf_mh/phase2@9e03243e``. Its user
-  attrs record the variant sha256, the spec hash, the searched parameters and the tuning seed; resuming a study made
-  for another variant version or other parameters is refused.
-* Storage is one string for tune and dashboard (``open_storage``): a path is a journal file, ``sqlite:///`` /
-  ``postgresql…://`` / ``mysql…://`` an RDBStorage (with heartbeats), ``redis://`` the Redis journal. The default
-  (``default_storage``) is ``optuna.journal`` next to a SQLite arena DB, or the arena DB's own URL on PostgreSQL.
+* One study per (variant name, spec), named and stored as ``arena.study_storage`` says. Its user attrs record the
+  variant sha256, the spec hash, the searched parameters and the tuning seed; resuming a study made for another
+  variant version or other parameters is refused.
 * Trials train with ``spec.tuning_seeds[0]`` (never a tournament seed) in the runner's isolated ``Worker``. The
   variant's defaults are trial 0 of a new study (``baseline`` user attr). Intermediate val losses are reported
   and may prune. A diverged, crashed or timed-out run is a FAIL trial, never an exception; an ``ArenaError``
@@ -15,8 +12,8 @@ Contracts callers may rely on (docs/search.md explains the choices):
 * ``trials`` is the budget of this call, global across ``workers`` processes and exact: a trial only starts
   while fewer than ``trials`` trials of this call have started (checked under a file lock).
 * Every finished run is also an ordinary arena run record (``store.record_run(..., study_name, trial_number)``).
-* A trial left RUNNING by a dead worker of this host is failed and its params re-queued (``retry_of``) at the
-  start of every call and worker (journal storages; RDB storages use Optuna's heartbeats instead).
+* Stale trials of dead workers are recovered (``arena.study_storage.recover_stale_trials``) at the start of every
+  call and worker.
 """
 
 from __future__ import annotations

@@ -72,11 +72,16 @@ def gpu_tests(out_dir: Path) -> dict[str, Any]:
     return {"rc": proc.returncode, "seconds": round(time.time() - t0, 1), "summary": summary.strip(), "lines": lines}
 
 
+def bench_device() -> str:
+    """cuda, or BENCH_DEVICE=cpu for a smoke check of this script (graph runs then run eager)."""
+    return os.environ.get("BENCH_DEVICE", "cuda")
+
+
 def run(spec: Any, name: str, seed: int, mode: str, data: str, backend: str = "auto", ckpt: str | None = None) -> Any:
     from arena.runner.train import train
     from arena.variants_loader import builtin
 
-    device = os.environ.get("BENCH_DEVICE", "cuda")  # cpu: a smoke check of this script, graph runs eager
+    device = bench_device()
     return train(spec, builtin(name), seed, device=device, backend=backend, mode=mode if device == "cuda" else "eager",
                  data_flag=data, checkpoint_path=ckpt)
 
@@ -100,7 +105,7 @@ def bitwise_repeat(spec: Any, data: str) -> dict[str, Any]:
     from arena.runner.repeat import differing_grads
     from arena.variants_loader import builtin
 
-    dev = os.environ.get("BENCH_DEVICE", "cuda")
+    dev = bench_device()
     if dev == "cuda":
         prepare_cuda()
     model = build_model(spec.dims, builtin("gf").variant, seed=0).to(dev)
@@ -123,7 +128,7 @@ def profile_steps(spec: Any, data: str, steps: int = 5) -> str:
     from arena.runner.train import make_optimizer
     from arena.variants_loader import builtin
 
-    dev = os.environ.get("BENCH_DEVICE", "cuda")
+    dev = bench_device()
     if dev == "cuda":
         prepare_cuda()
     model = build_model(spec.dims, builtin("gf").variant, seed=0).to(dev)

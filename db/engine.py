@@ -74,11 +74,11 @@ def make_engine(url: str, timeout_s: float) -> Engine:
     backend = u.get_backend_name()
     try:
         if backend == "sqlite":
-            database = u.database or ""
-            memory = database in ("", ":memory:") or database.startswith("file:") or u.query.get("mode") == "memory"
-            if not memory:
+            path = sqlite_file(url)
+            memory = path is None
+            if path is not None:
                 try:
-                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                    path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
                     reason = f"{e.strerror}: {e.filename}"
                     raise ArenaError(f"database {display(url)} cannot be created: {reason}") from None

@@ -28,8 +28,10 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, dict[str, str | 
 
     monkeypatch.setattr(backend.importlib, "import_module", fake_import)
     backend._try_import.cache_clear()
+    backend._kernel.cache_clear()
     yield record
     backend._try_import.cache_clear()
+    backend._kernel.cache_clear()
 
 
 def test_deterministic_mode_keeps_mamba_out_of_the_autotune_cache(seen: dict[str, dict[str, str | None]]) -> None:

@@ -53,7 +53,7 @@ def kernel_env() -> None:
       noise, and other configs sum in other orders. With it, the first process on a machine tunes and saves, and
       every later one loads the same configs (in ``TRITON_CACHE_DIR``) in seconds.
     * deterministic mode: ``MAMBA_DETERMINISTIC=1`` (read when mamba-ssm's modules are imported; see
-      ``mamba_chunk_scan_combined`` for why mamba-ssm's kernels are kept out of the autotune cache) and cuBLAS's
+      ``_kernel`` for why mamba-ssm's kernels are kept out of the autotune cache) and cuBLAS's
       fixed workspace ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (read when its handle is made, so before the first
       matmul: ``prepare_cuda`` calls this before the model moves to the GPU).
     """
@@ -71,20 +71,15 @@ def prepare_cuda() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def fla_chunk_rwkv6() -> Any:
+@functools.cache
+def _kernel(module: str, attr: str, deterministic_mode: bool) -> Any:
+    """Import a kernel once per mode, after setting the environment its package reads at import time.
+
+    The getters below run on every forward of a CUDA layer; the environment work happens here, once.
+    """
     kernel_env()
-    return _try_import("fla.ops.rwkv6", "chunk_rwkv6")
-
-
-def fla_fused_recurrent_rwkv6() -> Any:
-    kernel_env()
-    return _try_import("fla.ops.rwkv6", "fused_recurrent_rwkv6")
-
-
-def mamba_chunk_scan_combined() -> Any:
-    kernel_env()
-    if not deterministic():
-        return _try_import("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+    if not (deterministic_mode and module.startswith("mamba_ssm")):
+        return _try_import(module, attr)
     # Triton does not cache autotune results of kernels whose configs carry pre-hooks, and mamba-ssm's backward
     # kernels do (_chunk_scan_chunk_state_bwd_dx, _chunk_state_bwd_db, _chunk_cumsum_bwd, ...): with the cache
     # knob on, every process tunes them again by timing and may pick configs that sum in another order. That is
@@ -96,18 +91,29 @@ def mamba_chunk_scan_combined() -> Any:
     try:
         with warnings.catch_warnings():  # its advice to set the knob is what this deliberately does not do
             warnings.filterwarnings("ignore", message="Deterministic mode: set TRITON_CACHE_AUTOTUNING")
-            return _try_import("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+            return _try_import(module, attr)
     finally:
         if saved is not None:
             os.environ["TRITON_CACHE_AUTOTUNING"] = saved
+
+
+def fla_chunk_rwkv6() -> Any:
+    return _kernel("fla.ops.rwkv6", "chunk_rwkv6", deterministic())
+
+
+def fla_fused_recurrent_rwkv6() -> Any:
+    return _kernel("fla.ops.rwkv6", "fused_recurrent_rwkv6", deterministic())
+
+
+def mamba_chunk_scan_combined() -> Any:
+    return _kernel("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined", deterministic())
 
 
 def causal_conv1d_fn() -> Any:
     """causal-conv1d's kernel, or why not: its weight gradient uses atomic adds, so deterministic mode skips it."""
     if deterministic():
         return "skipped: causal-conv1d's backward is not deterministic (ARENA_DETERMINISTIC=0 enables it)"
-    kernel_env()
-    return _try_import("causal_conv1d", "causal_conv1d_fn")
+    return _kernel("causal_conv1d", "causal_conv1d_fn", False)
 
 
 def kernel_status() -> dict[str, str]:

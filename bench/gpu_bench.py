@@ -77,13 +77,14 @@ def bench_device() -> str:
     return os.environ.get("BENCH_DEVICE", "cuda")
 
 
-def run(spec: Any, name: str, seed: int, mode: str, data: str, backend: str = "auto", ckpt: str | None = None) -> Any:
+def run(spec: Any, name: str, seed: int, mode: str, data: str, backend: str = "auto", ckpt: str | None = None,
+        execution: Any = None) -> Any:
     from arena.runner.train import train
     from arena.variants_loader import builtin
 
     device = bench_device()
     return train(spec, builtin(name), seed, device=device, backend=backend, mode=mode if device == "cuda" else "eager",
-                 data_flag=data, checkpoint_path=ckpt)
+                 data_flag=data, checkpoint_path=ckpt, execution=execution)
 
 
 def save_autotune_cache(out_dir: Path) -> None:
@@ -116,9 +117,10 @@ def bitwise_repeat(spec: Any, data: str) -> dict[str, Any]:
     return {"params": n_params, "differing": len(differ), "names": differ[:12], "max_abs": worst}
 
 
-def profile_steps(spec: Any, data: str, steps: int = 5) -> str:
-    """torch.profiler's table of the ops that take the most device time in a few eager training steps: where a
-    captured step spends its time (a CUDA graph replays the same kernels, without the launch gaps)."""
+def profile_steps(spec: Any, data: str, steps: int = 5) -> dict[str, Any]:
+    """Where a step's time goes: torch.profiler's ops with the most device time over a few eager training steps
+    (a CUDA graph replays the same kernels, without the launch gaps), the kernels a step launches, and the captured
+    step replayed back to back with no host work between replays (the GPU's floor for this step)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -129,30 +131,54 @@ def profile_steps(spec: Any, data: str, steps: int = 5) -> str:
     from arena.variants_loader import builtin
 
     dev = bench_device()
-    if dev == "cuda":
+    on_gpu = dev == "cuda"
+    if on_gpu:
         prepare_cuda()
     model = build_model(spec.dims, builtin("gf").variant, seed=0).to(dev)
-    opt = make_optimizer(model, spec, 1.0, capturable=False)
+    opt = make_optimizer(model, spec, 1.0, capturable=on_gpu, fused=on_gpu)
     track = load_track(spec, data)
+    params = list(model.parameters())
+    x0, y0 = (t.to(dev) for t in track.train_batch(0, 0))  # (B, T) each
 
-    def step(i: int) -> None:
-        x, y = (t.to(dev) for t in track.train_batch(0, i))  # (B, T) each
-        opt.zero_grad(set_to_none=True)
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        opt.zero_grad(set_to_none=False)
         logits = model(x)  # (B, T, V)
-        torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip, foreach=True)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, spec.grad_clip, foreach=True)
         opt.step()
+        return loss.detach()
 
-    for i in range(3):
-        step(i)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
+    for _ in range(3):
+        step(x0, y0)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     with profile(activities=activities) as prof:
-        for i in range(3, 3 + steps):
-            step(i)
-        if dev == "cuda":
+        for _ in range(steps):
+            step(x0, y0)
+        if on_gpu:
             torch.cuda.synchronize()
-    key = "self_cuda_time_total" if dev == "cuda" else "self_cpu_time_total"
-    return str(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+    key = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
+    out: dict[str, Any] = {"table": str(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60))}
+    if not on_gpu:
+        return out
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    out["kernels_per_step"] = len(kernels) / steps
+    out["kernel_ms_per_step"] = sum(e.device_time for e in kernels) / 1e3 / steps
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step(x0, y0)
+    for _ in range(5):
+        graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    n = 50
+    start.record()
+    for _ in range(n):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    out["replay_ms_per_step"] = start.elapsed_time(end) / n
+    out["replay_tok_s"] = spec.tokens_per_step / (out["replay_ms_per_step"] / 1e3)
+    return out
 
 
 def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
@@ -263,6 +289,23 @@ def main() -> None:
         print(f"  determinism, fresh process vs first: val rel diff {speed['loss_rel_diff_fresh_process']:.2e}")
     report["speed"] = speed
 
+    print(f"\n## execution options side by side: gf at {spec.label}, seed 0, graph mode (runner.train.Execution)",
+          flush=True)
+    from arena.runner.train import Execution
+
+    ab = []
+    for ex in (Execution(pinned_batches=False, fused_adamw=False), Execution(pinned_batches=True, fused_adamw=False),
+               Execution(pinned_batches=False, fused_adamw=True)):
+        r = run(spec, "gf", 0, "graph", args.data, execution=ex)
+        rel = abs(r.final_val_loss - graph.final_val_loss) / graph.final_val_loss if (
+            r.final_val_loss and graph.final_val_loss) else None
+        ab.append({"execution": ex.__dict__, "status": r.status, "tok_s": r.tokens_per_s,
+                   "final_val_loss": r.final_val_loss, "rel_diff_vs_default": rel})
+        print(f"  {json.dumps(ex.__dict__):50s} {r.status:8s} {r.tokens_per_s or 0:>12,.0f} tok/s  "
+              f"val {r.final_val_loss}  vs default {rel if rel is None else f'{rel:.2e}'}", flush=True)
+    print(f"  (default {json.dumps(Execution().__dict__)}: {graph.tokens_per_s or 0:,.0f} tok/s above)")
+    report["execution_ab"] = ab
+
     print(f"\n## every shipped variant under the runner ({spec.label}, seed 0)", flush=True)
     from arena.variants_loader import builtin_variants
 
@@ -284,8 +327,13 @@ def main() -> None:
     if args.profile:
         print(f"\n## profile: gf at {spec.label}, 5 training steps after 3 warm-up steps (eager, so ops are visible)",
               flush=True)
-        report["profile"] = profile_steps(spec, args.data)
-        print(report["profile"], flush=True)
+        report["profile"] = prof = profile_steps(spec, args.data)
+        print(prof["table"], flush=True)
+        if "replay_ms_per_step" in prof:
+            print(f"  kernels per step {prof['kernels_per_step']:.0f}, their device time "
+                  f"{prof['kernel_ms_per_step']:.2f} ms/step; "
+                  f"the captured step replayed back to back: {prof['replay_ms_per_step']:.2f} ms/step "
+                  f"({prof['replay_tok_s']:,.0f} tok/s)", flush=True)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2, default=str))
     print("\nwrote", out_dir / "bench.json")
 

@@ -16,6 +16,7 @@ import resource
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -27,12 +28,29 @@ from arena.model.backend import prepare_cuda
 from arena.model.lm import HybridLM, build_model, count_params
 from arena.runner.data import load_track
 from arena.runner.env import environment
+from arena.runner.feed import BatchFeeder
 from arena.runner.result import RunResult
 from arena.runner.spec import Spec
 from arena.variants_loader import LoadedVariant, reference_params
 
 EventFn = Callable[[dict[str, Any]], bool | None]
 REPORT_EVERY = 10  # steps between host syncs for progress and divergence checks
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a CUDA run executes the protocol: the same math, scheduled differently (recorded in ``env``).
+
+    * ``pinned_batches``: batches reach the GPU through pinned host buffers (``runner.feed``), so the host queues
+      the next step while the GPU runs this one;
+    * ``fused_adamw``: torch's single-kernel AdamW instead of the multi-tensor (foreach) one: the same update
+      rule, a few kernels a step instead of dozens; floating-point results differ in the last bits.
+
+    Both are ignored on the CPU (whose runs stay bit-for-bit what they were). The bench times them side by side.
+    """
+
+    pinned_batches: bool = True
+    fused_adamw: bool = True
 
 
 def resolve_hparams(loaded: LoadedVariant, hparams: Mapping[str, float] | None) -> dict[str, float]:
@@ -60,7 +78,9 @@ def lr_at(spec: Spec, step: int) -> float:
     return spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: HybridLM, spec: Spec, lr_mult: float, capturable: bool) -> torch.optim.AdamW:
+def make_optimizer(
+    model: HybridLM, spec: Spec, lr_mult: float, capturable: bool, fused: bool = False
+) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only and the Mamba pathway's learning rate scaled by lr_mult."""
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -76,9 +96,9 @@ def make_optimizer(model: HybridLM, spec: Spec, lr_mult: float, capturable: bool
         param_groups.append(
             {"params": params, "weight_decay": spec.weight_decay if decay else 0.0, "lr": lr, "base_lr": spec.lr * mult}
         )
-    return torch.optim.AdamW(
-        param_groups, betas=(spec.beta1, spec.beta2), capturable=capturable, foreach=True
-    )
+    if fused:
+        return torch.optim.AdamW(param_groups, betas=(spec.beta1, spec.beta2), capturable=capturable, fused=True)
+    return torch.optim.AdamW(param_groups, betas=(spec.beta1, spec.beta2), capturable=capturable, foreach=True)
 
 
 def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
@@ -140,8 +160,10 @@ def train(
     data_flag: str | None = None,
     on_event: EventFn | None = None,
     checkpoint_path: str | None = None,
+    execution: Execution | None = None,
 ) -> RunResult:
     """Train and evaluate; never raises for a failure of the variant itself (crash/divergence are results)."""
+    execution = execution or Execution()
     hp = resolve_hparams(loaded, hparams)
     result = RunResult(
         variant=loaded.name, variant_sha=loaded.sha256, spec_hash=spec.hash, seed=seed, hparams=hp
@@ -157,8 +179,10 @@ def train(
     if mode == "graph" and dev.type != "cuda":
         raise ArenaError("--mode graph needs a CUDA device")
     result.env = environment(dev) | {"mode": mode, "device_requested": device, "backend_requested": backend}
+    if dev.type == "cuda":
+        result.env["execution"] = asdict(execution)
     try:
-        _train(spec, loaded, seed, hp, dev, backend, mode, data_flag, on_event, checkpoint_path, result)
+        _train(spec, loaded, seed, hp, dev, backend, mode, data_flag, on_event, checkpoint_path, execution, result)
     except ArenaError:
         raise
     except Exception as exc:  # the variant (or the hardware) failed: that is a result, not an exception
@@ -183,6 +207,7 @@ def _train(
     data_flag: str | None,
     on_event: EventFn | None,
     checkpoint_path: str | None,
+    execution: Execution,
     result: RunResult,
 ) -> None:
     track = load_track(spec, data_flag)
@@ -194,7 +219,10 @@ def _train(
     result.params_total = count_params(model)
     result.params_by_part = model.params_by_part()
     graph = mode == "graph"
-    opt = make_optimizer(model, spec, hp.get("lr_mult", 1.0), capturable=graph)
+    on_gpu = dev.type == "cuda"
+    opt = make_optimizer(model, spec, hp.get("lr_mult", 1.0), capturable=graph,
+                         fused=on_gpu and execution.fused_adamw)
+    feed = BatchFeeder(track, seed, dev, pinned=execution.pinned_batches)
     autocast = spec.precision == "bf16"
     val_batches = track.val_batches(final=False)
     params = [p for p in model.parameters()]
@@ -244,8 +272,7 @@ def _train(
         if step == 0:
             t_mark = time.perf_counter()
         set_lr(opt, lr_at(spec, step))
-        x, y = track.train_batch(seed, step)  # (B, T) each, identical for every variant at this seed
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        x, y = feed(step)  # (B, T) each on dev, identical for every variant at this seed
         if graph and step >= n_warm:
             if cuda_graph is None:
                 static_x, static_y = x.clone(), y.clone()

@@ -11,8 +11,10 @@ Sections:
    (the whole step in one CUDA graph) on the same variant, spec and seed: tok/s, the ratio, the loss difference;
 6. GPU determinism: the runner twice in one process (final weights bit for bit, val loss) and once in a fresh
    process (as tournaments run it, loading the saved autotune configs);
-7. every shipped variant's steady-state speed under the runner;
-8. with --profile: the ops that take the most device time in a few training steps (where to look for speed).
+7. where two fresh processes part, if they do (``bench/cross_process.py``);
+8. execution options (pinned batches, fused AdamW) timed side by side;
+9. every shipped variant's steady-state speed under the runner;
+10. with --profile: the ops that take the most device time in a few training steps (where to look for speed).
 """
 
 from __future__ import annotations
@@ -213,6 +215,7 @@ def main() -> None:
     ap.add_argument("--preset", default="phase2", help="the spec preset (smoke: a CPU check, BENCH_DEVICE=cpu)")
     ap.add_argument("--skip-tests", action="store_true")
     ap.add_argument("--no-eager", action="store_true", help="skip the (slow) plain eager loop")
+    ap.add_argument("--no-ab", action="store_true", help="skip timing the execution options side by side")
     ap.add_argument("--profile", action="store_true", help="top ops by device time over a few training steps")
     ap.add_argument("--budget-s", type=float, default=480.0, help="start no variant run after this many seconds")
     args = ap.parse_args()
@@ -289,13 +292,21 @@ def main() -> None:
         print(f"  determinism, fresh process vs first: val rel diff {speed['loss_rel_diff_fresh_process']:.2e}")
     report["speed"] = speed
 
+    print(f"\n## where two fresh processes part (gf, {spec.label}: one fwd+bwd, autotune choices, a 40-step run)",
+          flush=True)
+    from cross_process import cross_process
+
+    report["cross_process"] = cross_process(spec, args.data, tmp)
+    print("  " + json.dumps(report["cross_process"])[:3000], flush=True)
+
     print(f"\n## execution options side by side: gf at {spec.label}, seed 0, graph mode (runner.train.Execution)",
           flush=True)
     from arena.runner.train import Execution
 
     ab = []
-    for ex in (Execution(pinned_batches=False, fused_adamw=False), Execution(pinned_batches=True, fused_adamw=False),
-               Execution(pinned_batches=False, fused_adamw=True)):
+    options = (Execution(pinned_batches=False, fused_adamw=False), Execution(pinned_batches=True, fused_adamw=False),
+               Execution(pinned_batches=False, fused_adamw=True))
+    for ex in () if args.no_ab else options:
         r = run(spec, "gf", 0, "graph", args.data, execution=ex)
         rel = abs(r.final_val_loss - graph.final_val_loss) / graph.final_val_loss if (
             r.final_val_loss and graph.final_val_loss) else None

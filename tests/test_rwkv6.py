@@ -344,3 +344,23 @@ def test_layer_matches_fla_layer(fla_layer_on_cpu: Any, T: int) -> None:
     for name, p in mine.named_parameters():
         assert p.grad is not None and their_params[name].grad is not None, name
         assert rel(p.grad, their_params[name].grad) < 1e-4, name
+
+
+@pytest.mark.parametrize("n_rows", [4096, 256, 100])
+def test_slot_mix_gradient_split_is_the_einsum(n_rows: int) -> None:
+    """The CUDA slot mix (weight gradient over row chunks) equals the einsum it replaces, values and gradients."""
+    from arena.model.rwkv6 import _SlotMix, _weight_grad_chunks
+
+    g = torch.Generator().manual_seed(n_rows)
+    z = torch.randn(n_rows, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)  # [N,S,R]
+    w = torch.randn(12, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)  # [D,S,R]
+    up = torch.randn(n_rows, 5, 12, generator=g, dtype=torch.float64)  # [N,S,D]
+    ref = torch.einsum("bnr,dnr->bnd", z, w)
+    ref_gz, ref_gw = torch.autograd.grad((ref * up).sum(), (z, w))
+    out = _SlotMix.apply(z, w)
+    gz, gw = torch.autograd.grad((out * up).sum(), (z, w))
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(gz, ref_gz, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gw, ref_gw, rtol=1e-12, atol=1e-12)
+    assert _weight_grad_chunks(n_rows) == {4096: 16, 256: 2, 100: 1}[n_rows]
+    assert torch.autograd.gradcheck(_SlotMix.apply, (z[:6].detach().requires_grad_(), w))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -53,7 +54,7 @@ def kernel_env() -> None:
       noise, and other configs sum in other orders. With it, the first process on a machine tunes and saves, and
       every later one loads the same configs (in ``TRITON_CACHE_DIR``) in seconds.
     * deterministic mode: ``MAMBA_DETERMINISTIC=1`` (read when mamba-ssm's modules are imported; see
-      ``_kernel`` for why mamba-ssm's kernels are kept out of the autotune cache) and cuBLAS's
+      ``_import_mamba_untuned`` for why mamba-ssm's kernels are kept out of the autotune cache) and cuBLAS's
       fixed workspace ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (read when its handle is made, so before the first
       matmul: ``prepare_cuda`` calls this before the model moves to the GPU).
     """
@@ -71,6 +72,9 @@ def prepare_cuda() -> None:
     torch.backends.cudnn.benchmark = False
 
 
+MAMBA_SSD = "mamba_ssm.ops.triton.ssd_combined"
+
+
 @functools.cache
 def _kernel(module: str, attr: str, deterministic_mode: bool) -> Any:
     """Import a kernel once per mode, after setting the environment its package reads at import time.
@@ -78,20 +82,38 @@ def _kernel(module: str, attr: str, deterministic_mode: bool) -> Any:
     The getters below run on every forward of a CUDA layer; the environment work happens here, once.
     """
     kernel_env()
-    if not (deterministic_mode and module.startswith("mamba_ssm")):
-        return _try_import(module, attr)
-    # Triton does not cache autotune results of kernels whose configs carry pre-hooks, and mamba-ssm's backward
-    # kernels do (_chunk_scan_chunk_state_bwd_dx, _chunk_state_bwd_db, _chunk_cumsum_bwd, ...): with the cache
-    # knob on, every process tunes them again by timing and may pick configs that sum in another order. That is
-    # what a fresh process showed on an H100: the same run 2.2e-3 apart, while repeats within a process were bit
-    # for bit equal (bench/results). Imported without the knob, mamba-ssm's deterministic mode gives every kernel
-    # its cheapest config instead: no tuning, the same in every process. The knob is read when the kernels are
-    # decorated, so unsetting it around this import leaves FLA's (cacheable) autotuning as it is.
+    if deterministic_mode:
+        _import_mamba_untuned()  # before anything else: importing FLA imports mamba-ssm too (fla.layers.mamba2)
+    return _try_import(module, attr)
+
+
+@functools.cache
+def _import_mamba_untuned() -> None:
+    """Import mamba-ssm's SSD kernels without the autotune-cache knob, so its deterministic mode pins their configs.
+
+    Triton does not cache autotune results of kernels whose configs carry pre-hooks, and mamba-ssm's backward
+    kernels do (_chunk_scan_chunk_state_bwd_dx, _chunk_state_bwd_db, _chunk_cumsum_bwd, ...): with the knob on,
+    every process tunes them again by timing and may pick configs that sum in another order. bench/cross_process.py
+    showed exactly that on an H100: two fresh processes agreed on every forward output and differed in the
+    gradients, with those three kernels' autotuners choosing different block sizes (bench/results). Imported
+    without the knob, mamba-ssm's deterministic mode gives every kernel its cheapest config instead: no tuning,
+    the same in every process. The knob is read when the kernels are decorated, so unsetting it around this import
+    leaves FLA's (cacheable) autotuning as it is; and it must come first, because ``import fla`` imports
+    mamba-ssm's SSD module (with the knob on) when mamba-ssm is installed.
+    """
+    if MAMBA_SSD in sys.modules:
+        warnings.warn(
+            "mamba-ssm was imported before arena set up its deterministic mode (for example by importing fla "
+            "first); its backward kernels are then tuned in every process and runs may differ across processes. "
+            "Import arena's model code first, or set ARENA_DETERMINISTIC=0 to accept it.",
+            stacklevel=3,
+        )
+        return
     saved = os.environ.pop("TRITON_CACHE_AUTOTUNING", None)
     try:
         with warnings.catch_warnings():  # its advice to set the knob is what this deliberately does not do
             warnings.filterwarnings("ignore", message="Deterministic mode: set TRITON_CACHE_AUTOTUNING")
-            return _try_import(module, attr)
+            _try_import(MAMBA_SSD, "mamba_chunk_scan_combined")
     finally:
         if saved is not None:
             os.environ["TRITON_CACHE_AUTOTUNING"] = saved
@@ -106,7 +128,7 @@ def fla_fused_recurrent_rwkv6() -> Any:
 
 
 def mamba_chunk_scan_combined() -> Any:
-    return _kernel("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined", deterministic())
+    return _kernel(MAMBA_SSD, "mamba_chunk_scan_combined", deterministic())
 
 
 def causal_conv1d_fn() -> Any:

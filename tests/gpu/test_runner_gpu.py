@@ -85,14 +85,18 @@ def test_model_backward_is_bitwise_repeatable() -> None:
 
 
 def test_a_fresh_process_repeats_the_run() -> None:
-    """As tournaments run trials: the same run in two new processes (autotune state from disk) within 1e-4."""
+    """As tournaments run trials: the same run in two new processes within 1e-4 (here with the test folder's pinned
+    FLA configs in every process; the bench checks the same with the tuned configs loaded from disk)."""
     _need_kernels()
     import json
     import subprocess
     import sys
+    from pathlib import Path
 
+    pin = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import pin_configs; pin_configs.install(); "
     code = (
-        "import json; from arena.runner.spec import PRESETS; from arena.runner.train import train; "
+        pin
+        + "import json; from arena.runner.spec import PRESETS; from arena.runner.train import train; "
         "from arena.variants_loader import builtin; "
         "s = PRESETS['phase2'].derive(steps=60, warmup_steps=10, eval_every=30); "
         "r = train(s, builtin('gf'), 0, device='cuda', mode='graph'); print(json.dumps(r.final_val_loss))"

@@ -99,6 +99,25 @@ def test_same_seed_is_bitwise_identical_through_the_worker(tiny_spec: Spec, work
     assert isinstance(a, RunResult) and a.key == inproc.key
 
 
+def test_feeder_gives_the_tracks_batches(tiny_spec: Spec) -> None:
+    from arena.runner.feed import BatchFeeder
+
+    track = load_track(tiny_spec)
+    feed = BatchFeeder(track, 3, torch.device("cpu"))
+    for step in range(4):
+        x, y = feed(step)
+        ex, ey = track.train_batch(3, step)
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_execution_options_do_not_touch_cpu_runs(tiny_spec: Spec) -> None:
+    """Pinned batches and fused AdamW are CUDA scheduling choices: a CPU run is the same bits and records none."""
+    plain = train(tiny_spec, GF, 0, device="cpu", execution=train_mod.Execution(False, False))
+    default = train(tiny_spec, GF, 0, device="cpu")
+    assert plain.final_val_loss == default.final_val_loss
+    assert "execution" not in default.env
+
+
 def test_different_seeds_differ(tiny_spec: Spec) -> None:
     a = train(tiny_spec, GF, 0, device="cpu")
     b = train(tiny_spec, GF, 1, device="cpu")

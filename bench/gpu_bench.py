@@ -61,14 +61,16 @@ def versions() -> dict[str, Any]:
 
 
 def gpu_tests(out_dir: Path) -> dict[str, Any]:
+    """pytest tests/gpu, its log streamed to OUT/gpu_tests.log (so a call cut short still returns what ran)."""
     t0 = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/gpu", "-m", "gpu", "-q", "-rA", "--no-header", "-p", "no:cacheprovider",
-         "--import-mode=importlib", "-o", "addopts="],
-        capture_output=True, text=True, check=False,
-    )
-    log = proc.stdout + proc.stderr
-    (out_dir / "gpu_tests.log").write_text(log)
+    log_path = out_dir / "gpu_tests.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "tests/gpu", "-m", "gpu", "-v", "-rA", "--no-header", "-p",
+             "no:cacheprovider", "--import-mode=importlib", "-o", "addopts="],
+            stdout=log_file, stderr=subprocess.STDOUT, text=True, check=False,
+        )
+    log = log_path.read_text()
     lines = [ln for ln in log.splitlines() if ln.startswith(("PASSED", "FAILED", "SKIPPED", "ERROR"))]
     summary = next((ln for ln in reversed(log.splitlines()) if " passed" in ln or " failed" in ln), log[-300:])
     return {"rc": proc.returncode, "seconds": round(time.time() - t0, 1), "summary": summary.strip(), "lines": lines}

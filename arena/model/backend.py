@@ -11,7 +11,6 @@ import functools
 import importlib
 import os
 import sys
-import warnings
 from typing import Any
 
 import torch
@@ -53,8 +52,8 @@ def kernel_env() -> None:
       would re-autotune FLA's and mamba-ssm's Triton kernels (minutes) and could pick other configs by timing
       noise, and other configs sum in other orders. With it, the first process on a machine tunes and saves, and
       every later one loads the same configs (in ``TRITON_CACHE_DIR``) in seconds.
-    * deterministic mode: ``MAMBA_DETERMINISTIC=1`` (read when mamba-ssm's modules are imported; see
-      ``_import_mamba_untuned`` for why mamba-ssm's kernels are kept out of the autotune cache) and cuBLAS's
+    * deterministic mode: ``MAMBA_DETERMINISTIC=1`` (read when mamba-ssm's modules are imported; the kernels
+      whose results Triton cannot cache are pinned, see ``pin_uncacheable_autotuners``) and cuBLAS's
       fixed workspace ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (read when its handle is made, so before the first
       matmul: ``prepare_cuda`` calls this before the model moves to the GPU).
     """
@@ -73,6 +72,7 @@ def prepare_cuda() -> None:
 
 
 MAMBA_SSD = "mamba_ssm.ops.triton.ssd_combined"
+KERNEL_PACKAGES = ("fla", "mamba_ssm")
 
 
 @functools.cache
@@ -82,41 +82,61 @@ def _kernel(module: str, attr: str, deterministic_mode: bool) -> Any:
     The getters below run on every forward of a CUDA layer; the environment work happens here, once.
     """
     kernel_env()
+    found = _try_import(module, attr)
     if deterministic_mode:
-        _import_mamba_untuned()  # before anything else: importing FLA imports mamba-ssm too (fla.layers.mamba2)
-    return _try_import(module, attr)
+        pin_uncacheable_autotuners()
+    return found
 
 
-@functools.cache
-def _import_mamba_untuned() -> None:
-    """Import mamba-ssm's SSD kernels without the autotune-cache knob, so its deterministic mode pins their configs.
+def _autotuner(obj: Any, autotuner_cls: type) -> Any:
+    """The Triton Autotuner behind a module attribute (through @triton.heuristics wrappers), or None."""
+    for _ in range(4):
+        if isinstance(obj, autotuner_cls):
+            return obj
+        obj = getattr(obj, "fn", None)
+        if obj is None:
+            return None
+    return None
 
-    Triton does not cache autotune results of kernels whose configs carry pre-hooks, and mamba-ssm's backward
-    kernels do (_chunk_scan_chunk_state_bwd_dx, _chunk_state_bwd_db, _chunk_cumsum_bwd, ...): with the knob on,
-    every process tunes them again by timing and may pick configs that sum in another order. bench/cross_process.py
-    showed exactly that on an H100: two fresh processes agreed on every forward output and differed in the
-    gradients, with those three kernels' autotuners choosing different block sizes (bench/results). Imported
-    without the knob, mamba-ssm's deterministic mode gives every kernel its cheapest config instead: no tuning,
-    the same in every process. The knob is read when the kernels are decorated, so unsetting it around this import
-    leaves FLA's (cacheable) autotuning as it is; and it must come first, because ``import fla`` imports
-    mamba-ssm's SSD module (with the knob on) when mamba-ssm is installed.
+
+def config_cost(cfg: Any) -> int:
+    """mamba-ssm's rule for its deterministic mode: block sizes × pipeline stages (the least shared memory)."""
+    blocks = 1
+    for key, value in cfg.kwargs.items():
+        if key.startswith("BLOCK_SIZE_"):
+            blocks *= value
+    return blocks * (cfg.num_stages or 1)
+
+
+def pin_uncacheable_autotuners(packages: tuple[str, ...] = KERNEL_PACKAGES) -> list[str]:
+    """Pin every loaded kernel whose autotune results Triton cannot cache to one config; return their names.
+
+    Triton caches autotune results on disk (``TRITON_CACHE_AUTOTUNING=1``), so every process on a machine loads
+    the configs the first one chose — except for kernels whose configs carry pre-hooks ("can't serialize
+    prehooks"): those are timed again in every process, and timing noise picks configs that sum in another
+    order. mamba-ssm's backward kernels are such (_chunk_scan_chunk_state_bwd_dx, _chunk_state_bwd_db,
+    _chunk_cumsum_bwd, ...). bench/cross_process.py showed it on an H100: two fresh processes agreed on every
+    forward output and differed in the gradients, and exactly those three kernels' autotuners had chosen
+    different block sizes (bench/results). Pinned here to the cheapest config by mamba-ssm's own deterministic
+    rule, they run the same in every process, while every cacheable kernel keeps its tuned config.
+    (Importing mamba-ssm without the knob would pin all of its kernels instead, but ``import fla`` imports
+    mamba-ssm first, with the knob on, so the import environment cannot be relied on.)
     """
-    if MAMBA_SSD in sys.modules:
-        warnings.warn(
-            "mamba-ssm was imported before arena set up its deterministic mode (for example by importing fla "
-            "first); its backward kernels are then tuned in every process and runs may differ across processes. "
-            "Import arena's model code first, or set ARENA_DETERMINISTIC=0 to accept it.",
-            stacklevel=3,
-        )
-        return
-    saved = os.environ.pop("TRITON_CACHE_AUTOTUNING", None)
     try:
-        with warnings.catch_warnings():  # its advice to set the knob is what this deliberately does not do
-            warnings.filterwarnings("ignore", message="Deterministic mode: set TRITON_CACHE_AUTOTUNING")
-            _try_import(MAMBA_SSD, "mamba_chunk_scan_combined")
-    finally:
-        if saved is not None:
-            os.environ["TRITON_CACHE_AUTOTUNING"] = saved
+        from triton.runtime.autotuner import Autotuner
+    except ImportError:  # no Triton, so no Triton kernels either
+        return []
+    pinned = []
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for attr, obj in list(vars(module).items()):
+            tuner = _autotuner(obj, Autotuner)
+            if tuner is None or len(tuner.configs) < 2 or not any(c.pre_hook for c in tuner.configs):
+                continue
+            tuner.configs = [min(tuner.configs, key=config_cost)]
+            pinned.append(f"{name}.{attr}")
+    return pinned
 
 
 def fla_chunk_rwkv6() -> Any:

@@ -3,8 +3,8 @@
 Why: on a cold machine Triton compiles and times every config of every FLA kernel for every new shape, dtype and
 flag set the tests use (40 s to 4 min a test on an H100); the whole folder then outran a 10-minute device call.
 The equivalence tests check the kernels' math against references within tolerances that hold for any config, so
-one config each is enough; it is the cheapest by mamba-ssm's own rule (block sizes × stages: the least shared
-memory), which is also what mamba-ssm's deterministic mode uses. The bench (bench/gpu_bench.py) still runs the
+one config each is enough: the cheapest by block sizes (BLOCK_SIZE_*, BT, BK, BV, ...) × stages × warps, the
+least shared memory, in the spirit of mamba-ssm's deterministic-mode rule. The bench (bench/gpu_bench.py) still runs the
 tuned configs. ``ARENA_GPU_TESTS_TUNE=1`` restores full autotuning.
 
 It must be installed before the kernel packages are imported: Triton reads the configs when a kernel is

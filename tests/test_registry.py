@@ -209,3 +209,7 @@ def test_same_stack_compares_only_the_mixers_both_runs_use() -> None:
     assert not same_stack(cpu, hybrid, cpu, {"rwkv6": "kernel"})
     assert not same_stack(cpu, hybrid, cpu | {"gpu": "NVIDIA H100"}, hybrid)
     assert not same_stack(cpu, hybrid, cpu | {"deterministic": False}, hybrid)
+    gpu = cpu | {"gpu": "NVIDIA H100", "cuda": "13.0"}
+    fused = gpu | {"execution": {"pinned_batches": True, "fused_adamw": True}}
+    assert same_stack(fused, hybrid, dict(fused), hybrid)
+    assert not same_stack(fused, hybrid, gpu, hybrid)  # recorded before execution options: foreach AdamW

@@ -100,10 +100,12 @@ def _autotuner(obj: Any, autotuner_cls: type) -> Any:
 
 
 def config_cost(cfg: Any) -> int:
-    """mamba-ssm's rule for its deterministic mode: block sizes × pipeline stages (the least shared memory)."""
+    """A Triton config's cost by mamba-ssm's rule for its deterministic mode: block sizes × pipeline stages (the
+    least shared memory). Block sizes are the integer kwargs whose names start with B: mamba-ssm's BLOCK_SIZE_*,
+    FLA's BT, BK, BV, BS."""
     blocks = 1
     for key, value in cfg.kwargs.items():
-        if key.startswith("BLOCK_SIZE_"):
+        if key.startswith("B") and isinstance(value, int):
             blocks *= value
     return blocks * (cfg.num_stages or 1)
 

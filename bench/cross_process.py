@@ -47,20 +47,12 @@ def child(spec_json: str, data: str, out: str) -> None:
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from gpu_bench import bench_device, run  # bench/ is not a package
+    from gpu_bench import gf_and_first_batch, run  # bench/ is not a package
 
-    from arena.model.backend import prepare_cuda
-    from arena.model.lm import build_model
-    from arena.runner.data import load_track
     from arena.runner.spec import Spec
-    from arena.variants_loader import builtin
 
     spec = Spec.from_dict(json.loads(spec_json))
-    dev = bench_device()
-    if dev == "cuda":
-        prepare_cuda()
-    model = build_model(spec.dims, builtin("gf").variant, seed=0).to(dev)
-    x, y = (t.to(dev) for t in load_track(spec, data).train_batch(0, 0))  # (B, T) each
+    model, x, y = gf_and_first_batch(spec, data)  # (B, T) each
     outputs: list[tuple[str, str]] = []
     hooks = [m.register_forward_hook(lambda mod, args, o, name=name: outputs.append(
         (name, _digest(o[0] if isinstance(o, tuple) else o)))) for name, m in model.named_modules() if name]

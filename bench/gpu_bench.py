@@ -102,20 +102,26 @@ def save_autotune_cache(out_dir: Path) -> None:
         print(f"  saved {len(files)} autotune results to autotune.tgz", flush=True)
 
 
-def bitwise_repeat(spec: Any, data: str) -> dict[str, Any]:
-    """Which parameter gradients differ bit for bit between identical forward+backward calls (none: repeatable)."""
+def gf_and_first_batch(spec: Any, data: str) -> tuple[Any, Any, Any]:
+    """gf at the spec's dims (seed 0) and the seed-0 step-0 training batch, on the bench device (CUDA prepared)."""
     from arena.model.backend import prepare_cuda
     from arena.model.lm import build_model
     from arena.runner.data import load_track
-    from arena.runner.repeat import differing_grads
     from arena.variants_loader import builtin
 
     dev = bench_device()
     if dev == "cuda":
         prepare_cuda()
     model = build_model(spec.dims, builtin("gf").variant, seed=0).to(dev)
-    x, y = load_track(spec, data).train_batch(0, 0)
-    x, y = x.to(dev), y.to(dev)  # (B, T) each
+    x, y = (t.to(dev) for t in load_track(spec, data).train_batch(0, 0))  # (B, T) each
+    return model, x, y
+
+
+def bitwise_repeat(spec: Any, data: str) -> dict[str, Any]:
+    """Which parameter gradients differ bit for bit between identical forward+backward calls (none: repeatable)."""
+    from arena.runner.repeat import differing_grads
+
+    model, x, y = gf_and_first_batch(spec, data)
     differ, worst = differing_grads(model, x, y)
     n_params = sum(1 for p in model.parameters() if p.requires_grad)
     return {"params": n_params, "differing": len(differ), "names": differ[:12], "max_abs": worst}
@@ -128,21 +134,12 @@ def profile_steps(spec: Any, data: str, steps: int = 5) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from arena.model.backend import prepare_cuda
-    from arena.model.lm import build_model
-    from arena.runner.data import load_track
     from arena.runner.train import make_optimizer
-    from arena.variants_loader import builtin
 
-    dev = bench_device()
-    on_gpu = dev == "cuda"
-    if on_gpu:
-        prepare_cuda()
-    model = build_model(spec.dims, builtin("gf").variant, seed=0).to(dev)
+    on_gpu = bench_device() == "cuda"
+    model, x0, y0 = gf_and_first_batch(spec, data)
     opt = make_optimizer(model, spec, 1.0, capturable=on_gpu, fused=on_gpu)
-    track = load_track(spec, data)
     params = list(model.parameters())
-    x0, y0 = (t.to(dev) for t in track.train_batch(0, 0))  # (B, T) each
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         opt.zero_grad(set_to_none=False)

@@ -24,7 +24,7 @@ class BatchFeeder:
     def __init__(self, track: Track, seed: int, device: torch.device, pinned: bool = True, slots: int = 3) -> None:
         self.track, self.seed, self.device = track, seed, device
         self.pinned = pinned and device.type == "cuda"
-        self._slots: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._slots: list[tuple[torch.Tensor, torch.Tensor] | None] = []
         self._events: list[torch.cuda.Event | None] = []
         self._n_slots = slots
         self._next = 0
@@ -37,16 +37,16 @@ class BatchFeeder:
             return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         i = self._next
         self._next = (i + 1) % self._n_slots
-        if len(self._slots) <= i:
-            self._slots.append((torch.empty_like(x).pin_memory(), torch.empty_like(y).pin_memory()))
+        if i == len(self._slots):
+            self._slots.append(None)
             self._events.append(None)
         event = self._events[i]
         if event is not None:
             event.synchronize()  # this slot's previous copy has been read by the GPU
-        hx, hy = self._slots[i]
-        if hx.shape != x.shape or hy.shape != y.shape:  # a track whose batch shape varies: re-pin this slot
-            hx, hy = torch.empty_like(x).pin_memory(), torch.empty_like(y).pin_memory()
-            self._slots[i] = (hx, hy)
+        slot = self._slots[i]
+        if slot is None or slot[0].shape != x.shape or slot[1].shape != y.shape:  # first use, or a new batch shape
+            slot = self._slots[i] = (torch.empty_like(x).pin_memory(), torch.empty_like(y).pin_memory())
+        hx, hy = slot
         hx.copy_(x)
         hy.copy_(y)
         dx = hx.to(self.device, non_blocking=True)  # (B, T)

@@ -4,7 +4,8 @@
 
 Sections:
 1. environment: date, GPU, torch/triton/fla/mamba-ssm/causal-conv1d versions, arena commit, kernel imports;
-2. GPU equivalence tests (pytest tests/gpu -m gpu): kernels vs the pure-torch reference, pathways vs FLA/mamba-ssm;
+2. GPU equivalence tests (pytest tests/gpu -m gpu, spread over pytest-xdist workers): kernels vs the pure-torch
+   reference, pathways vs FLA/mamba-ssm;
 3. warm-up (Triton compile + autotune; its results are saved to OUT/autotune.tgz for the next machine);
 4. bitwise repeat of one forward+backward: which gradients differ between identical calls;
 5. speed at `phase2`: the plain eager loop (the seeds' way: kernels, one launch per op) and the arena runner
@@ -60,16 +61,25 @@ def versions() -> dict[str, Any]:
     return out
 
 
-def gpu_tests(out_dir: Path) -> dict[str, Any]:
-    """pytest tests/gpu, its log streamed to OUT/gpu_tests.log (so a call cut short still returns what ran)."""
+def gpu_tests(out_dir: Path, workers: int, timeout_s: int) -> dict[str, Any]:
+    """pytest tests/gpu, its log streamed to OUT/gpu_tests.log (so a call cut short still returns what ran).
+
+    With pytest-xdist, ``workers`` processes share the GPU: the tests are small, and most of their time is Triton
+    compiling kernels on the CPU. pytest-timeout stops a test that hangs after ``timeout_s``."""
+    import importlib.util
+
     t0 = time.time()
     log_path = out_dir / "gpu_tests.log"
+    cmd = [sys.executable, "-m", "pytest", "tests/gpu", "-m", "gpu", "-v", "-rA", "--no-header", "-p",
+           "no:cacheprovider", "--import-mode=importlib", "-o", "addopts="]
+    if workers > 1 and importlib.util.find_spec("xdist"):
+        cmd += ["-n", str(workers)]
+    if importlib.util.find_spec("pytest_timeout"):
+        cmd += ["--timeout", str(timeout_s)]
     with log_path.open("w") as log_file:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "tests/gpu", "-m", "gpu", "-v", "-rA", "--no-header", "-p",
-             "no:cacheprovider", "--import-mode=importlib", "-o", "addopts="],
-            stdout=log_file, stderr=subprocess.STDOUT, text=True, check=False,
-        )
+        log_file.write(" ".join(cmd[1:]) + "\n")
+        log_file.flush()
+        proc = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, text=True, check=False)
     log = log_path.read_text()
     lines = [ln for ln in log.splitlines() if ln.startswith(("PASSED", "FAILED", "SKIPPED", "ERROR"))]
     summary = next((ln for ln in reversed(log.splitlines()) if " passed" in ln or " failed" in ln), log[-300:])
@@ -213,6 +223,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps (smoke-check the script)")
     ap.add_argument("--preset", default="phase2", help="the spec preset (smoke: a CPU check, BENCH_DEVICE=cpu)")
     ap.add_argument("--skip-tests", action="store_true")
+    ap.add_argument("--test-workers", type=int, default=4, help="pytest-xdist processes for the GPU tests")
+    ap.add_argument("--test-timeout-s", type=int, default=240, help="pytest-timeout for one GPU test")
+    ap.add_argument("--no-determinism", action="store_true",
+                    help="skip the fresh-process run and the cross-process comparison")
     ap.add_argument("--no-eager", action="store_true", help="skip the (slow) plain eager loop")
     ap.add_argument("--no-ab", action="store_true", help="skip timing the execution options side by side")
     ap.add_argument("--profile", action="store_true", help="top ops by device time over a few training steps")
@@ -222,16 +236,22 @@ def main() -> None:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"env": versions()}
+
+    def save() -> None:
+        """bench.json after each section, so a call cut short still returns what it measured."""
+        (out_dir / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+
     print("## environment")
     print(json.dumps(report["env"], indent=2), flush=True)
 
     if not args.skip_tests:
         print("\n## GPU equivalence tests (pytest tests/gpu -m gpu)", flush=True)
-        report["tests"] = gpu_tests(out_dir)
+        report["tests"] = gpu_tests(out_dir, args.test_workers, args.test_timeout_s)
         for ln in report["tests"]["lines"]:
             print("  " + ln[:160])
         t = report["tests"]
         print(f"  => {t['summary']} in {t['seconds']} s (rc {t['rc']})", flush=True)
+        save()
 
     from arena.runner.spec import PRESETS
 
@@ -247,6 +267,7 @@ def main() -> None:
     report["warmup"] = {"seconds": round(time.time() - t0, 1), "status": warm.status, "error": warm.error}
     print(f"  {warm.status} in {report['warmup']['seconds']} s" + (f"  ERR {warm.error[:300]}" if warm.error else ""))
     save_autotune_cache(out_dir)
+    save()
 
     print(f"\n## bitwise repeat of one forward+backward (gf, {spec.label} dims, one training batch, 3 times)",
           flush=True)
@@ -258,7 +279,8 @@ def main() -> None:
     graph = run(spec, "gf", 0, "graph", args.data, ckpt=str(tmp / "a.pt"))
     graph2 = run(spec, "gf", 0, "graph", args.data, ckpt=str(tmp / "b.pt"))
     eager = run(spec, "gf", 0, "eager", args.data) if not args.no_eager else None
-    fresh = fresh_process_run(spec, args.data, tmp / "c.json")
+    fresh = {"status": "not run (--no-determinism)"} if args.no_determinism else fresh_process_run(
+        spec, args.data, tmp / "c.json")
     rows = []
     runs = (("plain eager loop (seeds' way)", eager), ("arena runner (CUDA graph)", graph),
             ("arena runner, again", graph2))
@@ -290,13 +312,16 @@ def main() -> None:
         speed["loss_rel_diff_fresh_process"] = fresh_diff
         print(f"  determinism, fresh process vs first: val rel diff {speed['loss_rel_diff_fresh_process']:.2e}")
     report["speed"] = speed
+    save()
 
     print(f"\n## where two fresh processes part (gf, {spec.label}: one fwd+bwd, autotune choices, a 40-step run)",
           flush=True)
     from cross_process import cross_process
 
-    report["cross_process"] = cross_process(spec, args.data, tmp)
+    report["cross_process"] = {"status": "not run (--no-determinism)"} if args.no_determinism else cross_process(
+        spec, args.data, tmp)
     print("  " + json.dumps(report["cross_process"])[:3000], flush=True)
+    save()
 
     print(f"\n## execution options side by side: gf at {spec.label}, seed 0, graph mode (runner.train.Execution)",
           flush=True)
@@ -315,6 +340,7 @@ def main() -> None:
               f"val {r.final_val_loss}  vs default {rel if rel is None else f'{rel:.2e}'}", flush=True)
     print(f"  (default {json.dumps(Execution().__dict__)}: {graph.tokens_per_s or 0:,.0f} tok/s above)")
     report["execution_ab"] = ab
+    save()
 
     print(f"\n## every shipped variant under the runner ({spec.label}, seed 0)", flush=True)
     from arena.variants_loader import builtin_variants
@@ -333,6 +359,8 @@ def main() -> None:
                             "error": (r.error or "")[:300]})
         print(f"  {lv.name:12s} {r.status:8s} {r.tokens_per_s or 0:>12,.0f} tok/s  val {r.final_val_loss}  "
               f"params {r.params_total:,}" + (f"  ERR {r.error[:200]}" if r.error else ""), flush=True)
+        report["variants"] = per_variant
+        save()
     report["variants"] = per_variant
     if args.profile:
         print(f"\n## profile: gf at {spec.label}, 5 training steps after 3 warm-up steps (eager, so ops are visible)",
@@ -344,7 +372,8 @@ def main() -> None:
                   f"{prof['kernel_ms_per_step']:.2f} ms/step; "
                   f"the captured step replayed back to back: {prof['replay_ms_per_step']:.2f} ms/step "
                   f"({prof['replay_tok_s']:,.0f} tok/s)", flush=True)
-    (out_dir / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+    save_autotune_cache(out_dir)  # again: the runs above may have tuned more shapes
+    save()
     print("\nwrote", out_dir / "bench.json")
 
 

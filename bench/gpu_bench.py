@@ -223,6 +223,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps (smoke-check the script)")
     ap.add_argument("--preset", default="phase2", help="the spec preset (smoke: a CPU check, BENCH_DEVICE=cpu)")
     ap.add_argument("--skip-tests", action="store_true")
+    ap.add_argument("--only-tests", action="store_true", help="the environment and the GPU tests, nothing else")
     ap.add_argument("--test-workers", type=int, default=4, help="pytest-xdist processes for the GPU tests")
     ap.add_argument("--test-timeout-s", type=int, default=240, help="pytest-timeout for one GPU test")
     ap.add_argument("--no-determinism", action="store_true",
@@ -252,6 +253,8 @@ def main() -> None:
         t = report["tests"]
         print(f"  => {t['summary']} in {t['seconds']} s (rc {t['rc']})", flush=True)
         save()
+    if args.only_tests:
+        return
 
     from arena.runner.spec import PRESETS
 

@@ -188,6 +188,11 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
 LAYER_TOL_SAME = {torch.float32: 1e-4, torch.bfloat16: 3e-2}  # same algorithm, both sides (the mapping)
 ORACLE_TOL_TF32 = {torch.float32: 1e-2, torch.bfloat16: 3e-2}  # the chunk kernel (tf32 / bf16 dots) vs fp64
 ORACLE_TOL_EXACT = {torch.float32: 1e-4, torch.bfloat16: 3e-2}  # fp32 paths without tensor-core dots vs fp64
+# The decay LoRA's weight gradients (w_proj.*) amplify rounding: they sum dL/dw over every (b, t, head, channel)
+# through w = -exp(...) with much cancellation. Measured vs fp64 on an H100: in bf16 even our torch_chunk path
+# reaches 2.25e-2 there (the kernel 2.29e-2, FLA 2.32e-2); in fp32 with FLA's init FLA's own layer reaches 1.53e-2
+# (6.6e-3 and 5.7e-3 for the two weights; ours equals FLA's to 8e-6), while every other gradient stays <= 2.4e-3.
+DECAY_LORA_TOL = 3e-2  # for the chunk kernel's paths; fp32 paths without tf32 keep ORACLE_TOL_EXACT
 
 
 # FLA's layer uses fused_recurrent for T <= 64 and chunk above; ours always uses chunk_rwkv6.
@@ -241,10 +246,21 @@ def test_layer_matches_fla_layer(dtype: torch.dtype, T: int, init: str) -> None:
     fla_params = dict(theirs.named_parameters())
     oracle_params = dict(oracle.named_parameters())
 
-    _check(f"y {same[0]} vs fla", outputs[same[0]], y_theirs, LAYER_TOL_SAME[dtype])
+    failures: list[str] = []  # every error is measured and printed before the test fails, for the record
+
+    def check(name: str, got: torch.Tensor | None, ref: torch.Tensor | None, tol: float) -> None:
+        try:
+            _check(name, got, ref, tol)
+        except AssertionError as exc:
+            failures.append(str(exc).splitlines()[0])
+
+    check(f"y {same[0]} vs fla", outputs[same[0]], y_theirs, LAYER_TOL_SAME[dtype])
     for name, p in same[1].named_parameters():
-        _check(f"d{name} {same[0]} vs fla", p.grad, fla_params[name].grad, LAYER_TOL_SAME[dtype])
+        check(f"d{name} {same[0]} vs fla", p.grad, fla_params[name].grad, LAYER_TOL_SAME[dtype])
     for label, (m, tol) in to_oracle.items():
-        _check(f"y {label} vs fp64", outputs[label], y_oracle, tol[dtype])
+        check(f"y {label} vs fp64", outputs[label], y_oracle, tol[dtype])
         for name, p in m.named_parameters():
-            _check(f"d{name} {label} vs fp64", p.grad, oracle_params[name].grad, tol[dtype])
+            loose = name.startswith("w_proj.") and tol is ORACLE_TOL_TF32  # fp32 without tf32 stays tight
+            tol_p = max(tol[dtype], DECAY_LORA_TOL) if loose else tol[dtype]
+            check(f"d{name} {label} vs fp64", p.grad, oracle_params[name].grad, tol_p)
+    assert not failures, "; ".join(failures)

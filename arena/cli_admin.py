@@ -1,4 +1,4 @@
-"""CLI nouns besides runs: variants, db, doctor, noise, champions."""
+"""CLI nouns besides runs: variants, db, doctor, noise, champions, autotune."""
 
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +13,10 @@ variants_app = typer.Typer(help="List and check variant files.", no_args_is_help
 db_app = typer.Typer(help="Show and apply database migrations.", no_args_is_help=True)
 champions_app = typer.Typer(
     help="The champion history and the current champion's artifacts.", invoke_without_command=True
+)
+autotune_app = typer.Typer(
+    help="Carry the GPU kernels' autotune choices between machines, so both compute with the same configs.",
+    no_args_is_help=True,
 )
 
 
@@ -109,7 +113,33 @@ def doctor() -> None:
         t.add_row("RWKV-6 WKV uses", "torch_chunk")
         t.add_row("Mamba-2 SSD uses", "torch_chunk (conv: F.conv1d)")
     t.add_row("ARENA_BACKEND", backend.requested())
+    from arena.model.autotune import cache_dir
+
+    cache = cache_dir()
+    n = len(list(cache.glob("*/*.autotune.json"))) if cache.is_dir() else 0
+    t.add_row("autotune cache", f"{cache} ({n} results; `arena autotune export/import` carries them)")
     console.print(t)
+
+
+@autotune_app.command("export")
+def autotune_export(
+    file: Annotated[Path, typer.Argument(help="The .tar.gz to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
+) -> None:
+    """Write this machine's Triton autotune results (TRITON_CACHE_DIR or ~/.triton/cache) to FILE."""
+    from arena.model.autotune import cache_dir, export_cache
+
+    n = export_cache(file, force=force)
+    console.print(f"[green]✓[/green] {n} autotune results from {cache_dir()} → {file}")
+
+
+@autotune_app.command("import")
+def autotune_import(file: Annotated[Path, typer.Argument(help="A file made by `arena autotune export`.")]) -> None:
+    """Put FILE's autotune results into this machine's Triton cache: later GPU runs use those configs."""
+    from arena.model.autotune import cache_dir, import_cache
+
+    n = import_cache(file)
+    console.print(f"[green]✓[/green] {n} autotune results from {file} → {cache_dir()}")
 
 
 def noise(
@@ -202,5 +232,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(variants_app, name="variants")
     app.add_typer(db_app, name="db")
     app.add_typer(champions_app, name="champions")
+    app.add_typer(autotune_app, name="autotune")
     app.command("doctor")(doctor)
     app.command("noise")(noise)

@@ -13,7 +13,6 @@ differ, the autotuners that chose differently, and the weights after the short r
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import json
 import subprocess
@@ -30,25 +29,13 @@ def _digest(t: Any) -> str:
     return hashlib.sha1(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
 
-def autotuner_choices() -> dict[str, dict[str, str]]:
-    """{kernel name: {tuning key: chosen config}} for every Triton autotuner alive in this process."""
-    from triton.runtime.autotuner import Autotuner
-
-    out: dict[str, dict[str, str]] = {}
-    for obj in gc.get_objects():
-        if isinstance(obj, Autotuner) and getattr(obj, "cache", None):
-            fn = getattr(obj, "base_fn", None) or getattr(obj, "fn", None)
-            name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__name__', repr(fn))}"
-            out[name] = {str(k): str(v) for k, v in obj.cache.items()}
-    return out
-
-
 def child(spec_json: str, data: str, out: str) -> None:
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
     from gpu_bench import gf_and_first_batch, run  # bench/ is not a package
 
+    from arena.model import autotune
     from arena.runner.spec import Spec
 
     spec = Spec.from_dict(json.loads(spec_json))
@@ -65,7 +52,7 @@ def child(spec_json: str, data: str, out: str) -> None:
     short = run(spec.derive(steps=40, warmup_steps=10, eval_every=40), "gf", 0, "graph", data, ckpt=str(ckpt))
     weights = {k: _digest(v) for k, v in torch.load(ckpt)["state_dict"].items()} if ckpt.exists() else {}
     record = {"outputs": outputs, "grads": grads, "weights": weights, "short_run": short.final_val_loss,
-              "short_status": short.status, "autotune": autotuner_choices()}
+              "short_status": short.status, "autotune": autotune.choices()}
     Path(out).write_text(json.dumps(record))
 
 

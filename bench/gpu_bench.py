@@ -102,14 +102,17 @@ def run(spec: Any, name: str, seed: int, mode: str, data: str, backend: str = "a
 
 
 def save_autotune_cache(out_dir: Path) -> None:
-    """Tar TRITON_CACHE_DIR's autotune results into OUT (small), so a later call can start from them."""
-    cache = os.environ.get("TRITON_CACHE_DIR")
-    if not cache or not Path(cache).is_dir():
+    """The autotune results into OUT/autotune.tgz (small), so a later call can start from them
+    (``arena autotune import``)."""
+    from arena.errors import ArenaError
+    from arena.model.autotune import export_cache
+
+    try:
+        n = export_cache(out_dir / "autotune.tgz", force=True)
+    except ArenaError as exc:
+        print(f"  no autotune results saved: {exc}", flush=True)
         return
-    files = [str(p.relative_to(cache)) for p in Path(cache).rglob("*.autotune.json")]
-    if files:
-        subprocess.run(["tar", "czf", str(out_dir / "autotune.tgz"), "-C", cache, *files], check=False)
-        print(f"  saved {len(files)} autotune results to autotune.tgz", flush=True)
+    print(f"  saved {n} autotune results to autotune.tgz", flush=True)
 
 
 def gf_and_first_batch(spec: Any, data: str) -> tuple[Any, Any, Any]:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from arena.config import did_you_mean
 from arena.errors import ArenaError
+from arena.model import autotune
 from arena.model.backend import prepare_cuda
 from arena.model.lm import HybridLM, build_model, count_params
 from arena.runner.data import load_track
@@ -190,6 +191,9 @@ def train(
         result.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
     result.wall_s = time.perf_counter() - wall0
     if dev.type == "cuda":
+        # Which kernel configs this run computed with (another machine's tuning may differ; arena.model.autotune).
+        tuned = autotune.choices()
+        result.env["autotune"] = {"digest": autotune.digest(tuned), "kernels": len(tuned)}
         result.peak_mem_mb = torch.cuda.max_memory_allocated(dev) / 2**20
     else:
         result.peak_mem_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS

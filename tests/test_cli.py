@@ -419,3 +419,20 @@ def test_submit_no_run_then_submit(in_tournament: Path, tmp_path: Path, tiny_fla
     clash.parent.mkdir()
     clash.write_text(mine.read_text() + "\n# changed\n")
     assert_one_line_error(arena("submit", str(clash), "--no-run", *tiny_flags, "--seeds", "2"), "already registered")
+
+
+def test_autotune_export_import_and_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`arena autotune export/import` carry the autotune choices; a bad file is one line, exit 1, nothing written."""
+    tuned = tmp_path / "tuned" / "HASH"
+    tuned.mkdir(parents=True)
+    (tuned / "k.autotune.json").write_text(json.dumps({"key": [64], "configs_timings": []}))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "tuned"))
+    r = arena("autotune", "export", str(tmp_path / "x.tgz"))
+    assert r.code == 0 and "1 autotune results" in r.out, r
+    assert_one_line_error(arena("autotune", "export", str(tmp_path / "x.tgz")), "x.tgz", "--force")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "fresh"))
+    r = arena("autotune", "import", str(tmp_path / "x.tgz"))
+    assert r.code == 0 and (tmp_path / "fresh" / "HASH" / "k.autotune.json").exists(), r
+    (tmp_path / "junk.tgz").write_text("junk")
+    assert_one_line_error(arena("autotune", "import", str(tmp_path / "junk.tgz")), "junk.tgz", "arena autotune export")
+    assert sorted(p.name for p in (tmp_path / "fresh").rglob("*")) == ["HASH", "k.autotune.json"]

@@ -271,6 +271,7 @@ def test_result_fields_are_filled(tiny_spec: Spec) -> None:
     assert set(r.backend) >= {"rwkv6", "mamba2"} and all(r.backend.values())
     assert r.env["torch"] == torch.__version__ and r.env["device"] == "cpu" and r.env["mode"] == "eager"
     assert "git_commit" in r.env
+    assert "autotune" not in r.env  # GPU runs record their kernels' autotune digest; the CPU tunes nothing
     here = Path(train_mod.__file__).resolve().parent
     git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=False)
     if git.returncode == 0:

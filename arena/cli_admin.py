@@ -113,11 +113,9 @@ def doctor() -> None:
         t.add_row("RWKV-6 WKV uses", "torch_chunk")
         t.add_row("Mamba-2 SSD uses", "torch_chunk (conv: F.conv1d)")
     t.add_row("ARENA_BACKEND", backend.requested())
-    from arena.model.autotune import cache_dir
+    from arena.model.autotune import cache_dir, results
 
-    cache = cache_dir()
-    n = len(list(cache.glob("*/*.autotune.json"))) if cache.is_dir() else 0
-    t.add_row("autotune cache", f"{cache} ({n} results; `arena autotune export/import` carries them)")
+    t.add_row("autotune cache", f"{cache_dir()} ({len(results())} results; `arena autotune export/import` carries)")
     console.print(t)
 
 

@@ -56,14 +56,16 @@ def digest(chosen: dict[str, dict[str, str]]) -> str | None:
     return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _results(cache: Path) -> list[Path]:
-    return sorted(p for p in cache.glob("*/*.autotune.json") if p.is_file())
+def results(cache: Path | None = None) -> list[Path]:
+    """The autotune result files in a Triton cache (default: ``cache_dir()``); none if it does not exist."""
+    cache = cache or cache_dir()
+    return sorted(p for p in cache.glob("*/*.autotune.json") if p.is_file()) if cache.is_dir() else []
 
 
 def export_cache(dest: Path, cache: Path | None = None, *, force: bool = False) -> int:
     """Write every autotune result in the Triton cache to ``dest`` (a .tar.gz); return how many."""
     cache = cache or cache_dir()
-    found = _results(cache) if cache.is_dir() else []
+    found = results(cache)
     if not found:
         raise ArenaError(f"{cache}: no Triton autotune results there; run a GPU trial first "
                          "(or point TRITON_CACHE_DIR at the cache that has them)")

@@ -42,7 +42,8 @@ def choices() -> dict[str, dict[str, str]]:
         return {}
     out: dict[str, dict[str, str]] = {}
     for obj in gc.get_objects():
-        if isinstance(obj, module.Autotuner) and getattr(obj, "cache", None):
+        # type(), not isinstance(): isinstance reads __class__, which some lazy proxies turn into a warning
+        if issubclass(type(obj), module.Autotuner) and getattr(obj, "cache", None):
             fn = getattr(obj, "base_fn", None) or getattr(obj, "fn", None)
             name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__name__', repr(fn))}"
             out.setdefault(name, {}).update({str(k): str(v) for k, v in obj.cache.items()})

@@ -63,6 +63,8 @@ def test_export_refuses_an_empty_cache_and_an_existing_file(tmp_path: Path) -> N
         autotune.export_cache(tmp_path / "x.tgz", src)
     assert (tmp_path / "x.tgz").read_text() == "keep me"
     assert autotune.export_cache(tmp_path / "x.tgz", src, force=True) == 1
+    with pytest.raises(ArenaError, match="does not exist"):
+        autotune.export_cache(tmp_path / "no" / "x.tgz", src)
 
 
 @pytest.mark.parametrize(

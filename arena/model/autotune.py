@@ -70,6 +70,8 @@ def export_cache(dest: Path, cache: Path | None = None, *, force: bool = False) 
     if not found:
         raise ArenaError(f"{cache}: no Triton autotune results there; run a GPU trial first "
                          "(or point TRITON_CACHE_DIR at the cache that has them)")
+    if not dest.parent.is_dir():
+        raise ArenaError(f"{dest}: its folder {dest.parent} does not exist; create it or choose another path")
     if dest.exists() and not force:
         raise ArenaError(f"{dest}: already exists; choose another path or pass --force to replace it")
     tmp = dest.with_name(dest.name + ".part")

@@ -38,10 +38,11 @@ def versions() -> dict[str, Any]:
 
     out: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                            "python": sys.version.split()[0]}
-    out["torch"] = torch.__version__
     out["cuda"] = torch.version.cuda
     out["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    for pkg in ("triton", "fla-core", "flash-linear-attention", "mamba-ssm", "causal-conv1d"):
+    from arena.runner.env import KERNEL_ENV, PACKAGES  # what every run records, so the report matches runs
+
+    for pkg in PACKAGES:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -54,9 +55,7 @@ def versions() -> dict[str, Any]:
     from arena.model.backend import deterministic, kernel_status
 
     out["deterministic"] = deterministic()
-    out["env_vars"] = {k: os.environ.get(k) for k in ("ARENA_DETERMINISTIC", "MAMBA_DETERMINISTIC",
-                                                      "TRITON_CACHE_AUTOTUNING", "TRITON_CACHE_DIR",
-                                                      "CUBLAS_WORKSPACE_CONFIG")}
+    out["env_vars"] = {k: os.environ.get(k) for k in (*KERNEL_ENV, "TRITON_CACHE_DIR")}
     out["kernels"] = kernel_status()
     return out
 

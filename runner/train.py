@@ -97,9 +97,8 @@ def make_optimizer(
         param_groups.append(
             {"params": params, "weight_decay": spec.weight_decay if decay else 0.0, "lr": lr, "base_lr": spec.lr * mult}
         )
-    if fused:
-        return torch.optim.AdamW(param_groups, betas=(spec.beta1, spec.beta2), capturable=capturable, fused=True)
-    return torch.optim.AdamW(param_groups, betas=(spec.beta1, spec.beta2), capturable=capturable, foreach=True)
+    implementation = {"fused": True} if fused else {"foreach": True}  # one kernel, or multi-tensor launches
+    return torch.optim.AdamW(param_groups, betas=(spec.beta1, spec.beta2), capturable=capturable, **implementation)
 
 
 def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:

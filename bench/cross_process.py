@@ -33,10 +33,10 @@ def child(spec_json: str, data: str, out: str) -> None:
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from gpu_bench import gf_and_first_batch, run  # bench/ is not a package
+    from common import gf_and_first_batch, run  # bench/ is not a package
 
+    from arena.core.spec import Spec
     from arena.model import autotune
-    from arena.runner.spec import Spec
 
     spec = Spec.from_dict(json.loads(spec_json))
     model, x, y = gf_and_first_batch(spec, data)  # (B, T) each
@@ -95,7 +95,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.data, args.out)
         return
-    from arena.runner.spec import PRESETS
+    from arena.core.spec import PRESETS
 
     print(json.dumps(cross_process(PRESETS["phase2"], args.data, Path("/tmp")), indent=2))
 

@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))  # bench/ is scripts, not a package
+from common import bench_device, gf_and_first_batch, run
+
 
 def versions() -> dict[str, Any]:
     import importlib.metadata as md
@@ -85,25 +88,10 @@ def gpu_tests(out_dir: Path, workers: int, timeout_s: int) -> dict[str, Any]:
     return {"rc": proc.returncode, "seconds": round(time.time() - t0, 1), "summary": summary.strip(), "lines": lines}
 
 
-def bench_device() -> str:
-    """cuda, or BENCH_DEVICE=cpu for a smoke check of this script (graph runs then run eager)."""
-    return os.environ.get("BENCH_DEVICE", "cuda")
-
-
-def run(spec: Any, name: str, seed: int, mode: str, data: str, backend: str = "auto", ckpt: str | None = None,
-        execution: Any = None) -> Any:
-    from arena.runner.train import train
-    from arena.variants_loader import builtin
-
-    device = bench_device()
-    return train(spec, builtin(name), seed, device=device, backend=backend, mode=mode if device == "cuda" else "eager",
-                 data_flag=data, checkpoint_path=ckpt, execution=execution)
-
-
 def save_autotune_cache(out_dir: Path) -> None:
     """The autotune results into OUT/autotune.tgz (small), so a later call can start from them
     (``arena autotune import``)."""
-    from arena.errors import ArenaError
+    from arena.core.errors import ArenaError
     from arena.model.autotune import export_cache
 
     try:
@@ -112,21 +100,6 @@ def save_autotune_cache(out_dir: Path) -> None:
         print(f"  no autotune results saved: {exc}", flush=True)
         return
     print(f"  saved {n} autotune results to autotune.tgz", flush=True)
-
-
-def gf_and_first_batch(spec: Any, data: str) -> tuple[Any, Any, Any]:
-    """gf at the spec's dims (seed 0) and the seed-0 step-0 training batch, on the bench device (CUDA prepared)."""
-    from arena.model.backend import prepare_cuda
-    from arena.model.lm import build_model
-    from arena.runner.data import load_track
-    from arena.variants_loader import builtin
-
-    dev = bench_device()
-    if dev == "cuda":
-        prepare_cuda()
-    model = build_model(spec.dims, builtin("gf").variant, seed=0).to(dev)
-    x, y = (t.to(dev) for t in load_track(spec, data).train_batch(0, 0))  # (B, T) each
-    return model, x, y
 
 
 def bitwise_repeat(spec: Any, data: str) -> dict[str, Any]:
@@ -146,7 +119,7 @@ def profile_steps(spec: Any, data: str, steps: int = 5) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from arena.runner.train import make_optimizer
+    from arena.runner.optim import make_optimizer
 
     on_gpu = bench_device() == "cuda"
     model, x0, y0 = gf_and_first_batch(spec, data)
@@ -206,7 +179,7 @@ def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
 def fresh_process_run(spec: Any, data: str, out: Path) -> dict[str, Any]:
     """The same run in a new Python process (as a tournament runs it): loads the autotune cache, same bits?"""
     code = (
-        "import json, sys; sys.path.insert(0, 'bench'); from gpu_bench import run; from arena.runner.spec import Spec\n"
+        "import json, sys; sys.path.insert(0, 'bench'); from common import run; from arena.core.spec import Spec\n"
         f"r = run(Spec.from_dict(json.loads({json.dumps(json.dumps(spec.to_dict()))})), 'gf', 0, 'graph', {data!r})\n"
         f"open({str(out)!r}, 'w').write(json.dumps({{'status': r.status, 'tok_s': r.tokens_per_s, "
         "'warmup_s': r.warmup_s, 'wall_s': r.wall_s, 'final_val_loss': r.final_val_loss, 'error': r.error}))\n"
@@ -258,7 +231,7 @@ def main() -> None:
     if args.only_tests:
         return
 
-    from arena.runner.spec import PRESETS
+    from arena.core.spec import PRESETS
 
     spec = PRESETS[args.preset]
     if args.quick:
@@ -330,7 +303,7 @@ def main() -> None:
 
     print(f"\n## execution options side by side: gf at {spec.label}, seed 0, graph mode (runner.train.Execution)",
           flush=True)
-    from arena.runner.train import Execution
+    from arena.core.options import Execution
 
     ab = []
     options = (Execution(pinned_batches=False, fused_adamw=False), Execution(pinned_batches=True, fused_adamw=False),
@@ -348,7 +321,7 @@ def main() -> None:
     save()
 
     print(f"\n## every shipped variant under the runner ({spec.label}, seed 0)", flush=True)
-    from arena.variants_loader import builtin_variants
+    from arena.runner.loader import builtin_variants
 
     per_variant = []
     for lv in builtin_variants():

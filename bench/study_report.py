@@ -12,8 +12,8 @@ from typing import Any
 
 import optuna
 
-from arena.study_storage import open_storage
-from arena.tune import summarize
+from arena.orchestration.search.storage import open_storage
+from arena.orchestration.search.tune import summarize
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:

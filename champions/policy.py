@@ -24,9 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from scipy.special import stdtr
-
-from arena.errors import ArenaError
+from arena.champions.stats import t_test
+from arena.core.errors import ArenaError
 
 Action = Literal["promote", "reject", "more_seeds"]
 Reason = Literal[
@@ -138,15 +137,6 @@ class Verdict:
         return self.action == "promote"
 
 
-@dataclass(frozen=True)
-class _TTest:
-    n: int
-    mean: float
-    std: float
-    t: float
-    p: float
-
-
 def _penalize(d: Sequence[float], delta: float, *, failed_sign: Sequence[float] | None = None) -> list[float]:
     """Replace each non-finite entry of ``d`` by a loss of ``max(δ, max |finite d|)``.
 
@@ -158,24 +148,6 @@ def _penalize(d: Sequence[float], delta: float, *, failed_sign: Sequence[float] 
     size = max(delta, max(finite, default=0.0), _MIN_PENALTY)
     signs = failed_sign if failed_sign is not None else [-1.0] * len(d)
     return [v if math.isfinite(v) else s * size for v, s in zip(d, signs, strict=True)]
-
-
-def _t_test(x: Sequence[float]) -> _TTest:
-    """One-sided one-sample t-test of mean(x) > 0; the same numbers as ``scipy.stats.ttest_1samp(x, 0,
-    alternative="greater")``, computed directly because the simulations call it hundreds of thousands of times.
-
-    Zero spread: a positive mean is certain (t=inf, p=0), a zero or negative one carries no evidence (p=1).
-    """
-    n = len(x)
-    mean = math.fsum(x) / n if n else math.nan
-    if n < 2:
-        return _TTest(n, mean, math.nan, math.nan, math.nan)
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in x) / (n - 1))
-    if std == 0.0:
-        t = math.inf if mean > 0 else (-math.inf if mean < 0 else math.nan)
-        return _TTest(n, mean, 0.0, t, 0.0 if mean > 0 else 1.0)
-    t = mean / (std / math.sqrt(n))
-    return _TTest(n, mean, std, t, float(stdtr(n - 1, -t)))
 
 
 def _fmt(x: float) -> str:
@@ -196,6 +168,9 @@ def evaluate(d: Sequence[float], sigma: float, settings: PolicySettings, *, fina
       (e.g. "the spec has no more seeds"), or the α accounting no longer holds.
 
     ``sigma`` is the noise floor (finite, ≥ 0). ``len(d)`` above ``n_max`` is a caller error (ValueError).
+
+    Longer than usual because the rule reads as one ordered list of cases; split up, the α accounting of a look
+    would be spread over several functions.
     """
     if not (math.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
@@ -205,7 +180,7 @@ def evaluate(d: Sequence[float], sigma: float, settings: PolicySettings, *, fina
     raw = tuple(float(v) for v in d)
     delta = settings.delta(sigma)
     n_failed = sum(1 for v in raw if not math.isfinite(v))
-    stats = _t_test(_penalize(raw, delta))
+    stats = t_test(_penalize(raw, delta))
     schedule = settings.schedule
     failed_note = f"; {n_failed} non-finite seed(s) counted as losses" if n_failed else ""
 
@@ -289,19 +264,6 @@ def run_contest(next_d: Callable[[int], float], sigma: float, settings: PolicySe
     raise AssertionError("unreachable: evaluate(final=True) always decides")  # pragma: no cover
 
 
-def noise_floor(losses: Sequence[float]) -> float:
-    """σ: the sample standard deviation (ddof=1) of the reference variant's final loss over seeds.
-
-    Non-finite losses are left out (a diverged run says nothing about seed-to-seed spread); at least 2 finite
-    losses are required (ValueError otherwise).
-    """
-    finite = [float(v) for v in losses if math.isfinite(v)]
-    if len(finite) < 2:
-        raise ValueError(f"the noise floor needs at least 2 finite losses, got {len(finite)} of {len(losses)}")
-    mean = math.fsum(finite) / len(finite)
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
-
-
 def first_champion(
     losses_by_variant: Mapping[str, Sequence[float]],
     sigma: float,
@@ -317,6 +279,8 @@ def first_champion(
     with ``by_default=True`` (also with fewer than 2 variants or 2 seeds). A seed on which one side's loss is
     non-finite counts as a loss for that side. ``evidence`` is JSON-friendly: ranking, α per comparison, δ and
     per-rival statistics, plus a one-line ``reason``.
+    
+    Longer than usual because the comparison against every rival, its evidence and its reason belong together.
     """
     if not (math.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
@@ -360,7 +324,7 @@ def first_champion(
         rival_losses = losses_by_variant[rival]
         raw = [float(r) - float(b) for r, b in zip(rival_losses, best_losses, strict=True)]
         # best's losses are all finite (it ranks first), so a non-finite d is the rival's failure: best wins it.
-        stats = _t_test(_penalize(raw, delta, failed_sign=[1.0] * n))
+        stats = t_test(_penalize(raw, delta, failed_sign=[1.0] * n))
         passed = stats.p < alpha_each and stats.mean >= delta
         evidence["comparisons"][rival] = {
             "mean": stats.mean,

@@ -6,7 +6,6 @@ Only ``store.py`` uses this module. Nothing happens at import.
 from __future__ import annotations
 
 import contextvars
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
+from arena.core.home import default_db_url
 
 # The statement a SQLite transaction starts with: "BEGIN IMMEDIATE" for writes, so that the write lock is taken
 # (waiting up to the busy timeout) before anything is read, instead of failing on a lock upgrade mid-transaction.
@@ -24,16 +24,8 @@ SQLITE_BEGIN: contextvars.ContextVar[str] = contextvars.ContextVar("SQLITE_BEGIN
 
 # -- engine -----------------------------------------------------------------------------------------------------
 def default_url() -> str:
-    """``$ARENA_DB`` if set, else ``sqlite:///<arena home>/arena.db``. The arena home is ``$ARENA_HOME``, else
-    ``$XDG_DATA_HOME/arena``, else ``~/.local/share/arena``. Touches no disk."""
-    if os.environ.get("ARENA_DB"):
-        return os.environ["ARENA_DB"]
-    if os.environ.get("ARENA_HOME"):
-        home = Path(os.environ["ARENA_HOME"]).expanduser()
-    else:
-        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-        home = Path(data).expanduser() / "arena"
-    return f"sqlite:///{home / 'arena.db'}"
+    """The store's URL (``arena.core.home.default_db_url``: the one rule for it). Touches no disk."""
+    return default_db_url()
 
 
 def display(url: str) -> str:

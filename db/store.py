@@ -1,13 +1,15 @@
-"""The arena store: the only code that sees SQL, sessions or ORM objects. Callers get plain dataclasses."""
+"""The arena store: the only code that sees SQL, sessions or ORM objects. Callers get plain dataclasses.
+
+Longer than usual because it is the one narrow class that owns every statement (house style 10); what could leave
+it has: the engine (``engine``), the records and their conversion (``records``), the migrations (``schema``).
+"""
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, text
@@ -19,98 +21,35 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
+from arena.core.errors import ArenaError
+from arena.core.result import RunResult, hparams_key
+from arena.core.spec import Spec
 from arena.db import schema
 from arena.db.engine import SQLITE_BEGIN, default_url, display, first_line, make_engine
 from arena.db.models import DecisionModel, EntryModel, RunModel, SpecModel, VariantModel
-from arena.errors import ArenaError
-from arena.runner.result import RunResult, hparams_key
-from arena.runner.spec import Spec
+from arena.db.records import (
+    DecisionRecord,
+    DecisionRow,
+    EntryRow,
+    SpecRow,
+    StoredRun,
+    VariantRow,
+    decision_row,
+    dumps,
+    entry_row,
+    loads,
+    now,
+    run_model,
+    stored_run,
+    variant_row,
+)
 
+__all__ = ["DecisionRecord", "DecisionRow", "EntryRow", "SpecRow", "Store", "StoredRun", "VariantRow", "display",
+           "schema_status", "upgrade"]
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 30.0
 # Held by the migrating connection on PostgreSQL so that two processes opening a blank database do not race.
 _PG_MIGRATION_LOCK = 0x4172656E61  # "Arena"
-# RunResult fields that have columns of their own; the rest goes to metrics_json.
-_RUN_COLUMNS = ("variant", "variant_sha", "spec_hash", "seed", "hparams", "status", "error", "wall_s", "final_val_loss")
-
-
-# -- what callers get -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VariantRow:
-    sha256: str
-    name: str
-    kind: str
-    summary: str
-    source: str
-    path: str
-    first_seen: datetime
-
-
-@dataclass(frozen=True)
-class EntryRow:
-    name: str
-    variant_sha: str
-    hparams: dict[str, float]
-    origin: str
-    study_name: str | None
-    created: datetime
-
-
-@dataclass(frozen=True)
-class SpecRow:
-    hash: str
-    name: str
-    created: datetime
-    n_runs: int
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    id: int
-    key: str
-    created: datetime
-    study_name: str | None
-    trial_number: int | None
-    result: RunResult
-
-
-@dataclass(frozen=True, kw_only=True)
-class DecisionRecord:
-    """A champion contest's outcome, as the registry hands it to ``record_decision``."""
-
-    spec_hash: str
-    challenger_name: str
-    challenger_sha: str
-    challenger_hparams: dict[str, float]
-    champion_name: str | None
-    champion_sha: str | None
-    champion_hparams: dict[str, float] | None
-    promoted: bool
-    by_default: bool
-    reason: str
-    evidence: dict[str, Any]
-
-
-@dataclass(frozen=True, kw_only=True)
-class DecisionRow(DecisionRecord):
-    """A stored decision: the record plus its id and the UTC time it was recorded."""
-
-    id: int
-    decided_at: datetime
-
-
-def _loads(text_: str | None) -> Any:
-    return None if text_ is None else json.loads(text_)
-
-
-def _dumps(value: Any) -> str:
-    # default=str: a run must never fail to be stored because env holds a Path; NaN/inf are kept (Text column).
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
 
 class Store:
     """The arena database behind one narrow API. This docstring is the contract.
@@ -267,13 +206,13 @@ class Store:
         def work(s: Session) -> bool:
             if s.get(VariantModel, sha256) is not None:
                 return False
-            now = _now()
+            stamp = now()
             last = s.scalar(select(func.max(VariantModel.first_seen)).where(VariantModel.name == name))
-            if last is not None and now <= last:
-                now = last + timedelta(microseconds=1)
+            if last is not None and stamp <= last:
+                stamp = last + timedelta(microseconds=1)
             s.add(
                 VariantModel(
-                    sha256=sha256, name=name, kind=kind, summary=summary, source=source, path=path, first_seen=now
+                    sha256=sha256, name=name, kind=kind, summary=summary, source=source, path=path, first_seen=stamp
                 )
             )
             s.flush()
@@ -284,7 +223,7 @@ class Store:
     def variant(self, sha256: str) -> VariantRow | None:
         with self._tx() as s:
             row = s.get(VariantModel, sha256)
-            return _variant_row(row) if row is not None else None
+            return variant_row(row) if row is not None else None
 
     def latest_variant(self, name: str) -> VariantRow | None:
         """The most recently first-seen version of ``name``."""
@@ -292,7 +231,7 @@ class Store:
             row = s.scalars(
                 select(VariantModel).where(VariantModel.name == name).order_by(VariantModel.first_seen.desc())
             ).first()
-            return _variant_row(row) if row is not None else None
+            return variant_row(row) if row is not None else None
 
     def variants(self) -> list[VariantRow]:
         """The latest version of every variant name, sorted by name."""
@@ -307,13 +246,13 @@ class Store:
             .order_by(VariantModel.name)
         )
         with self._tx() as s:
-            return [_variant_row(r) for r in s.scalars(query)]
+            return [variant_row(r) for r in s.scalars(query)]
 
     def variant_versions(self, name: str) -> list[VariantRow]:
         """Every version of ``name``, oldest first."""
         with self._tx() as s:
             rows = s.scalars(select(VariantModel).where(VariantModel.name == name).order_by(VariantModel.first_seen))
-            return [_variant_row(r) for r in rows]
+            return [variant_row(r) for r in rows]
 
     # -- entries -----------------------------------------------------------------------------------------------
     def add_entry(
@@ -337,16 +276,16 @@ class Store:
                     EntryModel(
                         name=name,
                         variant_sha=variant_sha,
-                        hparams_json=_dumps(hparams),
+                        hparams_json=dumps(hparams),
                         origin=origin,
                         study_name=study_name,
-                        created=_now(),
+                        created=now(),
                     )
                 )
                 s.flush()
                 return True
-            new = (variant_sha, _loads(_dumps(hparams)), origin, study_name)
-            if (old.variant_sha, _loads(old.hparams_json), old.origin, old.study_name) == new:
+            new = (variant_sha, loads(dumps(hparams)), origin, study_name)
+            if (old.variant_sha, loads(old.hparams_json), old.origin, old.study_name) == new:
                 return False
             raise ArenaError(
                 f"entry '{name}' already exists with other content (variant {old.variant_sha[:12]}, "
@@ -358,12 +297,12 @@ class Store:
     def entries(self) -> list[EntryRow]:
         """Every entry, sorted by name."""
         with self._tx() as s:
-            return [_entry_row(r) for r in s.scalars(select(EntryModel).order_by(EntryModel.name))]
+            return [entry_row(r) for r in s.scalars(select(EntryModel).order_by(EntryModel.name))]
 
     def entry(self, name: str) -> EntryRow | None:
         with self._tx() as s:
             row = s.scalars(select(EntryModel).where(EntryModel.name == name)).first()
-            return _entry_row(row) if row is not None else None
+            return entry_row(row) if row is not None else None
 
     # -- specs -------------------------------------------------------------------------------------------------
     def add_spec(self, spec: Spec) -> bool:
@@ -372,7 +311,7 @@ class Store:
         def work(s: Session) -> bool:
             if s.get(SpecModel, spec.hash) is not None:
                 return False
-            s.add(SpecModel(hash=spec.hash, name=spec.name, json=_dumps(spec.to_dict()), created=_now()))
+            s.add(SpecModel(hash=spec.hash, name=spec.name, json=dumps(spec.to_dict()), created=now()))
             s.flush()
             return True
 
@@ -416,7 +355,7 @@ class Store:
                 return existing
             if existing is not None:
                 s.execute(delete(RunModel).where(RunModel.key == key))
-            row = _run_model(result, key, study_name, trial_number)
+            row = run_model(result, key, study_name, trial_number)
             s.add(row)
             s.flush()
             return row.id
@@ -427,12 +366,12 @@ class Store:
         """The run stored under ``key`` (``runner.result.run_key``), or None."""
         with self._tx() as s:
             row = s.scalars(select(RunModel).where(RunModel.key == key)).first()
-            return _stored_run(row) if row is not None else None
+            return stored_run(row) if row is not None else None
 
     def run(self, run_id: int) -> StoredRun | None:
         with self._tx() as s:
             row = s.get(RunModel, run_id)
-            return _stored_run(row) if row is not None else None
+            return stored_run(row) if row is not None else None
 
     def runs(
         self,
@@ -452,7 +391,7 @@ class Store:
         if status is not None:
             query = query.where(RunModel.status == status)
         with self._tx() as s:
-            return [_stored_run(r) for r in s.scalars(query.order_by(RunModel.id))]
+            return [stored_run(r) for r in s.scalars(query.order_by(RunModel.id))]
 
     # -- champions ---------------------------------------------------------------------------------------------
     def record_decision(self, d: DecisionRecord) -> int:
@@ -460,17 +399,17 @@ class Store:
         with self._tx(write=True) as s:
             row = DecisionModel(
                 spec_hash=d.spec_hash,
-                decided_at=_now(),
+                decided_at=now(),
                 challenger_name=d.challenger_name,
                 challenger_sha=d.challenger_sha,
-                challenger_hparams_json=_dumps(d.challenger_hparams),
+                challenger_hparams_json=dumps(d.challenger_hparams),
                 champion_name=d.champion_name,
                 champion_sha=d.champion_sha,
-                champion_hparams_json=None if d.champion_hparams is None else _dumps(d.champion_hparams),
+                champion_hparams_json=None if d.champion_hparams is None else dumps(d.champion_hparams),
                 promoted=d.promoted,
                 by_default=d.by_default,
                 reason=d.reason,
-                evidence_json=_dumps(d.evidence),
+                evidence_json=dumps(d.evidence),
             )
             s.add(row)
             s.flush()
@@ -482,7 +421,7 @@ class Store:
         if spec_hash is not None:
             query = query.where(DecisionModel.spec_hash == spec_hash)
         with self._tx() as s:
-            return [_decision_row(r) for r in s.scalars(query)]
+            return [decision_row(r) for r in s.scalars(query)]
 
     def champion(self, spec_hash: str) -> DecisionRow | None:
         """The latest decision of ``spec_hash`` that crowned someone (promoted or by default), or None."""
@@ -495,7 +434,7 @@ class Store:
         )
         with self._tx() as s:
             row = s.scalars(query).first()
-            return _decision_row(row) if row is not None else None
+            return decision_row(row) if row is not None else None
 
 
 # -- module functions for `arena db status|upgrade` ---------------------------------------------------------------
@@ -513,94 +452,3 @@ def upgrade(url: str) -> list[str]:
             return store.upgrade()  # raises the ArenaError before touching anything
         store._enable_wal()
         return store.upgrade()
-
-
-# -- row conversion ---------------------------------------------------------------------------------------------
-def _variant_row(r: VariantModel) -> VariantRow:
-    return VariantRow(
-        sha256=r.sha256,
-        name=r.name,
-        kind=r.kind,
-        summary=r.summary,
-        source=r.source,
-        path=r.path,
-        first_seen=r.first_seen,
-    )
-
-
-def _entry_row(r: EntryModel) -> EntryRow:
-    return EntryRow(
-        name=r.name,
-        variant_sha=r.variant_sha,
-        hparams=json.loads(r.hparams_json),
-        origin=r.origin,
-        study_name=r.study_name,
-        created=r.created,
-    )
-
-
-def _run_model(result: RunResult, key: str, study_name: str | None, trial_number: int | None) -> RunModel:
-    rest = result.to_dict()
-    for name in _RUN_COLUMNS:
-        rest.pop(name)
-    loss = result.final_val_loss
-    if loss is not None and math.isnan(loss):  # SQLite stores NaN as NULL: keep the NaN in the JSON instead
-        rest["final_val_loss"], loss = loss, None
-    return RunModel(
-        key=key,
-        variant_sha=result.variant_sha,
-        variant_name=result.variant,
-        spec_hash=result.spec_hash,
-        seed=result.seed,
-        hparams_json=_dumps(result.hparams),
-        hparams_key=hparams_key(result.hparams),
-        status=result.status,
-        final_val_loss=loss,
-        metrics_json=_dumps(rest),
-        error=result.error,
-        study_name=study_name,
-        trial_number=trial_number,
-        created=_now(),
-        wall_s=result.wall_s,
-    )
-
-
-def _stored_run(r: RunModel) -> StoredRun:
-    data = {
-        "variant": r.variant_name,
-        "variant_sha": r.variant_sha,
-        "spec_hash": r.spec_hash,
-        "seed": r.seed,
-        "hparams": json.loads(r.hparams_json),
-        "status": r.status,
-        "error": r.error,
-        "wall_s": r.wall_s,
-        "final_val_loss": r.final_val_loss,
-    }
-    data.update(json.loads(r.metrics_json))
-    return StoredRun(
-        id=r.id,
-        key=r.key,
-        created=r.created,
-        study_name=r.study_name,
-        trial_number=r.trial_number,
-        result=RunResult.from_dict(data),
-    )
-
-
-def _decision_row(r: DecisionModel) -> DecisionRow:
-    return DecisionRow(
-        id=r.id,
-        decided_at=r.decided_at,
-        spec_hash=r.spec_hash,
-        challenger_name=r.challenger_name,
-        challenger_sha=r.challenger_sha,
-        challenger_hparams=json.loads(r.challenger_hparams_json),
-        champion_name=r.champion_name,
-        champion_sha=r.champion_sha,
-        champion_hparams=_loads(r.champion_hparams_json),
-        promoted=r.promoted,
-        by_default=r.by_default,
-        reason=r.reason,
-        evidence=json.loads(r.evidence_json),
-    )

@@ -12,15 +12,16 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from arena.errors import ArenaError
-from arena.runner.result import RunResult
-from arena.runner.spec import Spec
-from arena.variants_loader import LoadedVariant
+from arena.core.errors import ArenaError
+from arena.core.options import RunOptions
+from arena.core.result import RunResult
+from arena.core.spec import Spec
+from arena.core.variant import LoadedVariant
 
 EventFn = Callable[[dict[str, Any]], bool | None]
 
@@ -36,10 +37,7 @@ class Task:
     variant_sha: str
     seed: int
     hparams: dict[str, float] = field(default_factory=dict)
-    device: str = "auto"
-    backend: str = "auto"
-    mode: str = "auto"
-    data_flag: str | None = None
+    options: RunOptions = field(default_factory=RunOptions)
     checkpoint_path: str | None = None
 
 
@@ -47,8 +45,8 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
     os.environ.update(env)
     import torch
 
+    from arena.runner.loader import load_source
     from arena.runner.train import train
-    from arena.variants_loader import load_source
 
     if threads:
         torch.set_num_threads(threads)
@@ -70,8 +68,8 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
         try:
             loaded = load_source(task.variant_source, task.variant_path)
             result = train(
-                Spec.from_dict(task.spec), loaded, task.seed, task.hparams, device=task.device, backend=task.backend,
-                mode=task.mode, data_flag=task.data_flag, on_event=on_event, checkpoint_path=task.checkpoint_path,
+                Spec.from_dict(task.spec), loaded, task.seed, task.hparams, options=task.options, on_event=on_event,
+                checkpoint_path=task.checkpoint_path,
             )
             conn.send(("result", result.to_dict()))
         except ArenaError as exc:
@@ -122,7 +120,9 @@ class Worker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def run(self, task: Task, timeout_s: float | None = None, on_event: EventFn | None = None) -> RunResult:
+    def run(self, task: Task, on_event: EventFn | None = None) -> RunResult:
+        """Run one task within ``task.options.timeout_s``; a timeout or a dead child is a result, not an error."""
+        timeout_s = task.options.timeout_s
         spec_hash = Spec.from_dict(task.spec).hash
         partial = RunResult(
             variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec_hash, seed=task.seed,
@@ -196,12 +196,13 @@ def _describe_exit(code: int | None) -> str:
 
 
 def make_task(
-    spec: Spec, loaded: LoadedVariant, seed: int, hparams: dict[str, float] | None = None, **options: Any
+    spec: Spec, loaded: LoadedVariant, seed: int, hparams: Mapping[str, float] | None = None,
+    options: RunOptions | None = None, checkpoint_path: str | None = None,
 ) -> Task:
     return Task(
         spec=spec.to_dict(), variant_source=loaded.source, variant_path=loaded.path, variant_name=loaded.name,
-        variant_sha=loaded.sha256, seed=seed,
-        hparams=dict(hparams or {}), **options,
+        variant_sha=loaded.sha256, seed=seed, hparams=dict(hparams or {}), options=options or RunOptions(),
+        checkpoint_path=checkpoint_path,
     )
 
 
@@ -209,17 +210,17 @@ def run_trial(
     spec: Spec,
     loaded: LoadedVariant,
     seed: int,
-    hparams: dict[str, float] | None = None,
+    hparams: Mapping[str, float] | None = None,
     *,
-    timeout_s: float | None = None,
+    options: RunOptions | None = None,
     on_event: EventFn | None = None,
+    checkpoint_path: str | None = None,
     isolate: bool = True,
-    **options: Any,
 ) -> RunResult:
     """Run one trial (in a fresh child process unless ``isolate=False``) and return its result."""
     if not isolate:
-        from arena.runner.train import train
+        from arena.runner.train import train  # the child imports torch's training stack; the parent need not
 
-        return train(spec, loaded, seed, hparams, on_event=on_event, **options)
+        return train(spec, loaded, seed, hparams, options=options, on_event=on_event, checkpoint_path=checkpoint_path)
     with Worker() as worker:
-        return worker.run(make_task(spec, loaded, seed, hparams, **options), timeout_s, on_event)
+        return worker.run(make_task(spec, loaded, seed, hparams, options, checkpoint_path), on_event)

@@ -53,7 +53,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_spec(corpus: Path):  # type: ignore[no-untyped-def]
     """The smoke preset cut to 6 steps, evals every 3 on 2 batches, seeds (0, 1), on the ``text:corpus`` track."""
     from arena.runner.data import spec_for_track
-    from arena.runner.spec import PRESETS
+    from arena.core.spec import PRESETS
 
     base = PRESETS["smoke"].derive(
         steps=6, warmup_steps=1, eval_every=3, eval_batches=2, final_eval_batches=2, seeds=(0, 1)

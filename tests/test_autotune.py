@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
 from arena.model import autotune
 
 RECORD = {"key": [64, "torch.float32"], "configs_timings": [[{"kwargs": {"BK": 32}, "num_warps": 4}, [0.01]]]}

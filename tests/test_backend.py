@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
 from arena.model import backend
 
 ENV = ("TRITON_CACHE_AUTOTUNING", "MAMBA_DETERMINISTIC", "CUBLAS_WORKSPACE_CONFIG", "ARENA_DETERMINISTIC")

@@ -23,9 +23,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from arena.cli import app, main
+from arena.cli.app import app, main
 from arena.db.store import Store
-from arena.variants_loader import builtin_dir
+from arena.runner.loader import builtin_dir
 
 
 @dataclass
@@ -82,7 +82,7 @@ NON_CAUSAL = '''"""peek: looks at the future."""
 
 import torch
 
-from arena.api import GatedFusion, Variant, lr_mult
+from arena.api import GatedFusion, Variant, gate_init, lr_mult
 
 
 class Peek(GatedFusion):
@@ -90,7 +90,8 @@ class Peek(GatedFusion):
         return super().forward(rwkv, mamba, x) + torch.flip(mamba, dims=[1])  # (B, T, D)
 
 
-VARIANT = Variant(name="peek", kind="fusion", summary="peeks ahead", fusion=Peek, hparams={"lr_mult": lr_mult()})
+VARIANT = Variant(name="peek", kind="fusion", summary="peeks ahead", fusion=Peek,
+                  hparams={"gate_init": gate_init(), "lr_mult": lr_mult()})
 '''
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import torch
 
-from arena.errors import ArenaError
-from arena.runner import data
-from arena.runner.spec import SHAKESPEARE_SHA256, Spec, preset
+from arena.core.errors import ArenaError
+from arena.runner import corpus, data
+from arena.core.spec import SHAKESPEARE_SHA256, Spec, preset
 
 # Captured at collection, before the autouse fixture hides it: CI sets ARENA_DATA to the real corpus.
 REAL_DATA = os.environ.get("ARENA_DATA")
@@ -34,7 +34,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("ARENA_CACHE", str(cache))
     monkeypatch.delenv("ARENA_DATA", raising=False)
-    monkeypatch.setattr(data, "SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")
+    monkeypatch.setattr(corpus, "SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")
     return cache
 
 
@@ -44,7 +44,8 @@ def fake_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "fake.txt"
     path.write_text(FAKE, encoding="utf-8")
     monkeypatch.setattr(data, "SHAKESPEARE_SHA256", hashlib.sha256(FAKE.encode()).hexdigest())
-    monkeypatch.setattr(data, "SHAKESPEARE_BYTES", len(FAKE.encode()))
+    monkeypatch.setattr(corpus, "SHAKESPEARE_SHA256", hashlib.sha256(FAKE.encode()).hexdigest())
+    monkeypatch.setattr(corpus, "SHAKESPEARE_BYTES", len(FAKE.encode()))
     monkeypatch.setattr(data, "SHAKESPEARE_VOCAB", len(set(FAKE)))
     return path
 
@@ -65,7 +66,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    monkeypatch.setattr(data, "SHAKESPEARE_URL", f"http://127.0.0.1:{server.server_address[1]}/input.txt")
+    monkeypatch.setattr(corpus, "SHAKESPEARE_URL", f"http://127.0.0.1:{server.server_address[1]}/input.txt")
     yield www
     server.shutdown()
     server.server_close()
@@ -164,7 +165,7 @@ def test_download_is_injectable(fake_corpus: Path, isolated: Path) -> None:
         dest.write_text(FAKE)
 
     assert data.resolve_corpus("shakespeare", None, fetch=fetch).read_text() == FAKE
-    assert calls == [(data.SHAKESPEARE_URL, 30.0)]
+    assert calls == [(corpus.SHAKESPEARE_URL, 30.0)]
 
 
 def test_cache_dir_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

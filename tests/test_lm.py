@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from arena.model.lm import build_model, embed_tokens
 from arena.runner.repeat import differing_grads
-from arena.runner.spec import preset
-from arena.variants_loader import builtin
+from arena.core.spec import preset
+from arena.runner.loader import builtin
 
 
 def test_fixed_order_embedding_matches_torch_embedding() -> None:

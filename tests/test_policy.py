@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from arena.champions.stats import noise_floor
 from arena.champions.policy import (
     PolicySettings,
     Verdict,
     evaluate,
     first_champion,
     looks,
-    noise_floor,
     run_contest,
 )
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
 
 DEFAULT = PolicySettings()
 N_CONTESTS = 1000

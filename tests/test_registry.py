@@ -13,14 +13,18 @@ import pytest
 import torch
 
 from arena.champions.policy import PolicySettings
-from arena.champions.registry import Registry
 from arena.db.store import DecisionRow, Store
 from arena.model.lm import build_model
 from arena.runner.data import load_track
-from arena.runner.spec import Spec
-from arena.runner.train import evaluate
-from arena.tournament import Entry, RunOptions, execute, plan, register
-from arena.variants_loader import LoadedVariant, builtin, load_variant, reference_params
+from arena.core.spec import Spec
+from arena.runner.evaluate import evaluate
+from arena.core.options import RunOptions
+from arena.orchestration.contest import Contests
+from arena.orchestration.entries import Entry
+from arena.orchestration.execute import execute, plan, register
+from arena.core.variant import LoadedVariant
+from arena.runner.check import reference_params
+from arena.runner.loader import builtin, load_variant
 
 WORSE = '''"""worse: drowns every block in a fixed, position-dependent noise (causal, deterministic, clearly worse)."""
 
@@ -28,11 +32,11 @@ from collections.abc import Mapping
 
 import torch
 
-from arena.api import Fusion, Variant, lr_mult
+from arena.api import Fusion, HParams, Variant, lr_mult
 
 
 class Drown(Fusion):
-    def __init__(self, d_model: int, hp: Mapping[str, float]) -> None:
+    def __init__(self, d_model: int, hp: HParams) -> None:
         super().__init__(d_model, hp)
         g = torch.Generator().manual_seed(0)
         self.register_buffer("junk", 30 * torch.randn(1024, d_model, generator=g))  # (T_max, D)
@@ -84,18 +88,18 @@ def story(tmp_path_factory: pytest.TempPathFactory, tiny_spec: Spec) -> Iterator
         entries = _entries(gf, worse)
         register(store, spec, entries)
         execute(store, spec, plan(store, spec, entries, spec.seeds), options)
-        registry = Registry(store, spec, options)
-        first_lines = registry.after_tournament(entries)
+        registry = Contests(store, spec, options)
+        first_lines = [o.message for o in registry.after_tournament(entries)]
         after_first = store.decisions(spec.hash)
-        first_dir = registry.champion_dir(Entry.of(gf))
+        first_dir = registry.registry.champion_dir(gf.name, gf.sha256)
         # A worse challenger, with the default policy.
         worse_outcome = registry.challenge(Entry.of(worse))
         after_worse = store.decisions(spec.hash)
         # A better one, with lenient settings: one look at the spec's 2 seeds, α = 0.5, no margin beyond σ.
         lenient = PolicySettings(alpha=0.5, margin=0.0, borderline_p=0.6, n_start=2, n_max=2)
-        better_outcome = Registry(store, spec, options, settings=lenient).challenge(Entry.of(gpt))
+        better_outcome = Contests(store, spec, options, settings=lenient).challenge(Entry.of(gpt))
         after_better = store.decisions(spec.hash)
-        better_dir = registry.champion_dir(Entry.of(gpt))
+        better_dir = registry.registry.champion_dir(gpt.name, gpt.sha256)
         yield Story(spec, home, store, first_lines, after_first, first_dir, worse_outcome.message, worse_outcome,
                     after_worse, better_outcome, after_better, better_dir)
         store.close()
@@ -177,22 +181,21 @@ def test_champion_is_rerun_when_its_stored_runs_used_another_stack(
     champ = story.store.champion(story.spec.hash)
     assert champ is not None and champ.challenger_name == "gpt"
     calls: list[tuple[str, int, bool]] = []
-    real = Registry.ensure_runs
+    real = Contests.ensure_runs
 
-    def spy(self: Registry, entry: Entry, seeds: Any, *, rerun: bool = False) -> dict[int, Any]:
+    def spy(self: Contests, entry: Entry, seeds: Any, *, rerun: bool = False) -> dict[int, Any]:
         out = real(self, entry, seeds, rerun=rerun)
         calls.extend((entry.name, s, rerun) for s in seeds)
         if entry.name == "gpt" and not rerun:  # as if stored on another machine
             return {s: dataclasses.replace(r, env=r.env | {"gpu": "some other GPU"}) for s, r in out.items()}
         return out
 
-    monkeypatch.setattr(Registry, "ensure_runs", spy)
+    monkeypatch.setattr(Contests, "ensure_runs", spy)
     said: list[str] = []
-    console = type("Console", (), {"print": lambda self, text: said.append(str(text))})()
     with monkeypatch.context() as mp:
         mp.setenv("ARENA_HOME", str(story.home))
         options = RunOptions(workers=1, device="cpu", timeout_s=300)
-        Registry(story.store, story.spec, options, console=console).challenge(Entry.of(builtin("gf")))
+        Contests(story.store, story.spec, options, on_note=said.append).challenge(Entry.of(builtin("gf")))
     seeds_used = [s for name, s, rerun in calls if name == "gf" and not rerun]
     assert seeds_used and all(("gpt", s, True) in calls for s in seeds_used)  # the champion re-run on each pair
     assert not any(name == "gf" and rerun for name, _, rerun in calls)  # the challenger's runs were fine
@@ -200,7 +203,7 @@ def test_champion_is_rerun_when_its_stored_runs_used_another_stack(
 
 
 def test_same_stack_compares_only_the_mixers_both_runs_use() -> None:
-    from arena.runner.env import same_stack
+    from arena.core.stack import same_stack
 
     cpu = {"torch": "2.13.0", "cuda": None, "gpu": None, "deterministic": True}
     hybrid = {"rwkv6": "torch_chunk", "mamba2": "torch_chunk+conv:torch"}

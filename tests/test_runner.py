@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from arena.runner import train as train_mod
+from arena.core.options import Execution, RunOptions
 from arena.runner.data import load_track
-from arena.runner.result import RunResult
-from arena.runner.spec import Spec
+from arena.core.result import RunResult
+from arena.core.spec import Spec
 from arena.runner.train import train
 from arena.runner.worker import Worker, make_task, run_trial
-from arena.variants_loader import LoadedVariant, builtin, load_variant
+from arena.runner.loader import LoadedVariant, builtin, load_variant
 
 GF = builtin("gf")
 
@@ -39,11 +40,11 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from arena.api import Fusion, Variant, lr_mult
+from arena.api import Fusion, HParams, Variant, lr_mult
 
 
 class Bomb(Fusion):
-    def __init__(self, d_model: int, hp: Mapping[str, float]) -> None:
+    def __init__(self, d_model: int, hp: HParams) -> None:
         super().__init__(d_model, hp)
         self.gate = nn.Linear(d_model, d_model)
         self.calls = 0
@@ -80,8 +81,8 @@ def long_spec(tiny_spec: Spec) -> Spec:
 
 # -- determinism and pairing -----------------------------------------------------------------------------------
 def test_same_seed_is_bitwise_identical_in_process(tiny_spec: Spec) -> None:
-    a = train(tiny_spec, GF, 0, device="cpu")
-    b = train(tiny_spec, GF, 0, device="cpu")
+    a = train(tiny_spec, GF, 0, options=RunOptions(device="cpu"))
+    b = train(tiny_spec, GF, 0, options=RunOptions(device="cpu"))
     assert a.status == b.status == "ok"
     assert a.final_val_loss == b.final_val_loss
     assert a.val_curve == b.val_curve and a.train_curve == b.train_curve
@@ -89,10 +90,10 @@ def test_same_seed_is_bitwise_identical_in_process(tiny_spec: Spec) -> None:
 
 
 def test_same_seed_is_bitwise_identical_through_the_worker(tiny_spec: Spec, worker: Worker) -> None:
-    inproc = train(tiny_spec, GF, 1, device="cpu")
-    a = worker.run(make_task(tiny_spec, GF, 1, device="cpu"), 120)  # same thread count as this process
-    b = worker.run(make_task(tiny_spec, GF, 1, device="cpu"), 120)
-    c = run_trial(tiny_spec, GF, 1, timeout_s=120, device="cpu")  # a fresh child
+    inproc = train(tiny_spec, GF, 1, options=RunOptions(device="cpu"))
+    a = worker.run(make_task(tiny_spec, GF, 1, options=RunOptions(device="cpu", timeout_s=120)))  # same thread count as this process
+    b = worker.run(make_task(tiny_spec, GF, 1, options=RunOptions(device="cpu", timeout_s=120)))
+    c = run_trial(tiny_spec, GF, 1, options=RunOptions(device="cpu", timeout_s=120))  # a fresh child
     assert a.status == b.status == c.status == "ok", (a.error, b.error, c.error)
     assert a.final_val_loss == b.final_val_loss == c.final_val_loss == inproc.final_val_loss
     assert a.val_curve == b.val_curve == c.val_curve
@@ -112,15 +113,15 @@ def test_feeder_gives_the_tracks_batches(tiny_spec: Spec) -> None:
 
 def test_execution_options_do_not_touch_cpu_runs(tiny_spec: Spec) -> None:
     """Pinned batches and fused AdamW are CUDA scheduling choices: a CPU run is the same bits and records none."""
-    plain = train(tiny_spec, GF, 0, device="cpu", execution=train_mod.Execution(False, False))
-    default = train(tiny_spec, GF, 0, device="cpu")
+    plain = train(tiny_spec, GF, 0, options=RunOptions(device="cpu", execution=Execution(False, False)))
+    default = train(tiny_spec, GF, 0, options=RunOptions(device="cpu"))
     assert plain.final_val_loss == default.final_val_loss
     assert "execution" not in default.env
 
 
 def test_different_seeds_differ(tiny_spec: Spec) -> None:
-    a = train(tiny_spec, GF, 0, device="cpu")
-    b = train(tiny_spec, GF, 1, device="cpu")
+    a = train(tiny_spec, GF, 0, options=RunOptions(device="cpu"))
+    b = train(tiny_spec, GF, 1, options=RunOptions(device="cpu"))
     assert a.final_val_loss != b.final_val_loss
     assert a.train_curve != b.train_curve
     assert a.key != b.key
@@ -147,7 +148,7 @@ def test_batches_are_paired_across_variants(tiny_spec: Spec, monkeypatch: pytest
     for label, variant, seed in (("gf", GF, 0), ("gpt", builtin("gpt"), 0), ("mamba2_only", builtin("mamba2_only"), 0),
                                  ("gf@1", GF, 1)):
         current[0] = label
-        assert train(tiny_spec, variant, seed, device="cpu").status == "ok"
+        assert train(tiny_spec, variant, seed, options=RunOptions(device="cpu")).status == "ok"
     assert len(seen["gf"]) == tiny_spec.steps
     for other in ("gpt", "mamba2_only"):
         assert len(seen[other]) == len(seen["gf"])
@@ -165,7 +166,7 @@ def test_batches_are_paired_across_variants(tiny_spec: Spec, monkeypatch: pytest
 )
 def test_divergence_is_a_result_and_stops_early(action: str, tmp_path: Path, long_spec: Spec) -> None:
     lv = bomb_variant(tmp_path, action, after=4)
-    r = train(long_spec, lv, 0, device="cpu")
+    r = train(long_spec, lv, 0, options=RunOptions(device="cpu"))
     assert r.status == "diverged", (r.status, r.error, r.train_curve)
     assert "non-finite" in (r.error or "")
     assert r.steps_done < long_spec.steps  # stopped early
@@ -176,18 +177,18 @@ def test_divergence_is_a_result_and_stops_early(action: str, tmp_path: Path, lon
 
 def test_divergence_through_the_worker(tmp_path: Path, long_spec: Spec, worker: Worker) -> None:
     lv = bomb_variant(tmp_path, "return y * float('nan')", after=4)
-    r = worker.run(make_task(long_spec, lv, 0, device="cpu"), 120)
+    r = worker.run(make_task(long_spec, lv, 0, options=RunOptions(device="cpu", timeout_s=120)))
     assert r.status == "diverged" and r.steps_done < long_spec.steps and r.val_curve
 
 
 def test_exception_in_forward_is_crashed_with_traceback(tmp_path: Path, tiny_spec: Spec, worker: Worker) -> None:
     lv = bomb_variant(tmp_path, "raise RuntimeError('fusion exploded on purpose')", after=2)
-    r = train(tiny_spec, lv, 0, device="cpu")
+    r = train(tiny_spec, lv, 0, options=RunOptions(device="cpu"))
     assert r.status == "crashed"
     assert "RuntimeError: fusion exploded on purpose" in (r.error or "")
     assert "Traceback" in (r.error or "") and "forward" in (r.error or "")
     assert r.final_val_loss is None
-    r2 = worker.run(make_task(tiny_spec, lv, 0, device="cpu"), 120)
+    r2 = worker.run(make_task(tiny_spec, lv, 0, options=RunOptions(device="cpu", timeout_s=120)))
     assert r2.status == "crashed" and "fusion exploded on purpose" in (r2.error or "")
 
 
@@ -200,14 +201,14 @@ def test_dying_child_is_crashed_and_the_worker_recovers(
     action: str, expect: str, tmp_path: Path, tiny_spec: Spec, worker: Worker
 ) -> None:
     lv = bomb_variant(tmp_path, action, after=3)
-    first = worker.run(make_task(tiny_spec, GF, 0, device="cpu"), 120)
+    first = worker.run(make_task(tiny_spec, GF, 0, options=RunOptions(device="cpu", timeout_s=120)))
     pid_before = worker._proc.pid
-    bad = worker.run(make_task(tiny_spec, lv, 0, device="cpu"), 120)
+    bad = worker.run(make_task(tiny_spec, lv, 0, options=RunOptions(device="cpu", timeout_s=120)))
     assert bad.status == "crashed", bad
     assert expect in (bad.error or "")
     assert bad.variant == "bomb" and bad.seed == 0
     assert bad.train_curve  # progress reported before the death is kept
-    after = worker.run(make_task(tiny_spec, GF, 0, device="cpu"), 120)  # the SAME Worker, a new child
+    after = worker.run(make_task(tiny_spec, GF, 0, options=RunOptions(device="cpu", timeout_s=120)))  # the SAME Worker, a new child
     assert worker._proc.pid != pid_before
     assert first.status == after.status == "ok"
     assert after.final_val_loss == first.final_val_loss
@@ -216,14 +217,14 @@ def test_dying_child_is_crashed_and_the_worker_recovers(
 def test_hang_is_a_timeout(tmp_path: Path, tiny_spec: Spec, worker: Worker) -> None:
     lv = bomb_variant(tmp_path, "time.sleep(60)", after=3)
     # Start the child first: on a loaded 2-core machine spawning it and importing torch alone can take seconds.
-    assert worker.run(make_task(tiny_spec, GF, 0, device="cpu"), 120).status == "ok"
+    assert worker.run(make_task(tiny_spec, GF, 0, options=RunOptions(device="cpu", timeout_s=120))).status == "ok"
     t0 = time.monotonic()
-    r = worker.run(make_task(tiny_spec, lv, 0, device="cpu"), 10)
+    r = worker.run(make_task(tiny_spec, lv, 0, options=RunOptions(device="cpu", timeout_s=10)))
     assert r.status == "timeout", r
     assert "timed out after 10 s" in (r.error or "")
     assert r.val_curve and r.val_curve[0][0] == 3  # the eval at step 3 came back before the hang
     assert time.monotonic() - t0 < 30
-    ok = worker.run(make_task(tiny_spec, GF, 0, device="cpu"), 120)  # the worker replaces its child
+    ok = worker.run(make_task(tiny_spec, GF, 0, options=RunOptions(device="cpu", timeout_s=120)))  # the worker replaces its child
     assert ok.status == "ok"
 
 
@@ -234,21 +235,21 @@ def test_pruning_on_first_eval(long_spec: Spec, worker: Worker) -> None:
         events.append(event)
         return event["type"] == "eval"
 
-    r = train(long_spec, GF, 0, device="cpu", on_event=on_event)
+    r = train(long_spec, GF, 0, options=RunOptions(device="cpu"), on_event=on_event)
     assert r.status == "pruned"
     assert r.steps_done == 3 and r.val_curve == [(3, r.val_curve[0][1])]
     assert [e["type"] for e in events if e["type"] == "eval"] == ["eval"]
     assert r.final_val_loss is None
 
     events.clear()
-    w = worker.run(make_task(long_spec, GF, 0, device="cpu"), 120, on_event)
+    w = worker.run(make_task(long_spec, GF, 0, options=RunOptions(device="cpu", timeout_s=120)), on_event)
     assert w.status == "pruned" and w.steps_done == 3
     assert next(e for e in events if e["type"] == "eval")["step"] == 3
 
 
 def test_events_report_progress(tiny_spec: Spec) -> None:
     events: list[dict[str, Any]] = []
-    train(tiny_spec, GF, 0, device="cpu", on_event=lambda e: events.append(e) and None)
+    train(tiny_spec, GF, 0, options=RunOptions(device="cpu"), on_event=lambda e: events.append(e) and None)
     evals = [e for e in events if e["type"] == "eval"]
     assert [e["step"] for e in evals] == [3, 6]
     assert all(math.isfinite(e["val_loss"]) for e in evals)
@@ -258,10 +259,10 @@ def test_events_report_progress(tiny_spec: Spec) -> None:
 
 # -- the result's fields ---------------------------------------------------------------------------------------
 def test_result_fields_are_filled(tiny_spec: Spec) -> None:
-    r = train(tiny_spec, GF, 0, device="cpu")
+    r = train(tiny_spec, GF, 0, options=RunOptions(device="cpu"))
     assert r.status == "ok" and r.error is None
     assert r.variant == "gf" and r.variant_sha == GF.sha256 and r.spec_hash == tiny_spec.hash and r.seed == 0
-    assert r.hparams == GF.variant.defaults()
+    assert r.hparams == {k: h.default for k, h in GF.variant.hparams.items()}
     assert r.steps_done == tiny_spec.steps
     # parameters
     assert r.params_total and r.params_total > 0
@@ -299,7 +300,7 @@ def test_result_fields_are_filled(tiny_spec: Spec) -> None:
 
 
 def test_single_mixer_baseline_has_no_gates(tiny_spec: Spec) -> None:
-    r = train(tiny_spec, builtin("gpt"), 0, device="cpu")
+    r = train(tiny_spec, builtin("gpt"), 0, options=RunOptions(device="cpu"))
     assert r.status == "ok"
     assert all(g == {} for g in r.diagnostics[-1]["gates"])
     assert "grad_ratio" not in r.diagnostics[-1]
@@ -308,7 +309,7 @@ def test_single_mixer_baseline_has_no_gates(tiny_spec: Spec) -> None:
 
 def test_checkpoint_is_written(tiny_spec: Spec, tmp_path: Path) -> None:
     ckpt = tmp_path / "gf.pt"
-    r = train(tiny_spec, GF, 0, device="cpu", checkpoint_path=str(ckpt))
+    r = train(tiny_spec, GF, 0, options=RunOptions(device="cpu"), checkpoint_path=str(ckpt))
     assert r.checkpoint_path == str(ckpt) and ckpt.stat().st_size > 0
     saved = torch.load(ckpt, weights_only=True)
     assert saved["meta"]["variant_sha"] == GF.sha256 and saved["meta"]["seed"] == 0

@@ -20,10 +20,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
 from arena.model.rwkv6 import RWKV6TimeMix
 from arena.model.wkv import wkv6, wkv6_chunk_ref, wkv6_recurrent_ref
-from arena.runner.spec import ModelDims
+from arena.core.spec import ModelDims
 
 # FLA 0.6.0 RWKV6Attention(hidden_size=128, num_heads=4, expand_k=0.5, expand_v=1.0, proj_low_rank_dim=32,
 # gate_low_rank_dim=64).named_parameters(), in order.
@@ -193,7 +193,7 @@ def test_cpu_path_never_imports_fla() -> None:
     code = (
         "import sys, torch\n"
         "from arena.model.rwkv6 import RWKV6TimeMix\n"
-        "from arena.runner.spec import ModelDims\n"
+        "from arena.core.spec import ModelDims\n"
         "m = RWKV6TimeMix(ModelDims(d_model=16, rwkv_heads=2, rwkv_mix_rank=4, rwkv_decay_rank=4))\n"
         "m(torch.randn(1, 5, 16)).sum().backward()\n"
         "assert not any(n == 'fla' or n.startswith(('fla.', 'triton')) for n in sys.modules), 'fla imported'\n"

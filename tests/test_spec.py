@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-from arena.errors import ArenaError
-from arena.runner.spec import PRESETS, ModelDims, Spec, preset
+from arena.core.errors import ArenaError
+from arena.core.spec import PRESETS, ModelDims, Spec, preset
 
 
 def test_preset_hash_is_stable_within_and_across_processes() -> None:
     for name, spec in PRESETS.items():
         assert spec.hash == PRESETS[name].hash == Spec.from_dict(spec.to_dict()).hash
         assert len(spec.hash) == 16 and int(spec.hash, 16) >= 0
-    code = "from arena.runner.spec import PRESETS; print(PRESETS['phase2'].hash, PRESETS['smoke'].hash)"
+    code = "from arena.core.spec import PRESETS; print(PRESETS['phase2'].hash, PRESETS['smoke'].hash)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == [PRESETS["phase2"].hash, PRESETS["smoke"].hash]
 

@@ -20,9 +20,9 @@ from sqlalchemy import create_engine, inspect, text
 from arena.db.schema import VERSION_TABLE
 from arena.db.store import DecisionRecord, Store, schema_status, upgrade
 from arena.db.testing import fresh_pg_database, pg_admin_url, pg_required, pg_unavailable
-from arena.errors import ArenaError
-from arena.runner.result import RunResult
-from arena.runner.spec import preset
+from arena.core.errors import ArenaError
+from arena.core.result import RunResult
+from arena.core.spec import preset
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -280,8 +280,8 @@ def test_decisions_append_only_and_champion(store: Store) -> None:
 _WORKER = """
 import json, sys, time
 from arena.db.store import Store
-from arena.runner.result import RunResult
-from arena.runner.spec import preset
+from arena.core.result import RunResult
+from arena.core.spec import preset
 url, start, order = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 spec = preset("smoke")
 seeds = list(range(12)) if order == "up" else list(reversed(range(12)))

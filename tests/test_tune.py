@@ -1,4 +1,4 @@
-"""The search (arena.tune, arena.cli_tune): real Optuna studies on a tiny corpus with a tiny spec.
+"""The search (arena.orchestration.search.tune, arena.cli.search): real Optuna studies on a tiny corpus with a tiny spec.
 
 Each trial trains the smoke preset cut to 10 steps on a few KB of text (~0.3 s), in the runner's isolated Worker
 (~3 s to start a child), so the whole module runs in well under a minute on 2 CPU cores.
@@ -21,13 +21,15 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from arena import study_storage
-from arena import tune as search
+from arena.orchestration.search import storage as study_storage
+from arena.core.options import RunOptions
+from arena.orchestration.search import tune as search
+from arena.orchestration.search.space import make_pruner, search_space
 from arena.db.store import Store
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
 from arena.runner.data import spec_for_track
-from arena.runner.spec import Spec, preset
-from arena.variants_loader import LoadedVariant, builtin, load_variant
+from arena.core.spec import Spec, preset
+from arena.runner.loader import LoadedVariant, builtin, load_variant
 
 FLAKY = '''"""flaky: a fusion that raises after three training steps (every trial crashes)."""
 import torch
@@ -126,19 +128,19 @@ def test_names_storage_rules_and_search_space(tmp_path: Path, spec: Spec) -> Non
     assert isinstance(journal, optuna.storages.JournalStorage)
     assert isinstance(study_storage.open_storage(f"sqlite:///{tmp_path}/o.db"), optuna.storages.RDBStorage)
 
-    space = search.search_space(builtin("gf_mh"))
+    space = search_space(builtin("gf_mh"))
     assert list(space) == ["gate_init", "lr_mult"] and space["lr_mult"].log and not space["gate_init"].log
-    assert list(search.search_space(builtin("mamba2_only"))) == ["lr_mult"]  # skips what it does not declare
+    assert list(search_space(builtin("mamba2_only"))) == ["lr_mult"]  # skips what it does not declare
     with pytest.raises(ArenaError, match="did you mean 'gate_init'"):
-        search.search_space(builtin("gf_mh"), ("gate_inti",))
-    pruner = search.make_pruner(spec)
+        search_space(builtin("gf_mh"), ("gate_inti",))
+    pruner = make_pruner(spec)
     assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_warmup_steps >= spec.steps // 2
     assert pruner._n_startup_trials >= 5
 
 
 def test_sqlite_storage_refuses_several_workers(tmp_path: Path, spec: Spec) -> None:
     with pytest.raises(ArenaError, match="SQLite supports one optimizing process"):
-        search.tune(builtin("gf_mh"), spec, trials=2, workers=2, storage=f"sqlite:///{tmp_path}/o.db", store=None)
+        search.tune(builtin("gf_mh"), spec, trials=2, options=RunOptions(workers=2), storage=f"sqlite:///{tmp_path}/o.db", store=None)
 
 
 def test_sweep_fails_dead_owners_only(tmp_path: Path) -> None:
@@ -230,7 +232,7 @@ def test_failing_trials_are_fail_not_fatal(tmp_path: Path, spec: Spec) -> None:
 
 def test_global_budget_with_two_workers(tmp_path: Path, spec: Spec) -> None:
     with Store(f"sqlite:///{tmp_path / 'arena.db'}") as store:
-        summary = search.tune(builtin("gf_mh"), spec, trials=5, workers=2, store=store, seed=1)
+        summary = search.tune(builtin("gf_mh"), spec, trials=5, options=RunOptions(workers=2), store=store, seed=1)
         assert summary.ran == 5 and sum(summary.n_trials.values()) == 5
         study = optuna.load_study(study_name=summary.study_name, storage=study_storage.open_storage(summary.storage))
         trials = study.get_trials()
@@ -240,10 +242,7 @@ def test_global_budget_with_two_workers(tmp_path: Path, spec: Spec) -> None:
 
 
 def test_cli_tune_adopt_and_help(tmp_path: Path, corpus: Path) -> None:
-    from arena import cli_tune
-
-    app = typer.Typer()
-    cli_tune.register(app)
+    from arena.cli.app import app
     runner = CliRunner()
     for command in ("tune", "adopt", "dashboard"):
         result = runner.invoke(app, [command, "--help"])
@@ -276,7 +275,7 @@ def test_killed_worker_process_trial_is_rerun(tmp_path: Path, spec: Spec) -> Non
 
     longer = spec.derive(steps=30)  # long enough that the victim is most likely mid-trial
     with Store(f"sqlite:///{tmp_path / 'arena.db'}") as store:
-        summary = search.tune(builtin("gf_mh"), longer, trials=4, workers=2, store=store, on_trial=on_trial)
+        summary = search.tune(builtin("gf_mh"), longer, trials=4, options=RunOptions(workers=2), store=store, on_trial=on_trial)
     assert killed and summary.ran == 4 and summary.n_trials.get("COMPLETE") == 4
     study = optuna.load_study(study_name=summary.study_name, storage=study_storage.open_storage(summary.storage))
     trials = study.get_trials()

@@ -13,20 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
+from arena.core.options import RunOptions
 from arena.model.lm import build_model, count_params
-from arena.runner.spec import PRESETS, Spec
+from arena.core.spec import PRESETS, Spec
 from arena.runner.train import train
-from arena.variants_loader import (
-    LoadedVariant,
-    builtin_dir,
-    builtin_variants,
-    check_variant,
-    discover,
-    load_variant,
-    param_count,
-    reference_params,
-)
+from arena.core.variant import LoadedVariant
+from arena.runner.check import check_variant, param_count, reference_params
+from arena.runner.loader import builtin_dir, builtin_variants, discover, load_variant
 
 SMOKE = PRESETS["smoke"]
 PHASE2 = PRESETS["phase2"]
@@ -75,9 +69,9 @@ def test_contract_check_variant_causal_and_under_budget(lv: LoadedVariant) -> No
 @pytest.mark.parametrize("lv", BUILTIN, ids=IDS)
 def test_contract_same_seed_same_result(lv: LoadedVariant, tiny_spec: Spec) -> None:
     torch.manual_seed(123)  # global RNG state must not matter
-    a = train(tiny_spec, lv, 0, device="cpu")
+    a = train(tiny_spec, lv, 0, options=RunOptions(device="cpu"))
     torch.manual_seed(456)
-    b = train(tiny_spec, lv, 0, device="cpu")
+    b = train(tiny_spec, lv, 0, options=RunOptions(device="cpu"))
     assert a.status == b.status == "ok", (a.error, b.error)
     assert a.final_val_loss is not None and math.isfinite(a.final_val_loss)
     assert a.final_val_loss == b.final_val_loss  # bitwise
@@ -126,8 +120,8 @@ def test_variants_import_only_the_api_stdlib_and_torch() -> None:
 
 def test_the_import_check_catches_a_runner_import(tmp_path: Path) -> None:
     bad = tmp_path / "sneaky.py"
-    bad.write_text("from arena.runner.spec import PRESETS\nimport arena.runner.train as t\n")
-    assert {"arena.runner.spec", "arena.runner.train"} <= _imports(bad)
+    bad.write_text("from arena.core.spec import PRESETS\nimport arena.runner.train as t\n")
+    assert {"arena.core.spec", "arena.runner.train"} <= _imports(bad)
 
 
 # -- load-time rejections --------------------------------------------------------------------------------------
@@ -137,7 +131,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from arena.api import Fusion, GatedFusion, HParam, Variant, gate_init, lr_mult
+from arena.api import Fusion, GatedFusion, HParam, HParams, Variant, gate_init, lr_mult
 """
 
 
@@ -148,7 +142,7 @@ def fusion_file(forward: str, *, init: str = "", extra: str = "", name: str = "b
     return HEADER + f"""
 
 class F(Fusion):
-    def __init__(self, d_model: int, hp: Mapping[str, float]) -> None:
+    def __init__(self, d_model: int, hp: HParams) -> None:
         super().__init__(d_model, hp)
         self.w = nn.Linear(d_model, d_model)
 {init_body}

@@ -1,1 +1,1 @@
-"""The shipped variants. Each file is loaded by path (``arena.variants_loader``), never imported as a module."""
+"""The shipped variants. Each file is loaded by path (``arena.runner.loader``), never imported as a module."""

@@ -1,17 +1,15 @@
 """cp — concatenate both pathway outputs and project back to d_model."""
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
-from arena.api import Fusion, Variant, lr_mult
+from arena.api import Fusion, HParams, Variant, lr_mult
 
 
 class ConcatProject(Fusion):
     """y = W [rwkv; mamba]; W (D, 2D) starts as [½I ½I] plus small noise, i.e. as an even average."""
 
-    def __init__(self, d_model: int, hp: Mapping[str, float]) -> None:
+    def __init__(self, d_model: int, hp: HParams) -> None:
         super().__init__(d_model, hp)
         self.proj = nn.Linear(2 * d_model, d_model, bias=False)
         with torch.no_grad():

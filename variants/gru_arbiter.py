@@ -1,11 +1,9 @@
 """gru_arbiter — the seeds' V0.5 "stateful arbiter": a small GRU reads both pathways and emits the gate."""
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
-from arena.api import Fusion, Variant, gate_init, logit, lr_mult
+from arena.api import Fusion, HParams, Variant, gate_init, logit, lr_mult
 
 ARBITER_HIDDEN = 32
 
@@ -14,12 +12,12 @@ class GRUArbiter(Fusion):
     """A unidirectional GRU over [rwkv; mamba] (so the gate at t depends on positions ≤ t only) → per-channel
     sigmoid gate; y = g·rwkv + (1−g)·mamba. The head starts at zero weight and bias logit(gate_init)."""
 
-    def __init__(self, d_model: int, hp: Mapping[str, float]) -> None:
+    def __init__(self, d_model: int, hp: HParams) -> None:
         super().__init__(d_model, hp)
         self.gru = nn.GRU(2 * d_model, ARBITER_HIDDEN, batch_first=True)
         self.head = nn.Linear(ARBITER_HIDDEN, d_model)
         nn.init.zeros_(self.head.weight)
-        nn.init.constant_(self.head.bias, logit(float(hp.get("gate_init", 0.5))))
+        nn.init.constant_(self.head.bias, logit(hp.gate_init))
 
     def forward(self, rwkv: torch.Tensor, mamba: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         state, _ = self.gru(torch.cat([rwkv, mamba], dim=-1))  # (B, T, 2D) -> (B, T, H)

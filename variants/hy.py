@@ -1,17 +1,15 @@
 """hy — the Phase-1 hybrid: learned per-channel gains on each pathway, both 0.5 at init."""
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
-from arena.api import Fusion, Variant, lr_mult
+from arena.api import Fusion, HParams, Variant, lr_mult
 
 
 class ChannelGains(Fusion):
     """y = a ⊙ rwkv + b ⊙ mamba with per-channel gains a, b (D,) starting at 0.5; no input dependence."""
 
-    def __init__(self, d_model: int, hp: Mapping[str, float]) -> None:
+    def __init__(self, d_model: int, hp: HParams) -> None:
         super().__init__(d_model, hp)
         self.rwkv_gain = nn.Parameter(torch.full((d_model,), 0.5))
         self.mamba_gain = nn.Parameter(torch.full((d_model,), 0.5))

@@ -1,19 +1,17 @@
 """rf — residual fusion: the RWKV-6 output is the base and the Mamba-2 output corrects it."""
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
-from arena.api import Fusion, HParam, Variant, lr_mult
+from arena.api import Fusion, HParam, HParams, Variant, lr_mult
 
 
 class ResidualCorrection(Fusion):
     """y = rwkv + c ⊙ mamba, a per-channel correction scale c (D,) starting small (corr_init)."""
 
-    def __init__(self, d_model: int, hp: Mapping[str, float]) -> None:
+    def __init__(self, d_model: int, hp: HParams) -> None:
         super().__init__(d_model, hp)
-        self.corr = nn.Parameter(torch.full((d_model,), float(hp.get("corr_init", 0.1))))
+        self.corr = nn.Parameter(torch.full((d_model,), hp.corr_init))
 
     def forward(self, rwkv: torch.Tensor, mamba: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         c = self.corr.abs()  # (D,)

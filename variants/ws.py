@@ -1,19 +1,17 @@
 """ws — one learnable scalar weight shared by all positions and channels."""
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
-from arena.api import Fusion, Variant, gate_init, logit, lr_mult
+from arena.api import Fusion, HParams, Variant, gate_init, logit, lr_mult
 
 
 class ScalarWeight(Fusion):
     """y = α·rwkv + (1−α)·mamba with α = sigmoid(s), one scalar s starting at logit(gate_init)."""
 
-    def __init__(self, d_model: int, hp: Mapping[str, float]) -> None:
+    def __init__(self, d_model: int, hp: HParams) -> None:
         super().__init__(d_model, hp)
-        self.s = nn.Parameter(torch.tensor(logit(float(hp.get("gate_init", 0.5)))))
+        self.s = nn.Parameter(torch.tensor(logit(hp.gate_init)))
 
     def forward(self, rwkv: torch.Tensor, mamba: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         a = torch.sigmoid(self.s)  # (): RWKV share

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.runner.spec import ModelDims
+from arena.core.spec import ModelDims
 
 
 def _rotary(x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
 
 # Triton's cache layout: <cache dir>/<source hash>/<kernel>.autotune.json
 MEMBER = re.compile(r"^[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+\.autotune\.json$")

@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
-from arena.errors import ArenaError
-
-BACKENDS = ("auto", "kernel", "torch_chunk", "torch_recurrent")
+from arena.core.errors import ArenaError
+from arena.core.options import BACKENDS
 
 
 def deterministic() -> bool:
@@ -143,10 +142,6 @@ def pin_uncacheable_autotuners(packages: tuple[str, ...] = KERNEL_PACKAGES) -> l
 
 def fla_chunk_rwkv6() -> Any:
     return _kernel("fla.ops.rwkv6", "chunk_rwkv6", deterministic())
-
-
-def fla_fused_recurrent_rwkv6() -> Any:
-    return _kernel("fla.ops.rwkv6", "fused_recurrent_rwkv6", deterministic())
 
 
 def mamba_chunk_scan_combined() -> Any:

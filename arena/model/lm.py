@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.api import Variant
+from arena.core.hparams import HParams, resolve
+from arena.core.spec import ModelDims
+from arena.core.variant import Variant
 from arena.model.backend import deterministic
-from arena.runner.spec import ModelDims
 
 PARTS = ("embed", "rwkv6", "mamba2", "attention", "fusion", "ffn", "norm")
 
@@ -93,7 +94,7 @@ class Block(nn.Module):
         self,
         dims: ModelDims,
         variant: Variant,
-        hp: Mapping[str, float],
+        hp: HParams,
         layer_idx: int,
         ffn_hidden: int,
         backend: str,
@@ -135,7 +136,7 @@ class HybridLM(nn.Module):
         self,
         dims: ModelDims,
         variant: Variant,
-        hparams: Mapping[str, float],
+        hparams: HParams,
         *,
         seed: int = 0,
         backend: str = "auto",
@@ -228,20 +229,17 @@ def build_model(
 ) -> HybridLM:
     """Build the LM for a variant. With ``variant.match_params`` and a target count, the FFN width is chosen so
     the total parameter count is as close as possible to the target (the spec's reference variant)."""
-    hp = {**variant.defaults(), **(hparams or {})}
+    hp = hparams if isinstance(hparams, HParams) else resolve(variant.hparams, hparams, variant.name)
     hidden = None
     if variant.match_params and match_params_to is not None:
         hidden = matched_ffn_hidden(dims, variant, hp, match_params_to)
     return HybridLM(dims, variant, hp, seed=seed, backend=backend, ffn_hidden=hidden)
 
 
-def matched_ffn_hidden(dims: ModelDims, variant: Variant, hp: Mapping[str, float], target: int) -> int:
+def matched_ffn_hidden(dims: ModelDims, variant: Variant, hp: HParams, target: int) -> int:
     """The FFN width whose model is closest in size to ``target`` (count is affine in the width)."""
     n1 = count_params(HybridLM(dims, variant, hp, ffn_hidden=8))
     n2 = count_params(HybridLM(dims, variant, hp, ffn_hidden=16))
     per_unit = (n2 - n1) / 8
     return max(8, round(8 + (target - n1) / per_unit))
 
-
-def describe(model: HybridLM) -> dict[str, Any]:
-    return {"params_total": count_params(model), "params_by_part": model.params_by_part()}

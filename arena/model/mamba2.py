@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arena.core.spec import ModelDims
 from arena.model import backend as _backend
 from arena.model.ssd import ssd, ssd_backend
-from arena.runner.spec import ModelDims
 
 __all__ = ["GatedRMSNorm", "Mamba2Mixer"]
 

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
+from arena.core.spec import ModelDims
 from arena.model.wkv import wkv6
-from arena.runner.spec import ModelDims
 
 __all__ = ["RWKV6TimeMix"]
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from arena.model import backend
 from arena.model.mamba2 import Mamba2Mixer
 from arena.model.ssd import ssd, ssd_chunk_ref
-from arena.runner.spec import ModelDims
+from arena.core.spec import ModelDims
 
 pytestmark = pytest.mark.gpu
 

@@ -14,9 +14,9 @@ import torch
 from arena.model import backend
 from arena.model.mamba2 import Mamba2Mixer
 from arena.runner.repeat import differing_grads
-from arena.runner.spec import PRESETS, ModelDims
+from arena.core.spec import PRESETS, ModelDims
 from arena.runner.train import train
-from arena.variants_loader import builtin
+from arena.runner.loader import builtin
 
 pytestmark = pytest.mark.gpu
 
@@ -96,8 +96,8 @@ def test_a_fresh_process_repeats_the_run() -> None:
     pin = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import pin_configs; pin_configs.install(); "
     code = (
         pin
-        + "import json; from arena.runner.spec import PRESETS; from arena.runner.train import train; "
-        "from arena.variants_loader import builtin; "
+        + "import json; from arena.core.spec import PRESETS; from arena.runner.train import train; "
+        "from arena.runner.loader import builtin; "
         "s = PRESETS['phase2'].derive(steps=60, warmup_steps=10, eval_every=30); "
         "r = train(s, builtin('gf'), 0, device='cuda', mode='graph'); print(json.dumps(r.final_val_loss))"
     )

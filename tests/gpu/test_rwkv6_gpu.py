@@ -24,7 +24,7 @@ import torch
 from arena.model import backend
 from arena.model.rwkv6 import RWKV6TimeMix
 from arena.model.wkv import wkv6, wkv6_chunk_ref, wkv6_recurrent_ref
-from arena.runner.spec import ModelDims
+from arena.core.spec import ModelDims
 
 pytestmark = pytest.mark.gpu
 

@@ -18,6 +18,7 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    """The first schema, one table after another. Longer than usual because a migration is frozen as written."""
     op.create_table(
         "arena_variants",
         sa.Column("sha256", sa.String(64), nullable=False),

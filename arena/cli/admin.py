@@ -6,8 +6,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from arena.console import console
-from arena.errors import ArenaError
+from arena.cli import options as o
+from arena.cli.common import existing_store, open_store, reading_store, run_options, spec_from_flags
+from arena.cli.console import console
+from arena.core.errors import ArenaError
 
 variants_app = typer.Typer(help="List and check variant files.", no_args_is_help=True)
 db_app = typer.Typer(help="Show and apply database migrations.", no_args_is_help=True)
@@ -26,9 +28,9 @@ def variants_list(
     db: Annotated[str | None, typer.Option("--db", help="Also list variants registered in this store.")] = None,
 ) -> None:
     """Every shipped (and registered) variant with its kind, parameter count at the spec size, and summary."""
-    from arena.cli import existing_store
-    from arena.runner.spec import preset as get_preset
-    from arena.variants_loader import builtin_variants, load_source, param_count
+    from arena.core.spec import preset as get_preset
+    from arena.runner.check import param_count
+    from arena.runner.loader import builtin_variants, load_source
 
     spec = get_preset(preset)
     found = {lv.name: (lv, "shipped") for lv in builtin_variants()}
@@ -55,8 +57,9 @@ def variants_check(
     preset: Annotated[str, typer.Option("--preset", help="Spec to validate against.")] = "phase2",
 ) -> None:
     """Validate a variant file (import, declaration, ranges, shape, finite, budget, causality); store nothing."""
-    from arena.runner.spec import preset as get_preset
-    from arena.variants_loader import check_variant, load_variant
+    from arena.core.spec import preset as get_preset
+    from arena.runner.check import check_variant
+    from arena.runner.loader import load_variant
 
     spec = get_preset(preset)
     loaded = load_variant(file)
@@ -66,7 +69,7 @@ def variants_check(
 
 
 @db_app.command("status")
-def db_status(db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (or ARENA_DB).")] = None) -> None:
+def db_status(db: o.Db = None) -> None:
     """The store's URL, its schema revision and any pending migrations."""
     from arena.db.store import Store, display, schema_status
 
@@ -79,7 +82,7 @@ def db_status(db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy UR
 
 
 @db_app.command("upgrade")
-def db_upgrade(db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (or ARENA_DB).")] = None) -> None:
+def db_upgrade(db: o.Db = None) -> None:
     """Apply pending migrations."""
     from arena.db.store import Store, upgrade
 
@@ -141,45 +144,50 @@ def autotune_import(file: Annotated[Path, typer.Argument(help="A file made by `a
 
 
 def noise(
-    preset: Annotated[str, typer.Option("--preset")] = "phase2",
-    steps: Annotated[int | None, typer.Option("--steps")] = None,
-    seeds: Annotated[str | None, typer.Option("--seeds")] = None,
-    track: Annotated[str | None, typer.Option("--track", help="shakespeare | mqar | text:PATH (new spec).")] = None,
-    data: Annotated[str | None, typer.Option("--data")] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a spec field: --set lr=1e-3.")] = None,
+    preset: o.Preset = "phase2",
+    steps: o.Steps = None,
+    seeds: o.Seeds = None,
+    track: o.Track = None,
+    data: o.Data = None,
+    sets: o.Set = None,
     measure: Annotated[bool, typer.Option("--measure", help="Run the reference variant's missing seeds.")] = False,
-    workers: Annotated[int, typer.Option("--workers")] = 1,
-    db: Annotated[str | None, typer.Option("--db")] = None,
+    device: o.Device = "auto",
+    backend: o.Backend = "auto",
+    mode: o.Mode = "auto",
+    timeout: o.Timeout = 3600.0,
+    workers: o.Workers = 1,
+    gpus: o.Gpus = None,
+    pinned_batches: o.PinnedBatches = True,
+    fused_adamw: o.FusedAdamw = True,
+    db: o.Db = None,
 ) -> None:
     """Show (or measure) the spec's noise floor: the reference variant's seed-to-seed std of final val loss."""
-    from arena.champions.registry import Registry
-    from arena.cli import build_spec, open_store, reading_store
-    from arena.tournament import RunOptions
+    from arena.orchestration.contest import Contests
 
-    spec = build_spec(preset, steps, seeds, track, data, sets)
+    spec = spec_from_flags(preset, steps, seeds, track, data, sets)
+    options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
     store = open_store(db) if measure else reading_store(db)
-    registry = Registry(store, spec, RunOptions(workers=workers, data_flag=data), console=console)
-    sigma = registry.noise(measure=measure)
+    contests = Contests(store, spec, options)
+    sigma = contests.noise(measure=measure)
     if sigma is None:
         console.print(f"spec {spec.label}: noise floor not measured yet ({spec.reference_variant} needs ≥ 2 ok seeds); "
                       "run: arena noise --measure")
         raise typer.Exit(1)
     console.print(f"spec {spec.label}: noise floor σ = {sigma:.5f} nats ({spec.reference_variant}, "
                   f"{len(spec.seeds)} seeds); "
-                  f"promotion needs mean(d) ≥ δ = max(margin, σ) = {registry.settings.delta(sigma):.5f}")
+                  f"promotion needs mean(d) ≥ δ = max(margin, σ) = {contests.settings.delta(sigma):.5f}")
 
 
 @champions_app.callback()
 def champions_history(
     ctx: typer.Context,
     spec: Annotated[str | None, typer.Option("--spec", help="Spec hash prefix or preset; default: all specs.")] = None,
-    db: Annotated[str | None, typer.Option("--db")] = None,
+    db: o.Db = None,
 ) -> None:
     """The champion history: who dethroned whom, when, and by how much (every decision, append-only)."""
     if ctx.invoked_subcommand is not None:
         return
-    from arena.cli import reading_store
-    from arena.cli_views import find_spec_hash
+    from arena.orchestration.specs import find_spec_hash
 
     store = reading_store(db)
     spec_hash = find_spec_hash(store, spec) if spec else None
@@ -204,32 +212,23 @@ def champions_history(
 
 @champions_app.command("show")
 def champions_show(
-    spec: Annotated[str | None, typer.Option("--spec", help="Spec hash prefix or preset; default: latest.")] = None,
-    db: Annotated[str | None, typer.Option("--db")] = None,
+    spec: o.SpecRef = None,
+    db: o.Db = None,
 ) -> None:
     """Where the current champion's source snapshot and best-seed checkpoint are kept."""
-    from arena.cli import reading_store
-    from arena.cli_views import find_spec_hash
-    from arena.home import artifacts_dir
+    from arena.champions.registry import Registry
+    from arena.orchestration.specs import find_spec_hash
 
     store = reading_store(db)
     spec_hash = find_spec_hash(store, spec)
     row = store.champion(spec_hash)
-    if row is None:
+    spec_row = store.spec(spec_hash)
+    if row is None or spec_row is None:
         raise ArenaError(f"spec {spec_hash[:8]} has no champion yet; run: arena tournament")
-    folder = artifacts_dir() / "champions" / spec_hash / f"{row.challenger_name}-{row.challenger_sha[:8]}"
+    folder = Registry(store, spec_row).champion_dir(row.challenger_name, row.challenger_sha)
     tag = " (by default)" if row.by_default else ""
     console.print(f"champion of {spec_hash[:8]}: [bold]{row.challenger_name}[/bold]{tag} "
                   f"since {row.decided_at:%Y-%m-%d %H:%M}")
     console.print(f"artifacts: {folder}")
     for f in sorted(Path(folder).glob("*")) if Path(folder).exists() else []:
         console.print(f"  {f.name}  ({f.stat().st_size:,} bytes)")
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(variants_app, name="variants")
-    app.add_typer(db_app, name="db")
-    app.add_typer(champions_app, name="champions")
-    app.add_typer(autotune_app, name="autotune")
-    app.command("doctor")(doctor)
-    app.command("noise")(noise)

@@ -22,9 +22,9 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from arena.errors import ArenaError
-from arena.home import arena_home
-from arena.runner.spec import Spec
+from arena.core.errors import ArenaError
+from arena.core.home import arena_home
+from arena.core.spec import Spec
 
 HEARTBEAT_INTERVAL_S = 60
 GRACE_PERIOD_S = 180

@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 def arena_home() -> Path:
+    """The arena home: ``$ARENA_HOME``, else ``$XDG_DATA_HOME/arena``, else ``~/.local/share/arena``."""
     env = os.environ.get("ARENA_HOME")
     if env:
         return Path(env).expanduser()
@@ -26,3 +27,8 @@ def artifacts_dir() -> Path:
 def checkpoints_dir() -> Path:
     """Per-run checkpoints of the latest tournament (pruned to the champions' after each decision)."""
     return artifacts_dir() / "runs"
+
+
+def default_db_url() -> str:
+    """The store's URL: ``$ARENA_DB`` if set, else ``sqlite:///<arena home>/arena.db``. Touches no disk."""
+    return os.environ.get("ARENA_DB") or f"sqlite:///{arena_home() / 'arena.db'}"

@@ -18,8 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from arena.runner.result import RunResult
-from arena.tournament import Job
+from arena.core.result import RunResult
+from arena.orchestration.entries import Job
 
 STATUS_STYLE = {"ok": "green", "diverged": "yellow", "timeout": "magenta", "crashed": "red", "pruned": "dim"}
 

@@ -8,7 +8,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
 
 T = TypeVar("T")
 

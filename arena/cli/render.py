@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from arena.leaderboard import Board, Row
+from arena.orchestration.leaderboard import Board, Row
 
 FORMATS = ("table", "json", "csv", "markdown")
 SPARK = "▁▂▃▄▅▆▇█"

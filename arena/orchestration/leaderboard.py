@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
+from arena.champions import stats
+from arena.core.result import hparams_key
+from arena.core.spec import Spec
 from arena.db.store import Store, StoredRun
-from arena.runner.result import hparams_key
-from arena.runner.spec import Spec
 
 TIE_P = 0.05  # two-sided paired p-value above which an entry is marked statistically tied with the champion
 
@@ -66,26 +66,13 @@ class Board:
     tuning: list[dict[str, Any]]
 
 
-def mean_ci(values: list[float]) -> tuple[float, tuple[float, float] | None]:
-    """Mean and the 95% t-interval over seeds (None with fewer than 2 values)."""
-    arr = np.asarray(values, dtype=float)
-    m = float(arr.mean())
-    if len(arr) < 2:
-        return m, None
-    half = float(stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr)))
-    return m, (m - half, m + half)
-
-
-def paired(champ: dict[int, float], other: dict[int, float]) -> tuple[list[float], list[float]]:
-    common = sorted(set(champ) & set(other))
-    return [champ[s] for s in common], [other[s] for s in common]
-
-
-def noise_floor(rows: list[Row], reference: str) -> float | None:
+def noise_floor(rows: list[Row], spec: Spec | None) -> float | None:
+    """σ as the champion decisions use it: the reference variant's spread over the spec's tournament seeds."""
+    reference = spec.reference_variant if spec else "gf"
     ref = next((r for r in rows if r.name == reference), None)
-    if ref is None or ref.n_seeds < 2:
+    if ref is None:
         return None
-    return float(np.std(list(ref.losses.values()), ddof=1))
+    return stats.noise_floor_on(ref.losses, spec.seeds if spec else sorted(ref.losses))
 
 
 def _group(runs: list[StoredRun], store: Store, spec: Spec | None) -> list[Row]:
@@ -126,7 +113,7 @@ def build(store: Store, spec_hash: str) -> Board:
     rows = _group(runs, store, spec)
     for row in rows:
         if row.losses:
-            row.mean, row.ci = mean_ci(list(row.losses.values()))
+            row.mean, row.ci = stats.mean_ci(list(row.losses.values()))
     decision = store.champion(spec_hash)
     champ_row = None
     if decision is not None:
@@ -140,20 +127,15 @@ def build(store: Store, spec_hash: str) -> Board:
         for row in rows:
             if row is champ_row or not row.losses:
                 continue
-            a, b = paired(champ_row.losses, row.losses)
+            _, a, b = stats.paired(champ_row.losses, row.losses)
             if not a:
                 continue
-            ma = float(np.mean(a))
-            row.delta_pct = 100.0 * (float(np.mean(b)) - ma) / ma
+            ma = stats.mean(a)
+            row.delta_pct = 100.0 * (stats.mean(b) - ma) / ma
             if len(a) >= 2:
-                d = np.asarray(a) - np.asarray(b)  # champion − entry: positive when the entry is better
-                if np.allclose(d, d[0]):
-                    row.p_value = 0.0 if d[0] > 0 else 1.0
-                    two_sided = 0.0 if d[0] != 0 else 1.0
-                else:
-                    row.p_value = float(stats.ttest_1samp(d, 0.0, alternative="greater").pvalue)
-                    two_sided = float(stats.ttest_1samp(d, 0.0).pvalue)
-                row.tied = two_sided >= TIE_P
+                test = stats.t_test([x - y for x, y in zip(a, b, strict=True)])  # champion − entry: > 0 is better
+                row.p_value = test.p
+                row.tied = test.p_two_sided >= TIE_P
     ranked = sorted(rows, key=lambda r: (r.mean is None, r.mean if r.mean is not None else 0.0, r.name))
     for i, row in enumerate(ranked, start=1):
         row.rank = i if row.mean is not None else None
@@ -161,7 +143,7 @@ def build(store: Store, spec_hash: str) -> Board:
     return Board(
         spec_hash=spec_hash, spec=spec, rows=ranked, champion=champ_row.name if champ_row else None,
         champion_by_default=bool(decision and decision.by_default), tuning=tuning,
-        noise_floor=noise_floor(rows, spec.reference_variant if spec else "gf"),
+        noise_floor=noise_floor(rows, spec),
     )
 
 

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from arena.config import did_you_mean, from_dict_strict, replace_strict
-from arena.errors import ArenaError
+from arena.core.config import did_you_mean, from_dict_strict, replace_strict
+from arena.core.errors import ArenaError
 
 # Bump when the meaning of a field or the training/eval code changes what a spec computes.
 PROTOCOL_VERSION = 1
@@ -114,7 +114,12 @@ class Spec:
 
     # -- derivation -------------------------------------------------------------------------------------------
     def derive(self, **changes: Any) -> Spec:
-        """A copy with some fields changed (``dims`` fields may be given by name too); validated."""
+        """A copy with some fields changed (``dims`` fields may be given by name too); validated.
+
+        Derived rules (the only place they live: the CLI's ``--steps N`` and ``derive(steps=N)`` give one hash):
+        changing ``steps`` caps ``warmup_steps`` at a fifth of the run and ``eval_every`` at the run, unless those
+        are given too; changing ``seeds`` raises ``max_seeds`` to cover them.
+        """
         dim_names = {f.name for f in dataclasses.fields(ModelDims)}
         names = dim_names | {f.name for f in dataclasses.fields(Spec)}
         for key in changes:
@@ -125,6 +130,11 @@ class Spec:
         spec = replace_strict(self, top) if top else self
         if dim_changes:
             spec = dataclasses.replace(spec, dims=replace_strict(spec.dims, dim_changes))
+        if "steps" in changes:  # a shorter run keeps the preset's shape: warm-up ≤ a fifth, at least one eval
+            if "warmup_steps" not in changes:
+                spec = dataclasses.replace(spec, warmup_steps=min(self.warmup_steps, max(0, spec.steps // 5)))
+            if "eval_every" not in changes:
+                spec = dataclasses.replace(spec, eval_every=min(self.eval_every, max(1, spec.steps)))
         if "seeds" in changes and "max_seeds" not in changes:
             spec = dataclasses.replace(spec, max_seeds=max(spec.max_seeds, max(spec.seeds, default=-1) + 1))
         spec.validate()

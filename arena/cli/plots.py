@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from arena.runner.result import RunResult
+from arena.core.result import RunResult
 
 
 def plot_curves(runs: Sequence[RunResult], path: str | Path, title: str = "") -> Path:

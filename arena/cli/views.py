@@ -9,9 +9,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from arena.errors import ArenaError
-from arena.runner.result import RunResult
-from arena.runner.spec import PRESETS, Spec
+from arena.core.errors import ArenaError
+from arena.core.result import RunResult
+from arena.core.spec import Spec
+from arena.orchestration.specs import find_spec_hash
 
 
 def _f(x: float | None, spec: str = ".4f") -> str:
@@ -19,7 +20,7 @@ def _f(x: float | None, spec: str = ".4f") -> str:
 
 
 def print_result(console: Console, r: RunResult, spec: Spec | None = None) -> None:
-    from arena.render import sparkline
+    from arena.cli.render import sparkline
 
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
@@ -53,27 +54,11 @@ def print_result(console: Console, r: RunResult, spec: Spec | None = None) -> No
     console.print(t)
 
 
-def find_spec_hash(store: Any, ref: str | None) -> str:
-    """A spec hash from a hash prefix or a preset name; default: the spec with the most recent run."""
-    specs = store.specs()
-    if not specs:
-        raise ArenaError("the store has no runs yet; start with: arena tournament --preset smoke")
-    if ref is None:
-        return max(specs, key=lambda s: s.created).hash
-    if ref in PRESETS:
-        return PRESETS[ref].hash
-    matches = [s.hash for s in specs if s.hash.startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    known = ", ".join(f"{s.hash[:8]} ({s.name})" for s in specs[:8])
-    raise ArenaError(f"--spec '{ref}' matches {len(matches)} specs; known: {known}")
-
-
 def print_leaderboard(console: Console, store: Any, spec_hash: str, fmt: str) -> None:
     import sys
 
-    from arena import render
-    from arena.leaderboard import build
+    from arena.cli import render
+    from arena.orchestration.leaderboard import build
 
     board = build(store, spec_hash)
     if fmt == "table":
@@ -92,7 +77,7 @@ def print_leaderboard(console: Console, store: Any, spec_hash: str, fmt: str) ->
 
 
 def show_target(console: Console, store: Any, what: str, spec_ref: str | None, plot: Path | None) -> None:
-    from arena.plots import plot_curves
+    from arena.cli.plots import plot_curves
 
     ident = what.lstrip("#")
     if ident.isdigit():
@@ -105,14 +90,14 @@ def show_target(console: Console, store: Any, what: str, spec_ref: str | None, p
         spec_hash = find_spec_hash(store, spec_ref)
         found = [r for r in store.runs(spec_hash) if r.result.variant == what]
         if not found:
-            from arena.config import did_you_mean
+            from arena.core.config import did_you_mean
 
             names = {r.result.variant for r in store.runs(spec_hash)}
             raise ArenaError(f"no runs of '{what}' under spec {spec_hash[:8]}{did_you_mean(what, names)}")
         t = Table(title=f"{what} · spec {spec_hash[:8]}")
         for col in ("run", "seed", "status", "val loss", "bits/char", "tok/s", "curve", "study/trial"):
             t.add_column(col)
-        from arena.render import sparkline
+        from arena.cli.render import sparkline
 
         for s in sorted(found, key=lambda r: (r.study_name or "", r.result.seed)):
             r = s.result
@@ -126,3 +111,14 @@ def show_target(console: Console, store: Any, what: str, spec_ref: str | None, p
     if plot is not None:
         out = plot_curves(runs, plot, title=what)
         console.print(f"wrote {out}")
+
+
+OUTCOME_STYLE = {"first": "bold", "promoted": "bold green", "kept": "yellow", "holds": "", "none": "", "current": ""}
+
+
+def print_outcome(console: Console, outcome: Any) -> None:
+    """A champion decision: its line, styled by kind, and where the champion's artifacts are."""
+    style = OUTCOME_STYLE.get(outcome.kind, "")
+    console.print(outcome.message, style=style or None, highlight=False)
+    if outcome.artifacts is not None:
+        console.print(f"  champion artifacts: {outcome.artifacts}", highlight=False)

@@ -1,45 +1,25 @@
-"""Load variant files by path and validate them against the plugin contract.
+"""Load variant files by path: read, import from the exact source text, and check the declaration's fields.
 
-The same validation serves ``arena submit``, tournaments and ``arena variants check``. Every problem is one
-ArenaError line that names the file and the reason; nothing is stored for a rejected file.
+``arena.runner.check`` then checks the loaded variant against a spec (build, shapes, budget, causality). Every
+problem is one ArenaError line that names the file and the reason; nothing is stored for a rejected file.
 """
 
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import importlib.resources
 import re
 import sys
 import types
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from arena.api import KINDS, MIXERS, Fusion, Variant
-from arena.config import did_you_mean
-from arena.errors import ArenaError
-from arena.runner.spec import ModelDims, Spec
+from arena.core.config import did_you_mean
+from arena.core.errors import ArenaError
+from arena.core.variant import KINDS, MIXERS, Fusion, LoadedVariant, Variant
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-CAUSAL_T = 24  # sequence length of the causality probe (not a multiple of any chunk size we use)
-
-
-@dataclass(frozen=True)
-class LoadedVariant:
-    """A variant file as loaded: its declaration, where it came from, and the exact source it ran."""
-
-    variant: Variant
-    path: str
-    source: str
-    sha256: str
-
-    @property
-    def name(self) -> str:
-        return self.variant.name
 
 
 def builtin_dir() -> Path:
@@ -161,74 +141,3 @@ def builtin(name: str) -> LoadedVariant:
     if name not in variants:
         raise ArenaError(f"unknown variant '{name}'{did_you_mean(name, variants)}; see: arena variants list")
     return variants[name]
-
-
-@functools.cache
-def reference_params(dims: ModelDims, reference: str = "gf") -> int:
-    """Parameter count of the reference variant at these dims: the target baselines are matched to."""
-    from arena.model.lm import build_model, count_params
-
-    ref = builtin(reference)
-    return count_params(build_model(dims, ref.variant))
-
-
-def param_count(loaded: LoadedVariant, spec: Spec) -> int:
-    from arena.model.lm import build_model, count_params
-
-    target = reference_params(spec.dims, spec.reference_variant) if loaded.variant.match_params else None
-    return count_params(build_model(spec.dims, loaded.variant, match_params_to=target))
-
-
-def check_variant(loaded: LoadedVariant, spec: Spec) -> int:
-    """Validate a loaded variant against a spec: fusion shape, finite outputs, budget, causality.
-
-    Returns the parameter count at the spec size. Raises ArenaError naming the file otherwise.
-    """
-    from arena.model.lm import build_model, count_params
-
-    v, path = loaded.variant, loaded.path
-    d = spec.dims.d_model
-    gen = torch.Generator().manual_seed(0)
-    if v.fusion is not None:
-        try:
-            fusion = v.fusion(d, v.defaults())
-            a, b, x = (torch.randn(2, CAUSAL_T, d, generator=gen) for _ in range(3))  # (2, T, D) each
-            y = fusion(a, b, x)
-        except Exception as exc:
-            raise ArenaError(f"{path}: the fusion module fails on a (2, {CAUSAL_T}, {d}) batch: {exc}") from None
-        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (2, CAUSAL_T, d):
-            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ArenaError(
-                f"{path}: the fusion returns shape {shape}; it must return (B, T, D) = (2, {CAUSAL_T}, {d})"
-            )
-    target = reference_params(spec.dims, spec.reference_variant) if v.match_params else None
-    try:
-        model = build_model(spec.dims, v, seed=0, backend="torch_chunk", match_params_to=target)
-    except Exception as exc:
-        raise ArenaError(f"{path}: the model does not build at the spec size: {type(exc).__name__}: {exc}") from None
-    n_params = count_params(model)
-    if n_params > spec.param_budget:
-        raise ArenaError(
-            f"{path}: {n_params:,} parameters exceed the spec's budget of {spec.param_budget:,} (spec {spec.label})"
-        )
-    model.eval()
-    t_probe = CAUSAL_T // 2
-    idx = torch.randint(0, spec.dims.vocab_size, (2, CAUSAL_T), generator=gen)  # (2, T)
-    changed = idx.clone()
-    changed[:, t_probe + 1 :] = torch.randint(0, spec.dims.vocab_size, (2, CAUSAL_T - t_probe - 1), generator=gen)
-    with torch.no_grad():
-        try:
-            out = model(idx)  # (2, T, V)
-            out2 = model(changed)
-        except Exception as exc:
-            raise ArenaError(f"{path}: forward fails on a tiny batch: {type(exc).__name__}: {exc}") from None
-    if tuple(out.shape) != (2, CAUSAL_T, spec.dims.vocab_size):
-        raise ArenaError(f"{path}: logits have shape {tuple(out.shape)}, expected (2, {CAUSAL_T}, vocab)")
-    if not torch.isfinite(out).all():
-        raise ArenaError(f"{path}: outputs on a tiny batch are not finite (NaN or inf)")
-    leak = (out[:, : t_probe + 1] - out2[:, : t_probe + 1]).abs().max().item()
-    if leak > 1e-5:
-        raise ArenaError(
-            f"{path}: not causal: logits at positions ≤ {t_probe} change by {leak:.2e} when later tokens change"
-        )
-    return n_params

@@ -1,7 +1,8 @@
 """optuna-dashboard on the search storage: run it in the foreground (``serve``) or in the background (tests).
 
 The dashboard is started as its own process (the ``optuna-dashboard`` CLI of this Python environment) on the
-same storage spec the search uses (``arena.study_storage.open_storage``: a path is a journal file, ``sqlite:///`` and
+same storage spec the search uses (``arena.orchestration.search.storage.open_storage``: a path is a journal
+file, ``sqlite:///`` and
 ``postgresql…://`` are RDB, ``redis://`` the Redis journal), so it can be stopped by PID without touching the
 caller. It only reads the storage; starting it never changes a study.
 """
@@ -22,12 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from arena.errors import ArenaError
+from arena.core.errors import ArenaError
 
 
 def dashboard_argv(storage: str, host: str = "127.0.0.1", port: int = 8080) -> list[str]:
     """The command line that serves ``storage``; ArenaError if optuna-dashboard is not installed."""
-    from arena.study_storage import storage_kind
+    from arena.orchestration.search.storage import storage_kind
 
     exe = Path(sys.executable).with_name("optuna-dashboard")
     program = str(exe) if exe.exists() else shutil.which("optuna-dashboard")
@@ -46,7 +47,7 @@ def url_of(host: str, port: int) -> str:
 
 def _prepare(storage: str) -> None:
     """Fail early with one line on a storage that cannot be opened (and create an empty journal file)."""
-    from arena.study_storage import open_storage
+    from arena.orchestration.search.storage import open_storage
 
     open_storage(storage)
 

@@ -1,59 +1,19 @@
-"""CLI commands of the search: ``arena tune``, ``arena adopt``, ``arena dashboard``. Parse, call arena.tune /
-arena.dashboard, render. The lead's ``arena.cli`` calls ``register(app)``; errors are ArenaError (one line).
+"""CLI commands of the search: ``arena tune``, ``arena adopt``, ``arena dashboard``. Parse, call
+``arena.orchestration.search`` / ``arena.orchestration.dashboard``, render; errors are ArenaError (one line).
 
 No ``from __future__ import annotations`` here: typer reads the annotations at run time.
 """
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from arena.console import console
-from arena.errors import ArenaError
+from arena.cli import options as o
+from arena.cli.common import open_store, run_options, spec_from_flags
+from arena.cli.console import console
+from arena.core.errors import ArenaError
 
-VariantArg = Annotated[str, typer.Argument(help="A shipped variant name (arena variants list) or a variant .py file.")]
-PresetOpt = Annotated[str, typer.Option("--preset", help="Benchmark preset: phase2 (the seeds' setting) or smoke.")]
-StepsOpt = Annotated[int | None, typer.Option("--steps", help="Training steps per trial (derives a new spec).")]
-TrackOpt = Annotated[str | None, typer.Option("--track", help="shakespeare | mqar | text:PATH (derives a new spec).")]
-DataOpt = Annotated[str | None, typer.Option("--data", help="Path to tinyshakespeare.txt (or ARENA_DATA).")]
-DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the arena store (or ARENA_DB).")]
-StorageOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--storage",
-        help="Optuna storage: a journal file path, sqlite:///F, postgresql+psycopg://…, redis://… "
-        "(default: optuna.journal next to a SQLite store; the store's URL on PostgreSQL).",
-    ),
-]
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``tune``, ``adopt`` and ``dashboard`` commands to ``app``."""
-    app.command("tune")(tune)
-    app.command("adopt")(adopt)
-    app.command("dashboard")(dashboard)
-
-
-def _spec(preset: str, steps: int | None, track: str | None, data: str | None) -> Any:
-    # The same flag → spec rules as `arena run`/`tournament`, so a tuned entry's spec hash matches theirs.
-    from arena.cli import build_spec
-
-    return build_spec(preset, steps, None, track, data, None)
-
-
-def _variant(ref: str) -> Any:
-    from arena.variants_loader import builtin, load_variant
-
-    if ref.endswith(".py") or Path(ref).exists():
-        return load_variant(ref)
-    return builtin(ref)
-
-
-def _store(db: str | None) -> Any:
-    from arena.db.store import Store
-
-    return Store(db or Store.default_url())
+VariantArg = Annotated[str, typer.Argument(help="A variant name (arena variants list) or a variant .py file.")]
 
 
 def _params(text: str) -> tuple[str, ...]:
@@ -69,10 +29,12 @@ def tune(
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Seconds after which no new trial starts (running ones finish).")
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Optimizing processes on this machine.")] = 1,
-    preset: PresetOpt = "phase2",
-    steps: StepsOpt = None,
-    track: TrackOpt = None,
+    preset: o.Preset = "phase2",
+    steps: o.Steps = None,
+    seeds: o.Seeds = None,
+    track: o.Track = None,
+    data: o.Data = None,
+    sets: o.Set = None,
     params: Annotated[str, typer.Option("--params", help="Hyperparameters to search (those the variant declares).")] = (
         "gate_init,lr_mult"
     ),
@@ -86,40 +48,37 @@ def tune(
     trial_timeout: Annotated[
         float, typer.Option("--trial-timeout", help="Per-trial time limit in seconds; past it the trial FAILs.")
     ] = 3600.0,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")] = "auto",
-    storage: StorageOpt = None,
-    db: DbOpt = None,
-    data: DataOpt = None,
+    device: o.Device = "auto",
+    backend: o.Backend = "auto",
+    mode: o.Mode = "auto",
+    workers: Annotated[int, typer.Option("--workers", help="Optimizing processes (each with its runner worker).")] = 1,
+    gpus: o.Gpus = None,
+    pinned_batches: o.PinnedBatches = True,
+    fused_adamw: o.FusedAdamw = True,
+    storage: o.Storage = None,
+    db: o.Db = None,
 ) -> None:
-    """Search a variant's hyperparameters (Optuna TPE, median pruning) on the tuning seed, never the tournament's."""
+    """Search a variant's hyperparameters (Optuna TPE, median pruning) on the tuning seed, never the tournament's.
+
+    The spec flags are those of ``arena tournament``, so a tuned entry competes under the same spec hash."""
     import optuna
 
-    from arena import tune as search
-    from arena.variants_loader import check_variant
+    from arena.orchestration.entries import resolve_variant
+    from arena.orchestration.search import tune as search
+    from arena.runner.check import check_variant
 
-    spec = _spec(preset, steps, track, data)
-    loaded = _variant(variant)
-    check_variant(loaded, spec)
-    store = _store(db)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are shown by the progress display instead
+    spec = spec_from_flags(preset, steps, seeds, track, data, sets)
+    options = run_options(device, backend, mode, trial_timeout, workers, gpus, data, pinned_batches, fused_adamw)
+    store = open_store(db)
     try:
+        loaded = resolve_variant(variant, store)
+        check_variant(loaded, spec)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are shown by the progress display instead
         with _TrialProgress(console, trials) as progress:
             summary = search.tune(
-                loaded,
-                spec,
-                trials=trials,
-                timeout_s=timeout,
-                workers=workers,
-                params=_params(params),
-                resume=resume,
-                storage=storage,
-                store=store,
-                seed=seed,
-                on_trial=progress.on_trial,
+                loaded, spec, trials=trials, store=store, options=options, timeout_s=timeout,
+                params=_params(params), resume=resume, storage=storage, seed=seed, on_trial=progress.on_trial,
                 on_start=progress.start,
-                trial_timeout_s=trial_timeout,
-                device=device,
-                data_flag=data,
             )
         _print_summary(console, summary)
         if do_adopt:
@@ -131,21 +90,24 @@ def tune(
 
 def adopt(
     variant: VariantArg,
-    preset: PresetOpt = "phase2",
-    steps: StepsOpt = None,
-    track: TrackOpt = None,
+    preset: o.Preset = "phase2",
+    steps: o.Steps = None,
+    seeds: o.Seeds = None,
+    track: o.Track = None,
+    data: o.Data = None,
+    sets: o.Set = None,
     name: Annotated[str | None, typer.Option("--name", help="Entry name (default: <variant>@tuned).")] = None,
-    storage: StorageOpt = None,
-    db: DbOpt = None,
-    data: DataOpt = None,
+    storage: o.Storage = None,
+    db: o.Db = None,
 ) -> None:
     """Freeze the best trial of the variant's study as a tuned entry that competes on the tournament seeds."""
-    from arena import tune as search
+    from arena.orchestration.entries import resolve_variant
+    from arena.orchestration.search import tune as search
 
-    spec = _spec(preset, steps, track, data)
-    loaded = _variant(variant)
-    store = _store(db)
+    spec = spec_from_flags(preset, steps, seeds, track, data, sets)
+    store = open_store(db)
     try:
+        loaded = resolve_variant(variant, store)
         entry = search.adopt(loaded, spec, store, storage, name=name)
         row = store.entry(entry)
     finally:
@@ -159,13 +121,13 @@ def dashboard(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
-    storage: StorageOpt = None,
-    db: DbOpt = None,
+    storage: o.Storage = None,
+    db: o.Db = None,
 ) -> None:
     """Serve optuna-dashboard on the search storage (history, importances, pruning curves) until Ctrl-C."""
-    from arena.dashboard import serve
     from arena.db.store import Store
-    from arena.study_storage import default_storage
+    from arena.orchestration.dashboard import serve
+    from arena.orchestration.search.storage import default_storage
 
     code = serve(storage or default_storage(db or Store.default_url()), host, port)
     if code:

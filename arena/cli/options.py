@@ -1,0 +1,44 @@
+"""Every option that more than one command takes, defined once (flag name, type and help).
+
+No ``from __future__ import annotations`` here: typer reads the annotations at run time.
+"""
+
+from typing import Annotated
+
+import typer
+
+# -- the spec ------------------------------------------------------------------------------------------------------
+Preset = Annotated[str, typer.Option("--preset", help="Benchmark preset: phase2 (the seeds' setting) or smoke.")]
+Steps = Annotated[int | None, typer.Option("--steps", help="Training steps (derives a new spec).")]
+Seeds = Annotated[str | None, typer.Option("--seeds", help="Seeds: a count (5) or a list (0,1,2); new spec.")]
+Track = Annotated[str | None, typer.Option("--track", help="shakespeare | mqar | text:PATH (new spec).")]
+Data = Annotated[str | None, typer.Option("--data", help="Path to tinyshakespeare.txt (or ARENA_DATA).")]
+Set = Annotated[list[str] | None, typer.Option("--set", help="Override a spec field: --set lr=1e-3 (new spec).")]
+Hp = Annotated[list[str] | None, typer.Option("--hp", help="Hyperparameter value: --hp gate_init=0.3")]
+SpecRef = Annotated[str | None, typer.Option("--spec", help="Spec hash (prefix) or preset name; default: latest.")]
+
+# -- the store -----------------------------------------------------------------------------------------------------
+Db = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store (or ARENA_DB).")]
+Storage = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="Optuna storage: a journal file path, sqlite:///F, postgresql+psycopg://…, redis://… "
+        "(default: optuna.journal next to a SQLite store; the store's URL on PostgreSQL).",
+    ),
+]
+
+# -- how runs execute (arena.core.options.RunOptions) --------------------------------------------------------------
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
+Backend = Annotated[str, typer.Option("--backend", help="auto | kernel | torch_chunk | torch_recurrent")]
+Mode = Annotated[str, typer.Option("--mode", help="auto | eager | graph (the whole step in one CUDA graph)")]
+Timeout = Annotated[float, typer.Option("--timeout", help="Per-run time limit in seconds; a run past it is a timeout.")]
+Workers = Annotated[int, typer.Option("--workers", help="Parallel worker processes (GPUs are shared round-robin).")]
+Gpus = Annotated[str | None, typer.Option("--gpus", help="GPU indices the workers use, e.g. 0,1 (default: CUDA's).")]
+PinnedBatches = Annotated[
+    bool, typer.Option("--pinned-batches/--pageable-batches", help="CUDA: copy batches through pinned host memory.")
+]
+FusedAdamw = Annotated[
+    bool, typer.Option("--fused-adamw/--foreach-adamw", help="CUDA: single-kernel AdamW or the multi-tensor one.")
+]
+Rerun = Annotated[bool, typer.Option("--rerun", help="Recompute runs that are already stored.")]

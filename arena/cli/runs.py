@@ -1,0 +1,177 @@
+"""The commands that train: ``arena run``, ``arena submit``, ``arena tournament``. Parse, call, render.
+
+No ``from __future__ import annotations`` here: typer reads the annotations at run time.
+"""
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from arena.cli import options as o
+from arena.cli.common import (
+    existing_store,
+    open_store,
+    parse_hparams,
+    run_options,
+    spec_from_flags,
+)
+from arena.cli.console import console
+from arena.core.errors import ArenaError
+
+
+def run(
+    variant: Annotated[str, typer.Argument(help="A variant name or a path to a variant file.")],
+    seed: Annotated[int, typer.Option("--seed", help="The seed (fixes init and data order).")] = 0,
+    preset: o.Preset = "phase2",
+    steps: o.Steps = None,
+    track: o.Track = None,
+    data: o.Data = None,
+    sets: o.Set = None,
+    hp: o.Hp = None,
+    device: o.Device = "auto",
+    backend: o.Backend = "auto",
+    mode: o.Mode = "auto",
+    timeout: o.Timeout = 3600.0,
+    workers: o.Workers = 1,
+    gpus: o.Gpus = None,
+    pinned_batches: o.PinnedBatches = True,
+    fused_adamw: o.FusedAdamw = True,
+    db: o.Db = None,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Do not read or write the store.")] = False,
+    rerun: o.Rerun = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+) -> None:
+    """Train one variant under the spec with one seed (memoized in the store) and print the result."""
+    from arena.cli.progress import single_run_progress
+    from arena.cli.views import print_result
+    from arena.orchestration.entries import Entry, resolve_variant
+    from arena.orchestration.execute import register
+    from arena.runner.worker import run_trial
+
+    spec = spec_from_flags(preset, steps, None, track, data, sets)
+    options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
+    store = None if no_store else existing_store(db)
+    loaded = resolve_variant(variant, store)  # an unknown name fails here, before a store is created
+    if not no_store and store is None:
+        store = open_store(db)
+    entry = Entry.of(loaded, parse_hparams(hp))
+    if store is not None:
+        stored = store.get_run(entry.key(spec, seed))
+        if stored is not None and not rerun:
+            console.print(f"[dim]memoized: run #{stored.id} (use --rerun to recompute)[/dim]")
+            _emit_result(stored.result, as_json)
+            return
+    with single_run_progress(console, f"{loaded.name} seed {seed}", spec.steps) as on_event:
+        result = run_trial(spec, loaded, seed, entry.hparams, options=options, on_event=on_event)
+    if store is not None:
+        register(store, spec, [entry])
+        store.record_run(result, replace=rerun)
+    _emit_result(result, as_json)
+    if not as_json:
+        print_result(console, result, spec)
+    if result.status not in ("ok",):
+        raise typer.Exit(2)
+
+
+def _emit_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+
+
+def submit(
+    file: Annotated[str, typer.Argument(help="Path to the variant file.")],
+    no_run: Annotated[bool, typer.Option("--no-run", help="Only validate and register.")] = False,
+    preset: o.Preset = "phase2",
+    steps: o.Steps = None,
+    seeds: o.Seeds = None,
+    track: o.Track = None,
+    data: o.Data = None,
+    sets: o.Set = None,
+    device: o.Device = "auto",
+    backend: o.Backend = "auto",
+    mode: o.Mode = "auto",
+    timeout: o.Timeout = 3600.0,
+    workers: o.Workers = 1,
+    gpus: o.Gpus = None,
+    pinned_batches: o.PinnedBatches = True,
+    fused_adamw: o.FusedAdamw = True,
+    db: o.Db = None,
+) -> None:
+    """Validate and register a variant, run it on the spec's seeds, and ask the champion registry for a verdict."""
+    from arena.cli.views import print_outcome
+    from arena.orchestration.contest import Contests
+    from arena.orchestration.entries import Entry
+    from arena.orchestration.execute import register
+    from arena.runner.check import check_variant
+    from arena.runner.loader import load_variant
+
+    spec = spec_from_flags(preset, steps, seeds, track, data, sets)
+    options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
+    loaded = load_variant(file)
+    n_params = check_variant(loaded, spec)
+    store = open_store(db)
+    existing = store.latest_variant(loaded.name)
+    if existing is not None and existing.path != loaded.path and existing.sha256 != loaded.sha256:
+        raise ArenaError(
+            f"variant name '{loaded.name}' is already registered from {existing.path}; {file} declares it too "
+            "— rename one"
+        )
+    entry = Entry.of(loaded)
+    register(store, spec, [entry])
+    version = "new version" if existing is not None and existing.sha256 != loaded.sha256 else "registered"
+    console.print(f"[green]✓[/green] {loaded.name} ({loaded.variant.kind}) {version}: sha {loaded.sha256[:12]}, "
+                  f"{n_params:,} params at {spec.label}")
+    if no_run:
+        return
+    contests = Contests(store, spec, options, on_note=lambda text: console.print(f"  [dim]{text}[/dim]"))
+    print_outcome(console, contests.challenge(entry))
+
+
+def tournament(
+    preset: o.Preset = "phase2",
+    steps: o.Steps = None,
+    seeds: o.Seeds = None,
+    track: o.Track = None,
+    data: o.Data = None,
+    sets: o.Set = None,
+    variants: Annotated[str | None, typer.Option("--variants", help="Comma list of names (default: all).")] = None,
+    device: o.Device = "auto",
+    backend: o.Backend = "auto",
+    mode: o.Mode = "auto",
+    timeout: o.Timeout = 3600.0,
+    workers: o.Workers = 1,
+    gpus: o.Gpus = None,
+    pinned_batches: o.PinnedBatches = True,
+    fused_adamw: o.FusedAdamw = True,
+    rerun: o.Rerun = False,
+    db: o.Db = None,
+) -> None:
+    """Run every registered and shipped variant under the spec, then print the leaderboard and champion decision."""
+    from arena.cli.progress import TournamentProgress
+    from arena.cli.views import print_leaderboard, print_outcome
+    from arena.orchestration.contest import Contests
+    from arena.orchestration.entries import tournament_entries
+    from arena.orchestration.execute import execute, plan, register
+
+    spec = spec_from_flags(preset, steps, seeds, track, data, sets)
+    options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
+    store = existing_store(db)
+    entries = tournament_entries(store, spec, variants.split(",") if variants else None)  # may fail: nothing written
+    if store is None:
+        store = open_store(db)
+    register(store, spec, entries)
+    jobs = plan(store, spec, entries, spec.seeds, rerun=rerun)
+    memo = len(entries) * len(spec.seeds) - len(jobs)
+    console.print(
+        f"tournament {spec.label}: {len(entries)} entries × {len(spec.seeds)} seeds · {len(jobs)} to run, "
+        f"{memo} memoized · {workers} worker(s)"
+    )
+    contests = Contests(store, spec, options, on_note=lambda text: console.print(f"  [dim]{text}[/dim]"))
+    with TournamentProgress(console, jobs, spec.steps, workers) as progress:
+        execute(store, spec, jobs, options, checkpoint_dir=contests.checkpoint_dir, on_progress=progress.on_event,
+                on_done=progress.on_done, rerun=rerun)
+    for outcome in contests.after_tournament(entries):
+        print_outcome(console, outcome)
+    print_leaderboard(console, store, spec.hash, "table")

@@ -1,0 +1,63 @@
+"""How runs execute — never what they compute (that is the spec). One frozen object from the CLI to the loop.
+
+``RunOptions`` travels unchanged from the flags through the orchestration and the worker to the training loop;
+each layer reads the fields it needs. ``validate`` turns a bad value into one line naming the flag.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from arena.core.errors import ArenaError
+
+BACKENDS: tuple[str, ...] = ("auto", "kernel", "torch_chunk", "torch_recurrent")
+MODES: tuple[str, ...] = ("auto", "eager", "graph")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a CUDA run schedules the same math (recorded in every GPU run's ``env``; ignored on the CPU).
+
+    * ``pinned_batches``: batches reach the GPU through pinned host buffers (``runner.feed``), so the host queues
+      the next step while the GPU runs this one;
+    * ``fused_adamw``: torch's single-kernel AdamW instead of the multi-tensor (foreach) one: the same update rule,
+      a few kernels a step instead of dozens; floating-point results differ in the last bits.
+    """
+
+    pinned_batches: bool = True
+    fused_adamw: bool = True
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every runner option: where (device, gpus), how (backend, mode, execution), how long (timeout) and how many
+    at once (workers); ``data_flag`` is the ``--data`` path the runner resolves the corpus from."""
+
+    device: str = "auto"
+    backend: str = "auto"
+    mode: str = "auto"
+    execution: Execution = field(default_factory=Execution)
+    timeout_s: float | None = 3600.0
+    workers: int = 1
+    gpus: tuple[int, ...] = ()
+    data_flag: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ArenaError naming the first flag whose value makes no sense."""
+        if not _DEVICE.fullmatch(self.device):
+            raise ArenaError(f"--device must be auto, cpu, cuda or cuda:N, not '{self.device}'")
+        if self.backend not in BACKENDS:
+            raise ArenaError(f"--backend must be one of {', '.join(BACKENDS)}, not '{self.backend}'")
+        if self.mode not in MODES:
+            raise ArenaError(f"--mode must be one of {', '.join(MODES)}, not '{self.mode}'")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ArenaError(f"--timeout must be a positive number of seconds, got {self.timeout_s:g}")
+        if self.workers < 1:
+            raise ArenaError(f"--workers must be at least 1, got {self.workers}")
+        if any(g < 0 for g in self.gpus):
+            raise ArenaError(f"--gpus must list non-negative GPU indices, got {list(self.gpus)}")

@@ -1,0 +1,1 @@
+"""The hyperparameter search (Optuna): storage, study bookkeeping, the optimizing processes, adoption."""

@@ -1,0 +1,260 @@
+"""The optimizing processes of one search call: each runs trials in its own runner ``Worker`` until the call's
+global budget is used (counted under a file lock, so the budget is exact across processes)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import multiprocessing as mp
+import os
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from arena.core.errors import ArenaError
+from arena.core.options import RunOptions
+from arena.core.result import RunResult
+from arena.core.spec import Spec
+from arena.db.store import Store
+from arena.orchestration.search.space import make_pruner, make_sampler, search_space
+from arena.orchestration.search.storage import open_storage, recover_stale_trials, worker_owner
+from arena.orchestration.search.study import best_trial
+from arena.runner.loader import load_source
+from arena.runner.worker import Worker, make_task
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+STARTED = (TrialState.RUNNING, *FINISHED)
+
+
+class TrialFailed(Exception):
+    """The run behind a trial failed (diverged, crashed, timeout): Optuna records FAIL and the search goes on."""
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """A finished trial of this call, as ``on_trial`` receives it (in the calling process)."""
+
+    number: int
+    state: str  # COMPLETE | PRUNED | FAIL
+    value: float | None
+    params: dict[str, float]
+    done: int  # trials of this call finished so far (this one included)
+    budget: int
+    best_value: float | None  # the study's best so far (all calls)
+    best_trial: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """What an optimizing process needs (plain data: it crosses the spawn boundary)."""
+
+    storage: str
+    study: str
+    call_id: str
+    budget: int
+    deadline: float | None  # time.time() after which no trial starts
+    variant_source: str
+    variant_path: str
+    spec: dict[str, Any]
+    params: tuple[str, ...]
+    sampler_seed: int
+    lock_path: str | None
+    store_url: str | None = None
+    options: RunOptions = field(default_factory=RunOptions)
+    threads: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    verbosity: int = optuna.logging.WARNING
+
+
+class _BudgetLock:
+    """An exclusive flock held from 'count the started trials' until the new trial carries this call's id. The
+    kernel drops it if the holder dies, so a killed worker never blocks the others."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self.path is not None and self._fd is None:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _ours(t: FrozenTrial, call_id: str) -> bool:
+    return t.user_attrs.get("call") == call_id and not t.user_attrs.get("swept")
+
+
+def _started(study: optuna.Study, call_id: str) -> int:
+    return sum(_ours(t, call_id) for t in study.get_trials(deepcopy=False, states=STARTED))
+
+
+def _first_line(text: str | None) -> str:
+    return next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
+
+
+def optimize(job: Job, store: Store | None, stop: Callable[[], bool], after_trial: Callable[[], None]) -> None:
+    """Run trials of ``job.study`` until the call's budget is used, the deadline passes or ``stop()``."""
+    storage = open_storage(job.storage)
+    spec = Spec.from_dict(job.spec)
+    loaded = load_source(job.variant_source, job.variant_path)
+    space = search_space(loaded, job.params)
+    study = optuna.load_study(
+        study_name=job.study, storage=storage, sampler=make_sampler(job.sampler_seed), pruner=make_pruner(spec)
+    )
+    recover_stale_trials(study)
+    owner = worker_owner()
+    seed = spec.tuning_seeds[0]
+    lock = _BudgetLock(job.lock_path)
+    with Worker(threads=job.threads, env=job.env) as worker:
+
+        def objective(trial: optuna.Trial) -> float:
+            trial.set_user_attr("call", job.call_id)
+            for key, value in owner.items():
+                trial.set_user_attr(key, value)
+            lock.release()  # the trial now counts against the budget: let the other workers look
+            trial.set_user_attr("seed", seed)
+            trial.set_user_attr("sampler_seed", job.sampler_seed)
+            hp = {name: trial.suggest_float(name, h.low, h.high, log=h.log) for name, h in space.items()}
+
+            def on_event(event: dict[str, Any]) -> bool:
+                if event.get("type") != "eval" or not math.isfinite(float(event["val_loss"])):
+                    return False
+                trial.report(float(event["val_loss"]), int(event["step"]))
+                return trial.should_prune()
+
+            result = worker.run(make_task(spec, loaded, seed, hp, job.options), on_event)
+            if store is not None:
+                store.record_run(result, study_name=job.study, trial_number=trial.number)
+            trial.set_user_attr("run_key", result.key)
+            trial.set_user_attr("status", result.status)
+            return _value(trial, result)
+
+        while not stop():
+            if job.deadline is not None and time.time() >= job.deadline:
+                return
+            lock.acquire()
+            try:
+                if _started(study, job.call_id) >= job.budget:
+                    return
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+            finally:
+                lock.release()
+            after_trial()
+
+
+def _value(trial: optuna.Trial, result: RunResult) -> float:
+    if result.status == "pruned":
+        raise optuna.TrialPruned(f"pruned at step {result.steps_done}")
+    loss = result.final_val_loss
+    if result.status != "ok" or loss is None or not math.isfinite(loss):
+        reason = f"{result.status}: {_first_line(result.error) or 'no final val loss'}"[:500]
+        trial.set_user_attr("error", reason)
+        raise TrialFailed(reason)
+    return float(loss)
+
+
+def _worker_main(job: Job, stop: Any, errors: Any) -> None:
+    """Entry point of an optimizing process (spawned): its own storage handle, Store and runner Worker."""
+    optuna.logging.set_verbosity(job.verbosity)
+    store: Store | None = None
+    try:
+        if job.store_url is not None:
+            from arena.db.store import Store
+
+            store = Store(job.store_url)
+        optimize(job, store, stop.is_set, lambda: None)
+    except KeyboardInterrupt:
+        pass
+    except ArenaError as exc:
+        errors.put(str(exc))
+    except Exception as exc:
+        errors.put(f"{type(exc).__name__}: {exc}")
+    finally:
+        if store is not None:
+            store.close()
+
+
+class Reporter:
+    """Turns this call's newly finished trials into TrialEvents, in finishing order."""
+
+    def __init__(self, study: optuna.Study, call_id: str, budget: int, on_trial: Callable[[TrialEvent], None] | None):
+        self.study, self.call_id, self.budget, self.on_trial = study, call_id, budget, on_trial
+        self.seen: set[int] = set()
+
+    def poll(self) -> None:
+        trials = self.study.get_trials(deepcopy=False, states=FINISHED)
+        new = [t for t in trials if _ours(t, self.call_id) and t.number not in self.seen]
+        if not new:
+            return
+        best = best_trial(self.study)
+        for t in sorted(new, key=lambda t: (t.datetime_complete or t.datetime_start, t.number)):
+            self.seen.add(t.number)
+            if self.on_trial is not None:
+                self.on_trial(
+                    TrialEvent(
+                        number=t.number,
+                        state=t.state.name,
+                        value=t.value,
+                        params=dict(t.params),
+                        done=len(self.seen),
+                        budget=self.budget,
+                        best_value=best.value if best else None,
+                        best_trial=best.number if best else None,
+                        error=t.user_attrs.get("error"),
+                    )
+                )
+
+
+def run_processes(jobs: list[Job], study: optuna.Study, reporter: Reporter) -> None:
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    errors = ctx.Queue()
+    # Not daemonic: each process starts its own runner child, and daemonic processes may not have children.
+    procs = [
+        ctx.Process(target=_worker_main, args=(job, stop, errors), name=f"arena-tune-{i}") for i, job in enumerate(jobs)
+    ]
+    messages: list[str] = []
+    try:
+        for p in procs:
+            p.start()
+        reaped: set[int] = set()
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(timeout=0.25 / len(procs))
+            reporter.poll()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    messages.append(errors.get_nowait())
+            if messages:
+                stop.set()
+            for i, p in enumerate(procs):
+                if not p.is_alive() and i not in reaped:
+                    reaped.add(i)
+                    if p.exitcode:  # killed mid-trial: fail its trial and re-queue the params for the others
+                        recover_stale_trials(study)
+    except BaseException:
+        stop.set()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+        raise
+    with contextlib.suppress(queue.Empty):
+        while True:
+            messages.append(errors.get_nowait())
+    if messages:
+        raise ArenaError(messages[0])

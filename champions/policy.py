@@ -279,7 +279,7 @@ def first_champion(
     with ``by_default=True`` (also with fewer than 2 variants or 2 seeds). A seed on which one side's loss is
     non-finite counts as a loss for that side. ``evidence`` is JSON-friendly: ranking, α per comparison, δ and
     per-rival statistics, plus a one-line ``reason``.
-    
+
     Longer than usual because the comparison against every rival, its evidence and its reason belong together.
     """
     if not (math.isfinite(sigma) and sigma >= 0):

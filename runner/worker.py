@@ -156,7 +156,7 @@ class Worker:
                 stop = on_event(payload) if on_event else None
                 if payload.get("type") == "eval":
                     conn.send(("ack", bool(stop)))
-            elif kind == "result":
+            elif kind == "result" and isinstance(payload, dict):
                 return RunResult.from_dict(payload)
             elif kind == "error":
                 raise ArenaError(str(payload))

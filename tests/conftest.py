@@ -1,6 +1,10 @@
 """Every test runs isolated: its own arena home, no ARENA_DB, XDG folders in tmp (house style 14).
 
 Helpers that need a store import their own fixtures from their own modules; this file stays small.
+
+Subprocesses run ``python -P`` (Python ≥ 3.11: no working directory on sys.path), so that a test run from the repo
+root imports the installed arena, not the source folder ``arena/`` (which lacks arena.runner & co: pyproject maps
+runner/, db/ and champions/ there only when installed).
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_spec(corpus: Path):  # type: ignore[no-untyped-def]
     """The smoke preset cut to 6 steps, evals every 3 on 2 batches, seeds (0, 1), on the ``text:corpus`` track."""
-    from arena.runner.data import spec_for_track
     from arena.core.spec import PRESETS
+    from arena.runner.data import spec_for_track
 
     base = PRESETS["smoke"].derive(
         steps=6, warmup_steps=1, eval_every=3, eval_batches=2, final_eval_batches=2, seeds=(0, 1)
@@ -64,6 +68,6 @@ def tiny_spec(corpus: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def tiny_flags(corpus: Path) -> list[str]:
-    """``tiny_spec`` as CLI flags (``arena.cli.build_spec``: ``--steps 6`` gives warmup_steps = 6 // 5 = 1)."""
+    """``tiny_spec`` as CLI flags (``Spec.derive``: ``--steps 6`` gives warmup_steps = 6 // 5 = 1)."""
     return ["--preset", "smoke", "--steps", "6", "--track", f"text:{corpus}", "--set", "eval_every=3",
             "--set", "eval_batches=2", "--set", "final_eval_batches=2"]

@@ -155,7 +155,7 @@ def test_views_without_a_store_say_so_and_create_none(command: list[str], home: 
 
 def test_unknown_variant_as_a_real_subprocess(tmp_path: Path) -> None:
     env = os.environ | {"ARENA_HOME": str(tmp_path / "sub")}
-    p = subprocess.run([sys.executable, "-m", "arena.cli", "run", "gfmh", "--preset", "smoke"],
+    p = subprocess.run([sys.executable, "-P", "-m", "arena.cli", "run", "gfmh", "--preset", "smoke"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 1
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]

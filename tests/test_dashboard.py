@@ -17,9 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from arena.core.spec import preset
 from arena.orchestration import dashboard
 from arena.orchestration.search import storage as study_storage
-from arena.core.spec import preset
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

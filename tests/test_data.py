@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from arena.core.errors import ArenaError
-from arena.runner import corpus, data
 from arena.core.spec import SHAKESPEARE_SHA256, Spec, preset
+from arena.runner import corpus, data
 
 # Captured at collection, before the autouse fixture hides it: CI sets ARENA_DATA to the real corpus.
 REAL_DATA = os.environ.get("ARENA_DATA")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from arena.model.lm import build_model, embed_tokens
-from arena.runner.repeat import differing_grads
 from arena.core.spec import preset
+from arena.model.lm import build_model, embed_tokens
 from arena.runner.loader import builtin
+from arena.runner.repeat import differing_grads
 
 
 def test_fixed_order_embedding_matches_torch_embedding() -> None:

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from arena.core.errors import ArenaError
+from arena.core.spec import ModelDims
 from arena.model.mamba2 import Mamba2Mixer
 from arena.model.ssd import ssd, ssd_backend, ssd_chunk_ref, ssd_recurrent_ref
-from arena.core.spec import ModelDims
 
 F64 = torch.float64
 

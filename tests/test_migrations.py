@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from pgdb import fresh_pg_database, pg_admin_url, pg_required, pg_unavailable
 from sqlalchemy import create_engine, inspect, text
 
+from arena.core.errors import ArenaError
 from arena.db import schema
 from arena.db.models import Base
 from arena.db.store import Store, schema_status, upgrade
-from arena.db.testing import fresh_pg_database, pg_admin_url, pg_required, pg_unavailable
-from arena.core.errors import ArenaError
 
 V0_DUMP = Path(__file__).parent / "data" / "arena_v0.sql"
 

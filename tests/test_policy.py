@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from arena.champions.stats import noise_floor
 from arena.champions.policy import (
     PolicySettings,
     Verdict,
@@ -23,6 +22,7 @@ from arena.champions.policy import (
     looks,
     run_contest,
 )
+from arena.champions.stats import noise_floor
 from arena.core.errors import ArenaError
 
 DEFAULT = PolicySettings()

@@ -13,17 +13,17 @@ import pytest
 import torch
 
 from arena.champions.policy import PolicySettings
+from arena.core.options import RunOptions
+from arena.core.spec import Spec
+from arena.core.variant import LoadedVariant
 from arena.db.store import DecisionRow, Store
 from arena.model.lm import build_model
-from arena.runner.data import load_track
-from arena.core.spec import Spec
-from arena.runner.evaluate import evaluate
-from arena.core.options import RunOptions
 from arena.orchestration.contest import Contests
 from arena.orchestration.entries import Entry
 from arena.orchestration.execute import execute, plan, register
-from arena.core.variant import LoadedVariant
 from arena.runner.check import reference_params
+from arena.runner.data import load_track
+from arena.runner.evaluate import evaluate
 from arena.runner.loader import builtin, load_variant
 
 WORSE = '''"""worse: drowns every block in a fixed, position-dependent noise (causal, deterministic, clearly worse)."""

@@ -43,7 +43,7 @@ def test_tournament_resumes_after_kill_9(tmp_path: Path, corpus: Path) -> None:
     env = os.environ | {"ARENA_HOME": str(home)}
     env.pop("ARENA_DB", None)
     # 30 steps per run (about a second each on 2 cores) leaves a wide window between the first and the last run.
-    cmd = [sys.executable, "-m", "arena.cli", "tournament", "--preset", "smoke", "--steps", "30",
+    cmd = [sys.executable, "-P", "-m", "arena.cli", "tournament", "--preset", "smoke", "--steps", "30",
            "--set", "eval_every=10", "--set", "eval_batches=2", "--set", "final_eval_batches=2",
            "--track", f"text:{corpus}", "--seeds", str(len(SEEDS)), "--variants", ",".join(VARIANTS),
            "--workers", "1", "--device", "cpu"]

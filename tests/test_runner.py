@@ -12,16 +12,17 @@ from typing import Any
 import pytest
 import torch
 
-from arena.runner import train as train_mod
 from arena.core.options import Execution, RunOptions
-from arena.runner.data import load_track
 from arena.core.result import RunResult
 from arena.core.spec import Spec
+from arena.runner import train as train_mod
+from arena.runner.data import load_track
+from arena.runner.loader import LoadedVariant, builtin, load_variant
 from arena.runner.train import train
 from arena.runner.worker import Worker, make_task, run_trial
-from arena.runner.loader import LoadedVariant, builtin, load_variant
 
 GF = builtin("gf")
+CPU_120 = RunOptions(device="cpu", timeout_s=120)
 
 
 def bomb_variant(tmp_path: Path, action: str, *, after: int = 3, name: str = "bomb") -> LoadedVariant:
@@ -91,9 +92,9 @@ def test_same_seed_is_bitwise_identical_in_process(tiny_spec: Spec) -> None:
 
 def test_same_seed_is_bitwise_identical_through_the_worker(tiny_spec: Spec, worker: Worker) -> None:
     inproc = train(tiny_spec, GF, 1, options=RunOptions(device="cpu"))
-    a = worker.run(make_task(tiny_spec, GF, 1, options=RunOptions(device="cpu", timeout_s=120)))  # same thread count as this process
-    b = worker.run(make_task(tiny_spec, GF, 1, options=RunOptions(device="cpu", timeout_s=120)))
-    c = run_trial(tiny_spec, GF, 1, options=RunOptions(device="cpu", timeout_s=120))  # a fresh child
+    a = worker.run(make_task(tiny_spec, GF, 1, options=CPU_120))  # same thread count as this process
+    b = worker.run(make_task(tiny_spec, GF, 1, options=CPU_120))
+    c = run_trial(tiny_spec, GF, 1, options=CPU_120)  # a fresh child
     assert a.status == b.status == c.status == "ok", (a.error, b.error, c.error)
     assert a.final_val_loss == b.final_val_loss == c.final_val_loss == inproc.final_val_loss
     assert a.val_curve == b.val_curve == c.val_curve
@@ -177,7 +178,7 @@ def test_divergence_is_a_result_and_stops_early(action: str, tmp_path: Path, lon
 
 def test_divergence_through_the_worker(tmp_path: Path, long_spec: Spec, worker: Worker) -> None:
     lv = bomb_variant(tmp_path, "return y * float('nan')", after=4)
-    r = worker.run(make_task(long_spec, lv, 0, options=RunOptions(device="cpu", timeout_s=120)))
+    r = worker.run(make_task(long_spec, lv, 0, options=CPU_120))
     assert r.status == "diverged" and r.steps_done < long_spec.steps and r.val_curve
 
 
@@ -188,7 +189,7 @@ def test_exception_in_forward_is_crashed_with_traceback(tmp_path: Path, tiny_spe
     assert "RuntimeError: fusion exploded on purpose" in (r.error or "")
     assert "Traceback" in (r.error or "") and "forward" in (r.error or "")
     assert r.final_val_loss is None
-    r2 = worker.run(make_task(tiny_spec, lv, 0, options=RunOptions(device="cpu", timeout_s=120)))
+    r2 = worker.run(make_task(tiny_spec, lv, 0, options=CPU_120))
     assert r2.status == "crashed" and "fusion exploded on purpose" in (r2.error or "")
 
 
@@ -201,14 +202,14 @@ def test_dying_child_is_crashed_and_the_worker_recovers(
     action: str, expect: str, tmp_path: Path, tiny_spec: Spec, worker: Worker
 ) -> None:
     lv = bomb_variant(tmp_path, action, after=3)
-    first = worker.run(make_task(tiny_spec, GF, 0, options=RunOptions(device="cpu", timeout_s=120)))
+    first = worker.run(make_task(tiny_spec, GF, 0, options=CPU_120))
     pid_before = worker._proc.pid
-    bad = worker.run(make_task(tiny_spec, lv, 0, options=RunOptions(device="cpu", timeout_s=120)))
+    bad = worker.run(make_task(tiny_spec, lv, 0, options=CPU_120))
     assert bad.status == "crashed", bad
     assert expect in (bad.error or "")
     assert bad.variant == "bomb" and bad.seed == 0
     assert bad.train_curve  # progress reported before the death is kept
-    after = worker.run(make_task(tiny_spec, GF, 0, options=RunOptions(device="cpu", timeout_s=120)))  # the SAME Worker, a new child
+    after = worker.run(make_task(tiny_spec, GF, 0, options=CPU_120))  # the SAME Worker, a new child
     assert worker._proc.pid != pid_before
     assert first.status == after.status == "ok"
     assert after.final_val_loss == first.final_val_loss
@@ -217,14 +218,14 @@ def test_dying_child_is_crashed_and_the_worker_recovers(
 def test_hang_is_a_timeout(tmp_path: Path, tiny_spec: Spec, worker: Worker) -> None:
     lv = bomb_variant(tmp_path, "time.sleep(60)", after=3)
     # Start the child first: on a loaded 2-core machine spawning it and importing torch alone can take seconds.
-    assert worker.run(make_task(tiny_spec, GF, 0, options=RunOptions(device="cpu", timeout_s=120))).status == "ok"
+    assert worker.run(make_task(tiny_spec, GF, 0, options=CPU_120)).status == "ok"
     t0 = time.monotonic()
     r = worker.run(make_task(tiny_spec, lv, 0, options=RunOptions(device="cpu", timeout_s=10)))
     assert r.status == "timeout", r
     assert "timed out after 10 s" in (r.error or "")
     assert r.val_curve and r.val_curve[0][0] == 3  # the eval at step 3 came back before the hang
     assert time.monotonic() - t0 < 30
-    ok = worker.run(make_task(tiny_spec, GF, 0, options=RunOptions(device="cpu", timeout_s=120)))  # the worker replaces its child
+    ok = worker.run(make_task(tiny_spec, GF, 0, options=CPU_120))  # the worker replaces its child
     assert ok.status == "ok"
 
 
@@ -242,7 +243,7 @@ def test_pruning_on_first_eval(long_spec: Spec, worker: Worker) -> None:
     assert r.final_val_loss is None
 
     events.clear()
-    w = worker.run(make_task(long_spec, GF, 0, options=RunOptions(device="cpu", timeout_s=120)), on_event)
+    w = worker.run(make_task(long_spec, GF, 0, options=CPU_120), on_event)
     assert w.status == "pruned" and w.steps_done == 3
     assert next(e for e in events if e["type"] == "eval")["step"] == 3
 

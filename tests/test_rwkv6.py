@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from arena.core.errors import ArenaError
+from arena.core.spec import ModelDims
 from arena.model.rwkv6 import RWKV6TimeMix
 from arena.model.wkv import wkv6, wkv6_chunk_ref, wkv6_recurrent_ref
-from arena.core.spec import ModelDims
 
 # FLA 0.6.0 RWKV6Attention(hidden_size=128, num_heads=4, expand_k=0.5, expand_v=1.0, proj_low_rank_dim=32,
 # gate_low_rank_dim=64).named_parameters(), in order.
@@ -198,7 +198,7 @@ def test_cpu_path_never_imports_fla() -> None:
         "m(torch.randn(1, 5, 16)).sum().backward()\n"
         "assert not any(n == 'fla' or n.startswith(('fla.', 'triton')) for n in sys.modules), 'fla imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-P", "-c", code], check=True, timeout=120)
 
 
 # -- (3) the time-mix layer ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ def test_preset_hash_is_stable_within_and_across_processes() -> None:
         assert spec.hash == PRESETS[name].hash == Spec.from_dict(spec.to_dict()).hash
         assert len(spec.hash) == 16 and int(spec.hash, 16) >= 0
     code = "from arena.core.spec import PRESETS; print(PRESETS['phase2'].hash, PRESETS['smoke'].hash)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == [PRESETS["phase2"].hash, PRESETS["smoke"].hash]
 
 
@@ -136,3 +136,18 @@ def test_unknown_preset_suggests() -> None:
 def test_spec_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         preset("smoke").steps = 3  # type: ignore[misc]
+
+
+def test_steps_flag_and_derive_give_one_hash() -> None:
+    """The derived rules live in Spec.derive: `--steps N` and `derive(steps=N)` are the same spec."""
+    from arena.cli.common import spec_from_flags
+    from arena.core.spec import preset
+
+    for name, steps in (("smoke", 40), ("smoke", 6), ("phase2", 40), ("phase2", 1000)):
+        flags = spec_from_flags(name, steps=steps)
+        derived = preset(name).derive(steps=steps)
+        assert flags.hash == derived.hash
+        assert derived.warmup_steps == min(preset(name).warmup_steps, steps // 5)
+        assert derived.eval_every == min(preset(name).eval_every, steps)
+    explicit = spec_from_flags("smoke", steps=40, sets=["warmup_steps=3"])
+    assert explicit.hash == preset("smoke").derive(steps=40, warmup_steps=3).hash and explicit.warmup_steps == 3

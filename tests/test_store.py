@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgdb import fresh_pg_database, pg_admin_url, pg_required, pg_unavailable
 from sqlalchemy import create_engine, inspect, text
 
-from arena.db.schema import VERSION_TABLE
-from arena.db.store import DecisionRecord, Store, schema_status, upgrade
-from arena.db.testing import fresh_pg_database, pg_admin_url, pg_required, pg_unavailable
 from arena.core.errors import ArenaError
 from arena.core.result import RunResult
 from arena.core.spec import preset
+from arena.db.schema import VERSION_TABLE
+from arena.db.store import DecisionRecord, Store, schema_status, upgrade
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -303,7 +303,7 @@ def test_concurrent_record_run_from_two_processes(url: str) -> None:
     start = time.time() + 2.0  # both children wait for the same instant
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WORKER, url, str(start), order],
+            [sys.executable, "-P", "-c", _WORKER, url, str(start), order],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -488,6 +488,6 @@ def test_import_has_no_side_effects(tmp_path: Path) -> None:
     env = {**os.environ, "HOME": str(tmp_path), "ARENA_HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path)}
     env.pop("ARENA_DB", None)
     code = "import arena.db.store, arena.db.models, arena.db.schema; print(arena.db.store.default_url())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"sqlite:///{tmp_path}/home/arena.db"
     assert list(tmp_path.iterdir()) == []  # nothing created: no folder, no database file

@@ -1,4 +1,4 @@
-"""The search (arena.orchestration.search.tune, arena.cli.search): real Optuna studies on a tiny corpus with a tiny spec.
+"""The search (arena.orchestration.search, arena.cli.search): real Optuna studies on a tiny corpus with a tiny spec.
 
 Each trial trains the smoke preset cut to 10 steps on a few KB of text (~0.3 s), in the runner's isolated Worker
 (~3 s to start a child), so the whole module runs in well under a minute on 2 CPU cores.
@@ -16,19 +16,18 @@ from pathlib import Path
 
 import optuna
 import pytest
-import typer
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from arena.orchestration.search import storage as study_storage
+from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
+from arena.core.spec import Spec, preset
+from arena.db.store import Store
+from arena.orchestration.search import storage as study_storage
 from arena.orchestration.search import tune as search
 from arena.orchestration.search.space import make_pruner, search_space
-from arena.db.store import Store
-from arena.core.errors import ArenaError
 from arena.runner.data import spec_for_track
-from arena.core.spec import Spec, preset
 from arena.runner.loader import LoadedVariant, builtin, load_variant
 
 FLAKY = '''"""flaky: a fusion that raises after three training steps (every trial crashes)."""
@@ -140,7 +139,8 @@ def test_names_storage_rules_and_search_space(tmp_path: Path, spec: Spec) -> Non
 
 def test_sqlite_storage_refuses_several_workers(tmp_path: Path, spec: Spec) -> None:
     with pytest.raises(ArenaError, match="SQLite supports one optimizing process"):
-        search.tune(builtin("gf_mh"), spec, trials=2, options=RunOptions(workers=2), storage=f"sqlite:///{tmp_path}/o.db", store=None)
+        search.tune(builtin("gf_mh"), spec, trials=2, options=RunOptions(workers=2), storage=f"sqlite:///{tmp_path}/o.db",
+                    store=None)
 
 
 def test_sweep_fails_dead_owners_only(tmp_path: Path) -> None:
@@ -275,7 +275,8 @@ def test_killed_worker_process_trial_is_rerun(tmp_path: Path, spec: Spec) -> Non
 
     longer = spec.derive(steps=30)  # long enough that the victim is most likely mid-trial
     with Store(f"sqlite:///{tmp_path / 'arena.db'}") as store:
-        summary = search.tune(builtin("gf_mh"), longer, trials=4, options=RunOptions(workers=2), store=store, on_trial=on_trial)
+        summary = search.tune(builtin("gf_mh"), longer, trials=4, options=RunOptions(workers=2), store=store,
+                              on_trial=on_trial)
     assert killed and summary.ran == 4 and summary.n_trials.get("COMPLETE") == 4
     study = optuna.load_study(study_name=summary.study_name, storage=study_storage.open_storage(summary.storage))
     trials = study.get_trials()

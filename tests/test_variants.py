@@ -15,12 +15,12 @@ import torch.nn.functional as F
 
 from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
-from arena.model.lm import build_model, count_params
 from arena.core.spec import PRESETS, Spec
-from arena.runner.train import train
 from arena.core.variant import LoadedVariant
+from arena.model.lm import build_model, count_params
 from arena.runner.check import check_variant, param_count, reference_params
 from arena.runner.loader import builtin_dir, builtin_variants, discover, load_variant
+from arena.runner.train import train
 
 SMOKE = PRESETS["smoke"]
 PHASE2 = PRESETS["phase2"]

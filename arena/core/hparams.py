@@ -62,6 +62,8 @@ class HParams(Mapping[str, float]):
     """
 
     __slots__ = ("_owner", "_values")
+    _values: dict[str, float]
+    _owner: str
 
     def __init__(self, values: Mapping[str, float], owner: str = "variant") -> None:
         object.__setattr__(self, "_values", {k: float(v) for k, v in sorted(values.items())})
@@ -77,7 +79,7 @@ class HParams(Mapping[str, float]):
                 f"{did_you_mean(name, self._values)}; declared: {declared}"
             ) from None
 
-    def get(self, name: str, default: object = None) -> float:  # type: ignore[override]
+    def get(self, name: str, default: object = None) -> float:
         return self[name]  # a fallback for an undeclared name would hide a typo: raise instead
 
     def __getattr__(self, name: str) -> float:

@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from arena.core.spec import ModelDims
 from arena.model import backend
 from arena.model.mamba2 import Mamba2Mixer
 from arena.model.ssd import ssd, ssd_chunk_ref
-from arena.core.spec import ModelDims
 
 pytestmark = pytest.mark.gpu
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import torch
 
+from arena.core.spec import PRESETS, ModelDims
 from arena.model import backend
 from arena.model.mamba2 import Mamba2Mixer
-from arena.runner.repeat import differing_grads
-from arena.core.spec import PRESETS, ModelDims
-from arena.runner.train import train
 from arena.runner.loader import builtin
+from arena.runner.repeat import differing_grads
+from arena.runner.train import train
 
 pytestmark = pytest.mark.gpu
 
@@ -101,7 +101,7 @@ def test_a_fresh_process_repeats_the_run() -> None:
         "s = PRESETS['phase2'].derive(steps=60, warmup_steps=10, eval_every=30); "
         "r = train(s, builtin('gf'), 0, device='cuda', mode='graph'); print(json.dumps(r.final_val_loss))"
     )
-    losses = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+    losses = [json.loads(subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True,
                                         timeout=600).stdout.strip().splitlines()[-1]) for _ in range(2)]
     in_process = _run("graph").final_val_loss
     print(f"fresh processes: {losses}, this process: {in_process}")

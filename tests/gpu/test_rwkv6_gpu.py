@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import torch
 
+from arena.core.spec import ModelDims
 from arena.model import backend
 from arena.model.rwkv6 import RWKV6TimeMix
 from arena.model.wkv import wkv6, wkv6_chunk_ref, wkv6_recurrent_ref
-from arena.core.spec import ModelDims
 
 pytestmark = pytest.mark.gpu
 

@@ -1,4 +1,4 @@
-"""Helpers for tests that need a database (no pytest import here; fixtures live in the test modules).
+"""Helpers for the tests that need a PostgreSQL database (no pytest import here; fixtures live in the test modules).
 
 ``fresh_pg_database`` creates a randomly named PostgreSQL database on the server of ``ARENA_TEST_PG_URL`` and
 drops it afterwards, also when the test failed. ``pg_unavailable`` says why no server can be used (or None).

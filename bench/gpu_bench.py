@@ -16,6 +16,10 @@ Sections:
 8. execution options (pinned batches, fused AdamW) timed side by side;
 9. every shipped variant's steady-state speed under the runner;
 10. with --profile: the ops that take the most device time in a few training steps (where to look for speed).
+
+On the device machine, install the checkout first (its folders map under ``arena`` only when installed), e.g.
+``pip install -q --no-deps --no-build-isolation --target /tmp/site . && export PYTHONPATH=/tmp/site`` beside the
+carried wheels, and run from a folder other than the checkout root or with ``python -P``.
 """
 
 from __future__ import annotations

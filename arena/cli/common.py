@@ -74,15 +74,16 @@ def run_options(
         gpu_list = tuple(int(g) for g in gpus.split(",") if g.strip()) if gpus else ()
     except ValueError:
         raise ArenaError(f"--gpus wants a comma list of GPU indices (0,1), got '{gpus}'") from None
+    options = RunOptions(
+        device=device, backend=backend, mode=mode, timeout_s=timeout, workers=workers, gpus=gpu_list,
+        data_flag=data, execution=Execution(pinned_batches=pinned_batches, fused_adamw=fused_adamw),
+    )
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise ArenaError(f"--device {device}: this torch build sees no CUDA device; use --device cpu (or auto)")
-    return RunOptions(
-        device=device, backend=backend, mode=mode, timeout_s=timeout, workers=workers, gpus=gpu_list,
-        data_flag=data, execution=Execution(pinned_batches=pinned_batches, fused_adamw=fused_adamw),
-    )
+    return options
 
 
 def open_store(db: str | None) -> "Store":

@@ -7,6 +7,8 @@ it has: the engine (``engine``), the records and their conversion (``records``),
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -149,16 +151,24 @@ class Store:
     def _enable_wal(self) -> None:
         if self._engine.dialect.name != "sqlite":
             return
-        try:
-            raw = self._engine.raw_connection()  # outside any transaction: journal_mode cannot change inside one
+        deadline = time.monotonic() + self._timeout_s
+        while True:
             try:
-                cursor = raw.cursor()
-                cursor.execute("PRAGMA journal_mode = WAL")
-                cursor.close()
-            finally:
-                raw.close()
-        except (OperationalError, DatabaseError) as e:
-            raise self._db_error(e) from None
+                raw = self._engine.raw_connection()  # outside any transaction: journal_mode cannot change inside one
+                try:
+                    cursor = raw.cursor()
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                    cursor.close()
+                finally:
+                    raw.close()
+                return
+            except sqlite3.OperationalError as e:
+                # SQLite does not call its busy handler for a journal-mode change: wait for the other writer here.
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise self._db_error(e) from None
+                time.sleep(0.05)
+            except (OperationalError, DatabaseError) as e:
+                raise self._db_error(e) from None
 
     # -- schema ------------------------------------------------------------------------------------------------
     def schema_status(self) -> dict[str, Any]:

@@ -1,63 +1,115 @@
-"""Check a loaded variant against a spec: the fusion's shape, finite outputs, the parameter budget, causality.
-
-The same check serves ``arena submit``, tournaments, the search and ``arena variants check``; each problem is one
-ArenaError line naming the file.
+"""Check a loaded variant against a spec before it competes: the fusion's shape, finite outputs, every trained value
+inside the budget, and causality on the spec's real batch shape in both modes, with autograd on, at initial weights
+and after one real training step. The run itself checks again while it trains (``runner.train``) and a clean
+process checks the trained weights (``runner.verify``). Each problem is one ArenaError line naming the file.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from typing import Any
 
 import torch
+from torch import nn
 
 from arena.core.errors import ArenaError
 from arena.core.hparams import UndeclaredHParam, resolve
 from arena.core.spec import ModelDims, Spec
-from arena.core.variant import LoadedVariant
-from arena.model.lm import build_model, count_params
+from arena.core.variant import Fusion, LoadedVariant, Variant
+from arena.model.lm import HybridLM, build_model, count_params
+from arena.runner import causality
 from arena.runner.loader import builtin
+from arena.runner.optim import make_optimizer
+from arena.runner.tracks import Track
 
-CAUSAL_T = 24  # sequence length of the causality probe (not a multiple of any chunk size we use)
+CHECK_SEED = 987_654_321  # the init the check builds (the runs use the tournament seeds)
 
 
 @functools.cache
 def reference_params(dims: ModelDims, reference: str = "gf") -> int:
     """Parameter count of the reference variant at these dims: the target baselines are matched to."""
     ref = builtin(reference)
+    assert isinstance(ref.variant, Variant)
     return count_params(build_model(dims, ref.variant))
 
 
 def param_count(loaded: LoadedVariant, spec: Spec) -> int:
+    assert isinstance(loaded.variant, Variant), "param_count builds the model: call it where the variant was loaded"
     target = reference_params(spec.dims, spec.reference_variant) if loaded.variant.match_params else None
     return count_params(build_model(spec.dims, loaded.variant, match_params_to=target))
 
 
-def check_variant(loaded: LoadedVariant, spec: Spec) -> int:
-    """Validate a loaded variant against a spec: fusion shape, finite outputs, budget, causality.
+class Violation(ArenaError):
+    """The variant broke a rule about its state (new parameters, buffers, tensors outside its parameters)."""
 
-    Returns the parameter count at the spec size. Raises ArenaError naming the file otherwise.
+
+# -- every trained value ---------------------------------------------------------------------------------------------
+def _tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif depth < 4 and isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            yield from _tensors(v, depth + 1)
+    elif depth < 4 and isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v, depth + 1)
+
+
+def audit_model(model: HybridLM, expected: set[int], where: str) -> None:
+    """Every value a variant could train must be a parameter the model had when it was built (``expected``: their
+    ids): no parameter added later, no buffer and no tensor kept outside the parameters by variant code (a plain
+    list of tensors is state the budget and the optimizer would not see). ``last_share`` is the one exception."""
+    params = {id(p) for p in model.parameters()}
+    if params != expected:
+        raise Violation(f"the model's parameters changed {where}: {len(params - expected)} added, "
+                         f"{len(expected - params)} removed (every parameter must exist when the model is built)")
+    for name, module in model.named_modules():
+        if not isinstance(module, Fusion):
+            continue
+        for sub_name, sub in module.named_modules():
+            if any(True for _ in sub.buffers(recurse=False)):
+                raise Violation(f"the fusion ({name}.{sub_name or 'self'}) holds buffers {where}: state outside "
+                                 "its parameters")
+            for attr, value in vars(sub).items():
+                if attr in ("last_share", "_parameters", "_buffers", "_modules"):
+                    continue
+                if any(id(tensor) not in params for tensor in _tensors(value)):
+                    raise Violation(f"the fusion keeps tensors in '{attr}' {where}: state outside its parameters "
+                                     "(hold trained values as nn.Parameter attributes)")
+
+
+# -- the check ------------------------------------------------------------------------------------------------------
+def check_batches(spec: Spec, track: Track | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two real training batches (B, T) of the spec (from an unpredictable step) and their targets, or random tokens
+    of the spec's vocabulary when no data is at hand."""
+    if track is not None:
+        step_a, step_b = causality.random_t0(10_000), causality.random_t0(10_000)
+        x, y = track.train_batch(CHECK_SEED, step_a)
+        other, _ = track.train_batch(CHECK_SEED, step_b + 10_000)
+        return x, y, other
+    gen = torch.Generator().manual_seed(causality.random_t0(2**30))
+    shape = (spec.batch_size, spec.seq_len)
+    x = torch.randint(0, spec.dims.vocab_size, shape, generator=gen)
+    return x, torch.randint(0, spec.dims.vocab_size, shape, generator=gen), torch.randint(
+        0, spec.dims.vocab_size, shape, generator=gen)
+
+
+def check_variant(loaded: LoadedVariant, spec: Spec, track: Track | None = None) -> int:
+    """Validate a loaded variant against a spec; returns the parameter count at the spec size.
+
+    Raises ArenaError naming the file: fusion shape, build, budget, finite outputs, causality (gradient and paired
+    rows, train and eval mode) at initial weights and after one AdamW step on a real batch, every trained value a
+    parameter that existed at build.
     """
     v, path = loaded.variant, loaded.path
-    d = spec.dims.d_model
-    gen = torch.Generator().manual_seed(0)
+    assert isinstance(v, Variant), "check_variant runs the variant: call it in a worker (arena.runner.inspect)"
     hp = resolve(v.hparams, None, v.name)
-    if v.fusion is not None:
-        try:
-            fusion = v.fusion(d, hp)
-            a, b, x = (torch.randn(2, CAUSAL_T, d, generator=gen) for _ in range(3))  # (2, T, D) each
-            y = fusion(a, b, x)
-        except UndeclaredHParam as exc:
-            raise ArenaError(f"{path}: {exc}") from None
-        except Exception as exc:
-            raise ArenaError(f"{path}: the fusion module fails on a (2, {CAUSAL_T}, {d}) batch: {exc}") from None
-        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (2, CAUSAL_T, d):
-            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ArenaError(
-                f"{path}: the fusion returns shape {shape}; it must return (B, T, D) = (2, {CAUSAL_T}, {d})"
-            )
+    x, y, other = check_batches(spec, track)
+    _check_fusion_shape(v, hp, spec, path)
     target = reference_params(spec.dims, spec.reference_variant) if v.match_params else None
     try:
-        model = build_model(spec.dims, v, hp, seed=0, backend="torch_chunk", match_params_to=target)
+        model = build_model(spec.dims, v, hp, seed=CHECK_SEED, backend="torch_chunk", match_params_to=target)
     except UndeclaredHParam as exc:
         raise ArenaError(f"{path}: {exc}") from None
     except Exception as exc:
@@ -67,24 +119,69 @@ def check_variant(loaded: LoadedVariant, spec: Spec) -> int:
         raise ArenaError(
             f"{path}: {n_params:,} parameters exceed the spec's budget of {spec.param_budget:,} (spec {spec.label})"
         )
-    model.eval()
-    t_probe = CAUSAL_T // 2
-    idx = torch.randint(0, spec.dims.vocab_size, (2, CAUSAL_T), generator=gen)  # (2, T)
-    changed = idx.clone()
-    changed[:, t_probe + 1 :] = torch.randint(0, spec.dims.vocab_size, (2, CAUSAL_T - t_probe - 1), generator=gen)
-    with torch.no_grad():
-        try:
-            out = model(idx)  # (2, T, V)
-            out2 = model(changed)
-        except Exception as exc:
-            raise ArenaError(f"{path}: forward fails on a tiny batch: {type(exc).__name__}: {exc}") from None
-    if tuple(out.shape) != (2, CAUSAL_T, spec.dims.vocab_size):
-        raise ArenaError(f"{path}: logits have shape {tuple(out.shape)}, expected (2, {CAUSAL_T}, vocab)")
-    if not torch.isfinite(out).all():
-        raise ArenaError(f"{path}: outputs on a tiny batch are not finite (NaN or inf)")
-    leak = (out[:, : t_probe + 1] - out2[:, : t_probe + 1]).abs().max().item()
-    if leak > 1e-5:
-        raise ArenaError(
-            f"{path}: not causal: logits at positions ≤ {t_probe} change by {leak:.2e} when later tokens change"
-        )
+    expected = {id(p) for p in model.parameters()}
+    try:
+        audit_model(model, expected, "after it was built")
+        _causal(model, x, other, path, "at initial weights")
+        _one_step(model, spec, hp.to_dict().get("lr_mult", 1.0), x, y)
+        audit_model(model, expected, "after a training step")
+        _causal(model, x, other, path, "after a training step")
+    except ArenaError as exc:
+        message = str(exc)
+        raise ArenaError(message if message.startswith(path) else f"{path}: {message}") from None
+    except Exception as exc:
+        raise ArenaError(f"{path}: forward fails on a {tuple(x.shape)} batch: {type(exc).__name__}: {exc}") from None
     return n_params
+
+
+def _check_fusion_shape(v: Variant, hp: Any, spec: Spec, path: str) -> None:
+    if v.fusion is None:
+        return
+    d, t = spec.dims.d_model, spec.seq_len
+    gen = torch.Generator().manual_seed(0)
+    try:
+        fusion = v.fusion(d, hp)
+        a, b, h = (torch.randn(2, t, d, generator=gen) for _ in range(3))  # (2, T, D) each
+        out = fusion(a, b, h)
+    except UndeclaredHParam as exc:
+        raise ArenaError(f"{path}: {exc}") from None
+    except Exception as exc:
+        raise ArenaError(f"{path}: the fusion module fails on a (2, {t}, {d}) batch: {exc}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, t, d):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ArenaError(f"{path}: the fusion returns shape {shape}; it must return (B, T, D) = (2, {t}, {d})")
+
+
+def _causal(model: HybridLM, x: torch.Tensor, other: torch.Tensor, path: str, when: str) -> None:
+    """Gradient and paired-row checks in training mode and in evaluation mode, each with autograd on (and the
+    paired rows also without it, as evaluation runs)."""
+    for training in (True, False):
+        model.train(training)
+        mode = "training" if training else "evaluation"
+        t0 = causality.random_t0(x.shape[1])
+        embeddings, logits = model.embed_forward(x)  # (B, T, D), (B, T, V)
+        if tuple(logits.shape) != (*x.shape, model.dims.vocab_size):
+            raise ArenaError(f"{path}: logits have shape {tuple(logits.shape)}, expected {(*x.shape, 'vocab')}")
+        if not bool(torch.isfinite(logits).all()):
+            raise ArenaError(f"{path}: outputs are not finite (NaN or inf) {when} in {mode} mode")
+        leak = causality.gradient_leak(embeddings, logits, t0)
+        if leak.leaks:
+            raise ArenaError(f"{path}: {leak.describe()} ({mode} mode, {when})")
+        for grad_on in (True, False):
+            with torch.set_grad_enabled(grad_on):
+                pair = causality.perturbation_leak(model, x, other, causality.random_t0(x.shape[1]))
+            if pair.leaks:
+                raise ArenaError(f"{path}: {pair.describe()} ({mode} mode, {when})")
+    model.train()
+
+
+def _one_step(model: nn.Module, spec: Spec, lr_mult: float, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One real AdamW step on a real batch (a variant that changes itself at its first step shows it here)."""
+    from arena.runner.evaluate import loss_of
+
+    assert isinstance(model, HybridLM)
+    model.train()
+    opt = make_optimizer(model, spec, lr_mult, capturable=False)
+    loss_of(model(x), y).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)

@@ -12,14 +12,22 @@ import importlib.resources
 import re
 import sys
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from arena.core.config import did_you_mean
 from arena.core.errors import ArenaError
+from arena.core.hparams import HParam
 from arena.core.variant import KINDS, MIXERS, Fusion, LoadedVariant, Variant
+from arena.runner.guard import variant_code
+from arena.runner.policy import audit_source
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # full-matched, ASCII only
+# Ranges a hyperparameter of a known name must stay inside (its meaning): an initial share, a positive multiplier.
+MEANING: dict[str, tuple[float, float, bool, bool]] = {  # low bound, high bound, each open?
+    "gate_init": (0.0, 1.0, True, True),
+    "lr_mult": (0.0, float("inf"), True, True),
+}
 
 
 def builtin_dir() -> Path:
@@ -39,9 +47,15 @@ def load_variant(path: str | Path) -> LoadedVariant:
     return load_source(source, str(p))
 
 
-def load_source(source: str, path: str) -> LoadedVariant:
-    """Import a variant from its source text (the child process reloads the exact text the parent hashed)."""
+def load_source(source: str, path: str, *, policy: bool = True) -> LoadedVariant:
+    """Import a variant from its source text (a worker reloads the exact text the parent hashed).
+
+    The static policy (``runner.policy``) reads the source first; only then does it run, under the audit hook of
+    ``runner.guard`` (no I/O, no processes). ``policy=False`` skips the static reading: for tests of the run-time
+    guards only. Call this in a worker process, never where the store is written (``runner.inspect``)."""
     sha = hashlib.sha256(source.encode("utf-8")).hexdigest()
+    if policy:
+        audit_source(source, path)
     _check_declaration_is_last(source, path)
     module = types.ModuleType(f"arena_variant_{sha[:16]}")
     module.__file__ = path
@@ -49,9 +63,12 @@ def load_source(source: str, path: str) -> LoadedVariant:
         code = compile(source, path, "exec")
         # Registered while executing so that dataclasses/typing inside the file can resolve the module.
         sys.modules[module.__name__] = module
-        exec(code, module.__dict__)
+        with variant_code():
+            exec(code, module.__dict__)
     except Exception as exc:
-        raise ArenaError(f"{path}: does not import: {type(exc).__name__}: {exc}") from None
+        raise ArenaError(f"{path}: does not import: {type(exc).__name__}: {_one_line(exc)}") from None
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt raised by the file: a refusal, not an exit
+        raise ArenaError(f"{path}: raised {type(exc).__name__} while importing") from None
     finally:
         sys.modules.pop(module.__name__, None)
     decl = module.__dict__.get("VARIANT")
@@ -60,7 +77,29 @@ def load_source(source: str, path: str) -> LoadedVariant:
     if not isinstance(decl, Variant):
         raise ArenaError(f"{path}: VARIANT is a {type(decl).__name__}, not arena.api.Variant")
     _check_fields(decl, path)
+    _check_reserved(decl.name, source, path)
     return LoadedVariant(variant=decl, path=path, source=source, sha256=sha)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def shipped_sources() -> dict[str, str]:
+    """The shipped variants' names (their file stems) and exact sources."""
+    return {p.stem: p.read_text(encoding="utf-8") for p in sorted(builtin_dir().glob("*.py"))
+            if not p.name.startswith("_")}
+
+
+def is_shipped(source: str) -> bool:
+    """Whether ``source`` is exactly one of the installed, shipped variant files (arena's own reviewed code)."""
+    return source in shipped_sources().values()
+
+
+def _check_reserved(name: str, source: str, path: str) -> None:
+    shipped = shipped_sources()
+    if name in shipped and shipped[name] != source:
+        raise ArenaError(f"{path}: the name '{name}' is reserved for arena's shipped variant; give yours another name")
 
 
 def _check_declaration_is_last(source: str, path: str) -> None:
@@ -88,12 +127,12 @@ def _check_fields(v: Variant, path: str) -> None:
     def bad(reason: str) -> ArenaError:
         return ArenaError(f"{path}: {reason}")
 
-    if not isinstance(v.name, str) or not NAME_RE.match(v.name):
-        raise bad(f"name {v.name!r} must be lowercase letters, digits and '_' (starting with a letter)")
+    if not isinstance(v.name, str) or not v.name.isascii() or not NAME_RE.fullmatch(v.name):
+        raise bad(f"name {v.name!r} must be lowercase ASCII letters, digits and '_' (starting with a letter, ≤ 64)")
     if v.kind not in KINDS:
         raise bad(f"kind {v.kind!r} is not one of {', '.join(KINDS)}{did_you_mean(str(v.kind), KINDS)}")
-    if not isinstance(v.summary, str) or not v.summary.strip() or "\n" in v.summary:
-        raise bad("summary must be one non-empty line")
+    if not isinstance(v.summary, str) or not v.summary.strip() or not v.summary.isprintable() or len(v.summary) > 200:
+        raise bad("summary must be one non-empty line of printable text (no control characters), ≤ 200 characters")
     mixers = tuple(v.mixers)
     for m in mixers:
         if m not in MIXERS:
@@ -108,14 +147,32 @@ def _check_fields(v: Variant, path: str) -> None:
         raise bad("fusion must be a subclass of arena.api.Fusion")
     if v.match_params and v.kind != "baseline":
         raise bad("match_params is for baselines only")
+    if not isinstance(v.hparams, Mapping):
+        raise bad("hparams must be a dict of name → HParam (gate_init(), lr_mult(), HParam(low, high, default))")
     for hname, hp in v.hparams.items():
-        if not isinstance(hname, str) or not hname.isidentifier():
+        if not isinstance(hname, str) or not hname.isidentifier() or not hname.isascii():
             raise bad(f"hyperparameter name {hname!r} is not an identifier")
-        problems = hp.problems(hname)
+        if not isinstance(hp, HParam):
+            raise bad(f"hyperparameter '{hname}' is a {type(hp).__name__}, not an HParam (use gate_init(), "
+                      "lr_mult() or HParam(low, high, default))")
+        problems = hp.problems(hname) + _meaning(hname, hp)
         if problems:
             raise bad(problems[0])
     if "mamba2" in mixers and "lr_mult" not in v.hparams:
         raise bad("variants with a Mamba-2 pathway must declare 'lr_mult' (use arena.api.lr_mult())")
+
+
+def _meaning(name: str, hp: HParam) -> list[str]:
+    """A known hyperparameter's range must lie inside what the name means (gate_init a share in (0, 1), ...)."""
+    if name not in MEANING:
+        return []
+    lo, hi, open_lo, open_hi = MEANING[name]
+    inside_lo = hp.low > lo if open_lo else hp.low >= lo
+    inside_hi = hp.high < hi if open_hi else hp.high <= hi
+    if inside_lo and inside_hi:
+        return []
+    bounds = f"{'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+    return [f"hyperparameter '{name}' range [{hp.low}, {hp.high}] leaves {bounds}, the values it can mean"]
 
 
 def discover(folders: Iterable[str | Path]) -> list[LoadedVariant]:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from arena.core.errors import ArenaError
-from arena.core.hparams import HParams, resolve
+from arena.core.hparams import HParams, UndeclaredHParam, resolve
 from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
@@ -31,8 +31,9 @@ from arena.core.variant import LoadedVariant
 from arena.model import autotune
 from arena.model.backend import prepare_cuda
 from arena.model.lm import build_model, count_params
-from arena.runner.check import reference_params
-from arena.runner.data import load_track
+from arena.runner import causality
+from arena.runner.check import Violation, audit_model, reference_params
+from arena.runner.data import Track, load_track
 from arena.runner.env import environment
 from arena.runner.evaluate import diagnostics, evaluate, loss_of
 from arena.runner.feed import BatchFeeder
@@ -40,6 +41,7 @@ from arena.runner.optim import lr_at, make_optimizer, set_lr
 
 EventFn = Callable[[dict[str, Any]], bool | None]
 REPORT_EVERY = 10  # steps between host syncs for progress and divergence checks
+CHECKED_STEPS = 3  # eager training steps whose forward is checked for causality (chosen from the OS's entropy)
 
 
 def placement(options: RunOptions) -> tuple[torch.device, str]:
@@ -56,6 +58,10 @@ def placement(options: RunOptions) -> tuple[torch.device, str]:
     return dev, mode
 
 
+class Rejected(Exception):
+    """The variant broke a rule while it ran; the run ends as ``rejected`` with this reason."""
+
+
 def train(
     spec: Spec,
     loaded: LoadedVariant,
@@ -65,11 +71,18 @@ def train(
     options: RunOptions | None = None,
     on_event: EventFn | None = None,
     checkpoint_path: str | None = None,
+    track: Track | None = None,
+    state_path: str | None = None,
 ) -> RunResult:
-    """Train and evaluate; never raises for a failure of the variant itself (crash/divergence are results).
+    """Train and evaluate; never raises for a failure of the variant itself (crash, divergence, a broken rule are
+    results).
 
     ``on_event`` receives ``{"type": "step", "step", "loss", "tok_s"}`` every few steps and ``{"type": "eval",
     "step", "val_loss"}`` at each eval; returning True from an eval event stops the run (status ``pruned``).
+    ``track``: the data, when the caller loaded it already (a worker loads it before the variant is imported).
+    ``state_path``: where an ok run leaves its final weights for the clean-process check (``runner.verify``).
+    While it trains, the run checks causality on the real forward of a few unpredictable eager steps and that every
+    trained value is a parameter the model had when it was built.
     """
     options = options or RunOptions()
     hp = hparams if isinstance(hparams, HParams) else resolve(loaded.variant.hparams, hparams, loaded.name)
@@ -83,12 +96,13 @@ def train(
     if dev.type == "cuda":
         result.env["execution"] = asdict(options.execution)
     try:
-        run = _Run(spec, loaded, seed, hp, dev, mode, options, on_event, result)
+        run = _Run(spec, loaded, seed, hp, dev, mode, options, on_event, result, track)
         run.loop()
-        run.finish(checkpoint_path)
-    except ArenaError:
-        raise
-    except Exception as exc:  # the variant (or the hardware) failed: that is a result, not an exception
+        run.finish(checkpoint_path, state_path)
+    except (Rejected, Violation, UndeclaredHParam) as exc:  # a leak, hidden state, an undeclared hyperparameter
+        result.status = "rejected"
+        result.error = str(exc)
+    except (Exception, SystemExit) as exc:  # the variant (or the hardware) failed: a result, not an exception
         result.status = "crashed"
         result.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
     result.wall_s = time.perf_counter() - wall0
@@ -111,20 +125,24 @@ class _Run:
 
     def __init__(
         self, spec: Spec, loaded: LoadedVariant, seed: int, hp: HParams, dev: torch.device, mode: str,
-        options: RunOptions, on_event: EventFn | None, result: RunResult,
+        options: RunOptions, on_event: EventFn | None, result: RunResult, track: Track | None = None,
     ) -> None:
         self.spec, self.loaded, self.seed, self.hp, self.dev = spec, loaded, seed, hp, dev
         self.graph = mode == "graph"
         self.on_event, self.result = on_event, result
         self.autocast = spec.precision == "bf16"
         self.n_warm = min(max(3, spec.steps // 20), spec.steps)  # excluded from steady-state throughput
-        self.build(options)
+        # The gradient check runs on the real forward of a few eager steps the variant cannot predict (a graph
+        # replay runs no Python of the variant: its behaviour is the captured one).
+        eager = self.n_warm if self.graph else spec.steps
+        self.check_steps = causality.random_steps(eager, CHECKED_STEPS)
+        self.build(options, track)
 
     # -- build ------------------------------------------------------------------------------------------------
-    def build(self, options: RunOptions) -> None:
+    def build(self, options: RunOptions, track: Track | None) -> None:
         """The data, the model (seeded per component), the optimizer and the batch feeder."""
         spec, dev = self.spec, self.dev
-        self.track = load_track(spec, options.data_flag)
+        self.track = track if track is not None else load_track(spec, options.data_flag)
         if dev.type == "cuda":
             prepare_cuda()
         variant = self.loaded.variant
@@ -133,6 +151,9 @@ class _Run:
                                  match_params_to=target).to(dev)
         self.model.train()
         self.result.params_total = count_params(self.model)
+        self.param_ids = {id(p) for p in self.model.parameters()}
+        if self.result.params_total > spec.param_budget:
+            raise Rejected(f"{self.result.params_total:,} parameters exceed the spec's budget of {spec.param_budget:,}")
         self.result.params_by_part = self.model.params_by_part()
         lr_mult = self.hp.to_dict().get("lr_mult", 1.0)  # a variant without a Mamba pathway declares none
         fused = dev.type == "cuda" and options.execution.fused_adamw
@@ -148,11 +169,16 @@ class _Run:
         self.timed_s = 0.0
 
     # -- one step ---------------------------------------------------------------------------------------------
-    def step_eager(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Forward, backward, clipping and AdamW on one batch (B, T); the loss, detached."""
+    def step_eager(self, x: torch.Tensor, y: torch.Tensor, check: bool = False) -> torch.Tensor:
+        """Forward, backward, clipping and AdamW on one batch (B, T); the loss, detached. With ``check``, the same
+        forward's early logits are differentiated with respect to its later embeddings first (must be zero)."""
         self.opt.zero_grad(set_to_none=not self.graph)
         with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits = self.model(x)  # (B, T, V)
+            embeddings, logits = self.model.embed_forward(x)  # (B, T, D), (B, T, V)
+        if check:
+            leak = causality.gradient_leak(embeddings, logits, causality.random_t0(x.shape[1]))
+            if leak.leaks:
+                raise Rejected(f"{leak.describe()} (on a training step)")
         loss = loss_of(logits, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.spec.grad_clip, foreach=True)
@@ -182,7 +208,9 @@ class _Run:
             self.cuda_graph.replay()
             self.losses[step].copy_(static_loss)
         else:
-            self.losses[step].copy_(self.step_eager(x, y))
+            self.losses[step].copy_(self.step_eager(x, y, check=step in self.check_steps))
+        if step == 0:
+            audit_model(self.model, self.param_ids, "after the first training step")
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
     def sync(self) -> None:
@@ -261,11 +289,12 @@ class _Run:
             result.tokens_per_s = (result.steps_done - self.n_warm) * spec.tokens_per_step / self.timed_s
 
     # -- finish -----------------------------------------------------------------------------------------------
-    def finish(self, checkpoint_path: str | None) -> None:
+    def finish(self, checkpoint_path: str | None, state_path: str | None = None) -> None:
         """The final evaluation over the whole val split, and the checkpoint (for an ok run only)."""
         result = self.result
         if result.status != "ok":
             return
+        audit_model(self.model, self.param_ids, "at the end of training")
         final_loss, acc = evaluate(self.model, self.track.val_batches(final=True), self.dev, self.autocast)
         result.final_val_loss = final_loss
         result.final_val_bpc = final_loss / math.log(2) if math.isfinite(final_loss) else None
@@ -273,6 +302,8 @@ class _Run:
         if not math.isfinite(final_loss):
             result.status = "diverged"
             result.error = "non-finite final val loss"
+        if state_path and result.status == "ok":
+            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, state_path)
         if checkpoint_path:
             state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
             meta = {"variant": self.loaded.name, "variant_sha": self.loaded.sha256, "spec": self.spec.to_dict(),

@@ -8,13 +8,15 @@ child waits for the parent's answer, which is how a search prunes a trial.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
+import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from arena.core.errors import ArenaError
@@ -22,8 +24,10 @@ from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant
+from arena.runner import processes
 
 EventFn = Callable[[dict[str, Any]], bool | None]
+IMPORT_LIMIT_S = 60.0  # importing a variant file (the training has the run's own limit)
 
 
 @dataclass
@@ -39,17 +43,27 @@ class Task:
     hparams: dict[str, float] = field(default_factory=dict)
     options: RunOptions = field(default_factory=RunOptions)
     checkpoint_path: str | None = None
+    state_path: str | None = None  # where an ok run leaves its weights for the clean-process check
+    policy: bool = True  # the static policy; False only in tests of the run-time guards
 
 
 def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> None:
+    """A worker process: it runs the trials of one variant. The data is loaded before the variant is imported, the
+    environment is made private, and the variant runs under the guards (``runner.guard``)."""
     os.environ.update(env)
     import torch
 
+    from arena.runner import guard
+    from arena.runner.data import load_track
     from arena.runner.loader import load_source
     from arena.runner.train import train
 
     if threads:
         torch.set_num_threads(threads)
+    original_env = dict(os.environ)
+    tracks: dict[str, Any] = {}
+    private = False
+    before: dict[str, int] = {}
     while True:
         try:
             task: Task | None = conn.recv()
@@ -57,6 +71,7 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
             return
         if task is None:
             return
+        spec = Spec.from_dict(task.spec)
 
         def on_event(event: dict[str, Any]) -> bool:
             conn.send(("event", event))
@@ -66,16 +81,48 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
             return False
 
         try:
-            loaded = load_source(task.variant_source, task.variant_path)
-            result = train(
-                Spec.from_dict(task.spec), loaded, task.seed, task.hparams, options=task.options, on_event=on_event,
-                checkpoint_path=task.checkpoint_path,
-            )
-            conn.send(("result", result.to_dict()))
+            if spec.hash not in tracks:  # arena's data, read with the user's environment, before any variant code
+                with _environment(original_env):
+                    tracks[spec.hash] = load_track(spec, task.options.data_flag)
+            if not private:
+                guard.private_environment()
+                guard.prime()
+                before = guard.snapshot()
+                private = True
         except ArenaError as exc:
             conn.send(("error", str(exc)))
-        except BaseException as exc:  # pragma: no cover - train() already turns failures into results
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            continue
+        conn.send(("event", {"type": "phase", "phase": "importing"}))
+        try:
+            loaded = load_source(task.variant_source, task.variant_path, policy=task.policy)
+            guard.check_untampered(before, "while importing")
+        except ArenaError as exc:
+            conn.send(("result", _refused(task, spec, str(exc)).to_dict()))
+            continue
+        conn.send(("event", {"type": "phase", "phase": "training"}))
+        result = train(spec, loaded, task.seed, task.hparams, options=task.options, on_event=on_event,
+                       checkpoint_path=task.checkpoint_path, track=tracks[spec.hash], state_path=task.state_path)
+        changed = guard.tampered(before, guard.snapshot())
+        if changed:
+            result.status, result.error = "rejected", f"the variant patched {', '.join(changed[:3])} while training"
+        conn.send(("result", result.to_dict()))
+
+
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _refused(task: Task, spec: Spec, reason: str) -> RunResult:
+    return RunResult(variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec.hash, seed=task.seed,
+                     hparams=dict(task.hparams), status="rejected", error=reason)
 
 
 class Worker:
@@ -86,13 +133,15 @@ class Worker:
         self.env = dict(env or {})
         self._proc: Any = None
         self._conn: Connection | None = None
+        self._sha: str | None = None
 
-    def _ensure(self) -> Connection:
+    def _ensure(self, variant_sha: str) -> Connection:
+        if self._proc is not None and self._sha != variant_sha:
+            self.close()  # one process per variant: nothing one variant did can reach the next one's runs
+        self._sha = variant_sha
         if self._proc is None or not self._proc.is_alive():
-            ctx = mp.get_context("spawn")
-            parent, child = ctx.Pipe()
-            self._proc = ctx.Process(target=_child_main, args=(child, self.threads, self.env), daemon=True)
-            self._proc.start()
+            parent, child = processes.pipe()
+            self._proc = processes.start(_child_main, (child, self.threads, self.env))
             child.close()
             self._conn = parent
         assert self._conn is not None
@@ -128,12 +177,19 @@ class Worker:
             variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec_hash, seed=task.seed,
             hparams=dict(task.hparams),
         )
-        conn = self._ensure()
+        conn = self._ensure(task.variant_sha)
         conn.send(task)
         t0 = time.monotonic()
         deadline = t0 + timeout_s if timeout_s else None
+        importing_until: float | None = None  # the import of the variant has its own limit
         while True:
             wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            if importing_until is not None and time.monotonic() >= importing_until:
+                self.kill()
+                partial.status = "rejected"
+                partial.error = f"{task.variant_path}: timed out after {IMPORT_LIMIT_S:.0f} s while importing"
+                partial.wall_s = time.monotonic() - t0
+                return partial
             if deadline is not None and time.monotonic() >= deadline:
                 self.kill()
                 partial.status = "timeout"
@@ -151,7 +207,11 @@ class Worker:
                 else:
                     continue
             kind, payload = msg
-            if kind == "event" and isinstance(payload, dict):
+            if kind == "event" and isinstance(payload, dict) and payload.get("type") == "phase":
+                importing_until = time.monotonic() + IMPORT_LIMIT_S if payload["phase"] == "importing" else None
+                if on_event:
+                    on_event(payload)
+            elif kind == "event" and isinstance(payload, dict):
                 _track(partial, payload)
                 stop = on_event(payload) if on_event else None
                 if payload.get("type") == "eval":
@@ -206,6 +266,30 @@ def make_task(
     )
 
 
+def run_checked(
+    worker: Worker, spec: Spec, loaded: LoadedVariant, seeds: Sequence[int], hparams: Mapping[str, float] | None,
+    options: RunOptions, *, on_event: Callable[[int, dict[str, Any]], Any] | None = None,
+    checkpoint_paths: Mapping[int, str] | None = None, policy: bool = True,
+) -> list[RunResult]:
+    """Train one variant on ``seeds`` in ``worker`` (one process for the variant), then check every ok run in a
+    clean process (``runner.verify``): the results as they are to be recorded."""
+    from arena.runner.verify import verify
+
+    with tempfile.TemporaryDirectory(prefix="arena-states-") as folder:
+        results, states = [], []
+        for seed in seeds:
+            state = str(Path(folder) / f"seed{seed}.pt")
+            task = make_task(spec, loaded, seed, hparams, options, (checkpoint_paths or {}).get(seed))
+            task = replace(task, state_path=state, policy=policy)
+
+            def forward(event: dict[str, Any], seed: int = seed) -> Any:
+                return on_event(seed, event) if on_event else None
+
+            results.append(worker.run(task, forward))
+            states.append(state)
+        return verify(spec, loaded.source, loaded.path, results, states, options, policy=policy)
+
+
 def run_trial(
     spec: Spec,
     loaded: LoadedVariant,
@@ -215,12 +299,9 @@ def run_trial(
     options: RunOptions | None = None,
     on_event: EventFn | None = None,
     checkpoint_path: str | None = None,
-    isolate: bool = True,
 ) -> RunResult:
-    """Run one trial (in a fresh child process unless ``isolate=False``) and return its result."""
-    if not isolate:
-        from arena.runner.train import train  # the child imports torch's training stack; the parent need not
-
-        return train(spec, loaded, seed, hparams, options=options, on_event=on_event, checkpoint_path=checkpoint_path)
+    """Run one trial in a fresh worker process, checked in a clean one, and return its result."""
     with Worker() as worker:
-        return worker.run(make_task(spec, loaded, seed, hparams, options, checkpoint_path), on_event)
+        paths = {seed: checkpoint_path} if checkpoint_path else None
+        return run_checked(worker, spec, loaded, [seed], hparams, options or RunOptions(),
+                           on_event=(lambda _s, e: on_event(e)) if on_event else None, checkpoint_paths=paths)[0]

@@ -12,10 +12,9 @@ class ConcatProject(Fusion):
     def __init__(self, d_model: int, hp: HParams) -> None:
         super().__init__(d_model, hp)
         self.proj = nn.Linear(2 * d_model, d_model, bias=False)
-        with torch.no_grad():
-            eye = torch.eye(d_model)
-            self.proj.weight.copy_(torch.cat([0.5 * eye, 0.5 * eye], dim=1))  # (D, 2D)
-            self.proj.weight.add_(torch.randn_like(self.proj.weight) * 0.02)
+        eye = torch.eye(d_model)
+        noise = torch.randn(d_model, 2 * d_model) * 0.02  # the draws nn.init would follow with: same stream
+        self.proj.weight = nn.Parameter(torch.cat([0.5 * eye, 0.5 * eye], dim=1) + noise)  # (D, 2D)
 
     def forward(self, rwkv: torch.Tensor, mamba: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.proj(torch.cat([rwkv, mamba], dim=-1))  # (B, T, 2D) -> (B, T, D)

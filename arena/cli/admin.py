@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from arena.cli import options as o
@@ -28,27 +29,39 @@ def variants_list(
     db: Annotated[str | None, typer.Option("--db", help="Also list variants registered in this store.")] = None,
 ) -> None:
     """Every shipped (and registered) variant with its kind, parameter count at the spec size, and summary."""
+    from rich.text import Text
+
     from arena.core.spec import preset as get_preset
-    from arena.runner.check import param_count
-    from arena.runner.loader import builtin_variants, load_source
+    from arena.orchestration.entries import candidates
+    from arena.runner.inspection import inspect_sources
 
     spec = get_preset(preset)
-    found = {lv.name: (lv, "shipped") for lv in builtin_variants()}
     try:
         store = existing_store(db)
-        for row in store.variants() if store is not None else ():
-            if row.name not in found or found[row.name][0].sha256 != row.sha256:
-                found[row.name] = (load_source(row.source, row.path), "registered")
     except ArenaError:
         if db is not None:
             raise
+        store = None
+    found = {n: c for n, c in candidates(store).items() if c[3] == "file"}
+    names = sorted(found)
+    inspected = inspect_sources([(found[n][0], found[n][1]) for n in names], spec)
     t = Table(title=f"variants · params at {spec.label}")
     for col in ("name", "kind", "params", "source", "summary"):
         t.add_column(col, justify="right" if col == "params" else "left")
-    for name in sorted(found):
-        lv, origin = found[name]
-        t.add_row(name, lv.variant.kind, f"{param_count(lv, spec):,}", origin, lv.variant.summary)
+    for name, result in zip(names, inspected, strict=True):
+        origin = "shipped" if found[name][1].startswith(str(_shipped_dir())) else "registered"
+        if isinstance(result, ArenaError):
+            t.add_row(name, "—", "—", origin, Text(f"refused: {result}", style="red"))
+            continue
+        info = result.loaded.variant
+        t.add_row(name, info.kind, f"{result.n_params:,}", origin, Text(info.summary))  # plain text: no markup
     console.print(t)
+
+
+def _shipped_dir() -> Path:
+    from arena.runner.loader import builtin_dir
+
+    return builtin_dir()
 
 
 @variants_app.command("check")
@@ -58,14 +71,14 @@ def variants_check(
 ) -> None:
     """Validate a variant file (import, declaration, ranges, shape, finite, budget, causality); store nothing."""
     from arena.core.spec import preset as get_preset
-    from arena.runner.check import check_variant
-    from arena.runner.loader import load_variant
+    from arena.runner.inspection import inspect_one, read_file
 
     spec = get_preset(preset)
-    loaded = load_variant(file)
-    n = check_variant(loaded, spec)
-    console.print(f"[green]✓[/green] {file}: {loaded.name} ({loaded.variant.kind}) is valid at {spec.label}: "
-                  f"{n:,} params (budget {spec.param_budget:,}), causal, finite")
+    found = inspect_one(read_file(file), file, spec)  # in a worker process, under the static policy and limits
+    loaded = found.loaded
+    console.print(f"[green]✓[/green] {escape(file)}: {loaded.name} ({loaded.variant.kind}) is valid at "
+                  f"{spec.label}: {found.n_params:,} params (budget {spec.param_budget:,}), causal, finite",
+                  highlight=False)
 
 
 @db_app.command("status")

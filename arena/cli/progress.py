@@ -40,6 +40,8 @@ def _progress(console: Console) -> Progress:
 
 
 def _info(event: dict[str, Any]) -> str:
+    if event.get("type") == "phase":
+        return str(event["phase"])
     if event.get("type") == "eval":
         return f"val {event['val_loss']:.4f}"
     return f"loss {event.get('loss', float('nan')):.4f} · {event.get('tok_s', 0):,.0f} tok/s"
@@ -51,6 +53,9 @@ def single_run_progress(console: Console, label: str, steps: int) -> Iterator[An
         task = progress.add_task(label, total=steps, info="starting")
 
         def on_event(event: dict[str, Any]) -> None:
+            if event.get("type") == "phase":
+                progress.update(task, info=_info(event))
+                return
             progress.update(task, completed=event.get("step", 0), info=_info(event))
 
         yield on_event
@@ -86,7 +91,10 @@ class TournamentProgress:
             if self.current.get(slot) != job:
                 self.current[slot] = job
                 self.progress.reset(task, total=self.steps, description=f"  {job.label}")
-            self.progress.update(task, completed=event.get("step", 0), info=_info(event))
+            if event.get("type") == "phase":
+                self.progress.update(task, info=_info(event))
+            else:
+                self.progress.update(task, completed=event.get("step", 0), info=_info(event))
 
     def on_done(self, slot: int, job: Job, result: RunResult) -> None:
         with self.lock:

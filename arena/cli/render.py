@@ -17,7 +17,8 @@ FORMATS = ("table", "json", "csv", "markdown")
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-def _fmt(x: float | None, spec: str) -> str:
+def fmt(x: float | None, spec: str = ".4f") -> str:
+    """A number for a table cell: '—' for a missing or non-finite value."""
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
@@ -44,7 +45,7 @@ def flat_records(board: Board) -> list[dict[str, Any]]:
 def caption(board: Board) -> str:
     spec = board.spec
     label = spec.label if spec else board.spec_hash
-    noise = _fmt(board.noise_floor, ".4f")
+    noise = fmt(board.noise_floor, ".4f")
     champ = board.champion or "none yet"
     if board.champion and board.champion_by_default:
         champ += " (by default)"
@@ -62,13 +63,13 @@ def table(board: Board) -> Table:
     ]:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in board.rows:
-        ci = f" [{_fmt(r.ci[0], '.4f')}, {_fmt(r.ci[1], '.4f')}]" if r.ci else ""
+        ci = f" [{fmt(r.ci[0], '.4f')}, {fmt(r.ci[1], '.4f')}]" if r.ci else ""
         delta = "—" if r.delta_pct is None else f"{r.delta_pct:+.2f}%"
         style = "bold green" if r.is_champion else None
         t.add_row(
-            _fmt(r.rank, "d") if r.rank else "—", _mark(r), r.name, r.kind, f"{_fmt(r.mean, '.4f')}{ci}", delta,
-            _fmt(r.p_value, ".3g"), str(r.n_seeds), _fmt(r.params, ","), _fmt(r.tok_s, ",.0f"),
-            _fmt(r.peak_mb, ",.0f"), _status(r), style=style,
+            fmt(r.rank, "d") if r.rank else "—", _mark(r), r.name, r.kind, f"{fmt(r.mean, '.4f')}{ci}", delta,
+            fmt(r.p_value, ".3g"), str(r.n_seeds), fmt(r.params, ","), fmt(r.tok_s, ",.0f"),
+            fmt(r.peak_mb, ",.0f"), _status(r), style=style,
         )
     return t
 
@@ -96,11 +97,11 @@ def as_markdown(board: Board) -> str:
     lines = [head, "|" + "---|" * 11]
     for r in board.rows:
         name = f"**{r.name}** 👑" if r.is_champion else (f"{r.name} ≈" if r.tied else r.name)
-        ci = f"[{_fmt(r.ci[0], '.4f')}, {_fmt(r.ci[1], '.4f')}]" if r.ci else "—"
+        ci = f"[{fmt(r.ci[0], '.4f')}, {fmt(r.ci[1], '.4f')}]" if r.ci else "—"
         delta = "—" if r.delta_pct is None else f"{r.delta_pct:+.2f}%"
         lines.append(
-            f"| {r.rank or '—'} | {name} | {r.kind} | {_fmt(r.mean, '.4f')} | {ci} | {delta} | "
-            f"{_fmt(r.p_value, '.3g')} | {r.n_seeds} | {_fmt(r.params, ',')} | {_fmt(r.tok_s, ',.0f')} | {_status(r)} |"
+            f"| {r.rank or '—'} | {name} | {r.kind} | {fmt(r.mean, '.4f')} | {ci} | {delta} | "
+            f"{fmt(r.p_value, '.3g')} | {r.n_seeds} | {fmt(r.params, ',')} | {fmt(r.tok_s, ',.0f')} | {_status(r)} |"
         )
     return "\n".join(lines) + f"\n\n{caption(board)}\n"
 

@@ -8,6 +8,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from arena.cli import options as o
 from arena.cli.common import (
@@ -53,7 +54,7 @@ def run(
     spec = spec_from_flags(preset, steps, None, track, data, sets)
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
     store = None if no_store else existing_store(db)
-    loaded = resolve_variant(variant, store)  # an unknown name fails here, before a store is created
+    loaded = resolve_variant(variant, store, spec, data)  # a bad or unknown variant fails here: nothing written
     if not no_store and store is None:
         store = open_store(db)
     entry = Entry.of(loaded, parse_hparams(hp))
@@ -104,13 +105,12 @@ def submit(
     from arena.orchestration.contest import Contests
     from arena.orchestration.entries import Entry
     from arena.orchestration.execute import register
-    from arena.runner.check import check_variant
-    from arena.runner.loader import load_variant
+    from arena.runner.inspection import inspect_one, read_file
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
-    loaded = load_variant(file)
-    n_params = check_variant(loaded, spec)
+    found = inspect_one(read_file(file), file, spec, data_flag=data)
+    loaded, n_params = found.loaded, found.n_params
     store = open_store(db)
     existing = store.latest_variant(loaded.name)
     if existing is not None and existing.path != loaded.path and existing.sha256 != loaded.sha256:
@@ -158,7 +158,11 @@ def tournament(
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
     store = existing_store(db)
-    entries = tournament_entries(store, spec, variants.split(",") if variants else None)  # may fail: nothing written
+    entries, refused = tournament_entries(store, spec, variants.split(",") if variants else None, data)
+    for line in refused:  # a file that fails its check sits out; the others compete
+        console.print(f"[yellow]skipped[/yellow] {escape(line)}", highlight=False)
+    if not entries:
+        raise ArenaError("no entry passed its check; nothing to run (see the lines above)")
     if store is None:
         store = open_store(db)
     register(store, spec, entries)

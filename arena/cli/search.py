@@ -65,14 +65,12 @@ def tune(
 
     from arena.orchestration.entries import resolve_variant
     from arena.orchestration.search import tune as search
-    from arena.runner.check import check_variant
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, trial_timeout, workers, gpus, data, pinned_batches, fused_adamw)
     store = open_store(db)
     try:
-        loaded = resolve_variant(variant, store)
-        check_variant(loaded, spec)
+        loaded = resolve_variant(variant, store, spec, data)  # inspected in a worker: its code never runs here
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are shown by the progress display instead
         with _TrialProgress(console, trials) as progress:
             summary = search.tune(
@@ -107,7 +105,7 @@ def adopt(
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     store = open_store(db)
     try:
-        loaded = resolve_variant(variant, store)
+        loaded = resolve_variant(variant, store, spec, data)
         entry = search.adopt(loaded, spec, store, storage, name=name)
         row = store.entry(entry)
     finally:

@@ -9,14 +9,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from arena.cli.render import fmt
 from arena.core.errors import ArenaError
 from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.orchestration.specs import find_spec_hash
-
-
-def _f(x: float | None, spec: str = ".4f") -> str:
-    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
 def print_result(console: Console, r: RunResult, spec: Spec | None = None) -> None:
@@ -30,15 +27,15 @@ def print_result(console: Console, r: RunResult, spec: Spec | None = None) -> No
     t.add_row("hparams", ", ".join(f"{k}={v:g}" for k, v in sorted(r.hparams.items())) or "—")
     style = "green" if r.status == "ok" else "red"
     t.add_row("status", f"[{style}]{r.status}[/{style}]" + (f": {r.error.splitlines()[0]}" if r.error else ""))
-    t.add_row("final val loss", f"{_f(r.final_val_loss)} nats · {_f(r.final_val_bpc)} bits/char"
-              + (f" · acc {_f(r.final_val_acc, '.3f')}" if r.final_val_acc is not None else ""))
-    t.add_row("val curve", sparkline([v for _, v in r.val_curve]) + f"  {_f(r.val_curve[0][1]) if r.val_curve else ''}"
-              f" → {_f(r.val_curve[-1][1]) if r.val_curve else ''}")
+    t.add_row("final val loss", f"{fmt(r.final_val_loss)} nats · {fmt(r.final_val_bpc)} bits/char"
+              + (f" · acc {fmt(r.final_val_acc, '.3f')}" if r.final_val_acc is not None else ""))
+    t.add_row("val curve", sparkline([v for _, v in r.val_curve]) + f"  {fmt(r.val_curve[0][1]) if r.val_curve else ''}"
+              f" → {fmt(r.val_curve[-1][1]) if r.val_curve else ''}")
     t.add_row("train curve", sparkline([v for _, v in r.train_curve]))
-    t.add_row("speed", f"{_f(r.tokens_per_s, ',.0f')} tok/s steady · warm-up {_f(r.warmup_s, '.2f')} s · "
-              f"wall {_f(r.wall_s, '.1f')} s · peak {_f(r.peak_mem_mb, ',.0f')} MB")
+    t.add_row("speed", f"{fmt(r.tokens_per_s, ',.0f')} tok/s steady · warm-up {fmt(r.warmup_s, '.2f')} s · "
+              f"wall {fmt(r.wall_s, '.1f')} s · peak {fmt(r.peak_mem_mb, ',.0f')} MB")
     parts = ", ".join(f"{k} {v:,}" for k, v in r.params_by_part.items())
-    t.add_row("params", f"{_f(r.params_total, ',')} ({parts})" if r.params_total else "—")
+    t.add_row("params", f"{fmt(r.params_total, ',')} ({parts})" if r.params_total else "—")
     t.add_row("backend", ", ".join(f"{k}: {v}" for k, v in r.backend.items()) or "—")
     env = r.env
     t.add_row("env", f"torch {env.get('torch')} · cuda {env.get('cuda')} · {env.get('gpu') or env.get('device')} · "
@@ -46,11 +43,11 @@ def print_result(console: Console, r: RunResult, spec: Spec | None = None) -> No
     if r.diagnostics:
         last = r.diagnostics[-1]
         gates = [g.get("mean") for g in last.get("gates", [])]
-        gate_txt = " ".join(_f(g, ".2f") for g in gates) if any(g is not None for g in gates) else "—"
+        gate_txt = " ".join(fmt(g, ".2f") for g in gates) if any(g is not None for g in gates) else "—"
         t.add_row("RWKV share/layer", gate_txt)
         ratio = last.get("grad_ratio")
         health = "" if ratio is None else (" (healthy)" if 0.33 <= ratio <= 3 else " (outside [0.33, 3])")
-        t.add_row("grad RWKV/Mamba", _f(ratio, ".3f") + health)
+        t.add_row("grad RWKV/Mamba", fmt(ratio, ".3f") + health)
     console.print(t)
 
 
@@ -69,7 +66,7 @@ def print_leaderboard(console: Console, store: Any, spec_hash: str, fmt: str) ->
                 t.add_column(col)
             for s in board.tuning:
                 hp = ", ".join(f"{k}={v:.3g}" for k, v in (s["best_hparams"] or {}).items())
-                t.add_row(s["study"], str(s["runs"]), str(s["ok"]), _f(s["best_val_loss"]), hp)
+                t.add_row(s["study"], str(s["runs"]), str(s["ok"]), fmt(s["best_val_loss"]), hp)
             console.print(t)
     else:
         text = {"json": render.as_json, "csv": render.as_csv, "markdown": render.as_markdown}[fmt](board)
@@ -101,8 +98,8 @@ def show_target(console: Console, store: Any, what: str, spec_ref: str | None, p
 
         for s in sorted(found, key=lambda r: (r.study_name or "", r.result.seed)):
             r = s.result
-            t.add_row(f"#{s.id}", str(r.seed), r.status, _f(r.final_val_loss), _f(r.final_val_bpc),
-                      _f(r.tokens_per_s, ",.0f"), sparkline([v for _, v in r.val_curve], 24),
+            t.add_row(f"#{s.id}", str(r.seed), r.status, fmt(r.final_val_loss), fmt(r.final_val_bpc),
+                      fmt(r.tokens_per_s, ",.0f"), sparkline([v for _, v in r.val_curve], 24),
                       f"{s.study_name}/{s.trial_number}" if s.study_name else "")
         console.print(t)
         runs = [s.result for s in found if s.study_name is None]

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 # pruned: stopped early by the search (Optuna) on purpose; never counted on the leaderboard.
-Status = Literal["ok", "diverged", "timeout", "crashed", "pruned"]
-STATUSES: tuple[str, ...] = ("ok", "diverged", "timeout", "crashed", "pruned")
+# rejected: the variant broke the rules while it ran (a causality leak, a patched function, hidden state, a reported
+# loss that a clean process does not reproduce); a loss like any failure, with the reason in ``error``.
+Status = Literal["ok", "diverged", "timeout", "crashed", "pruned", "rejected"]
+STATUSES: tuple[str, ...] = ("ok", "diverged", "timeout", "crashed", "pruned", "rejected")
 
 
 def hparams_key(hparams: dict[str, float]) -> str:

@@ -72,9 +72,11 @@ class Variant:
 
 @dataclass(frozen=True)
 class LoadedVariant:
-    """A variant file as loaded: its declaration, where it came from, and the exact source it ran."""
+    """A variant file as loaded: its declaration, where it came from, and the exact source it ran. In a worker that
+    imported the file ``variant`` is the ``Variant`` itself; everywhere else it is the ``VariantInfo`` an inspection
+    returned (the same fields, without the fusion class)."""
 
-    variant: Variant
+    variant: Variant | VariantInfo
     path: str
     source: str
     sha256: str
@@ -82,3 +84,37 @@ class LoadedVariant:
     @property
     def name(self) -> str:
         return self.variant.name
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    """What the processes that never run variant code know of a variant: its declaration as plain data, read in a
+    worker by ``arena.runner.inspect`` (``fusion`` is None: the class lives only where the code ran)."""
+
+    name: str
+    kind: Kind
+    summary: str
+    mixers: tuple[str, ...]
+    hparams: Mapping[str, HParam]
+    match_params: bool
+    has_fusion: bool
+    fusion: None = None
+
+    @classmethod
+    def of(cls, v: Variant) -> VariantInfo:
+        return cls(name=v.name, kind=v.kind, summary=v.summary, mixers=tuple(v.mixers), hparams=dict(v.hparams),
+                   match_params=v.match_params, has_fusion=v.fusion is not None)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "kind": self.kind, "summary": self.summary, "mixers": list(self.mixers),
+                "hparams": {k: [h.low, h.high, h.default, h.log] for k, h in self.hparams.items()},
+                "match_params": self.match_params, "has_fusion": self.has_fusion}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> VariantInfo:
+        hp = d["hparams"]
+        assert isinstance(hp, dict)
+        return cls(name=str(d["name"]), kind=d["kind"], summary=str(d["summary"]),  # type: ignore[arg-type]
+                   mixers=tuple(d["mixers"]),  # type: ignore[arg-type]
+                   hparams={k: HParam(float(v[0]), float(v[1]), float(v[2]), bool(v[3])) for k, v in hp.items()},
+                   match_params=bool(d["match_params"]), has_fusion=bool(d["has_fusion"]))

@@ -156,10 +156,16 @@ class HybridLM(nn.Module):
         self.fixed_order_embed = deterministic()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = embed_tokens(idx, self.embed.weight, self.fixed_order_embed and idx.is_cuda)  # (B, T, D)
+        return self.embed_forward(idx)[1]  # (B, T, V)
+
+    def embed_forward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token embeddings (B, T, D) and the logits (B, T, V) of one forward. The runner's causality check
+        takes the gradient of early logits with respect to later embeddings on the same forward that trains."""
+        e = embed_tokens(idx, self.embed.weight, self.fixed_order_embed and idx.is_cuda)  # (B, T, D)
+        x = e
         for block in self.blocks:
             x = block(x)
-        return F.linear(self.norm_f(x), self.embed.weight)  # (B, T, V): tied head
+        return e, F.linear(self.norm_f(x), self.embed.weight)  # (B, T, V): tied head
 
     # -- bookkeeping --------------------------------------------------------------------------------------------
     def part_of(self, name: str) -> str:

@@ -27,9 +27,9 @@ from arena.core.result import RunResult, hparams_key
 from arena.core.spec import Spec
 from arena.core.stack import same_stack
 from arena.db.store import Store
-from arena.orchestration.entries import Entry, Job
+from arena.orchestration.entries import Entry, Job, resolve_variant
 from arena.orchestration.execute import execute, register
-from arena.runner.loader import builtin, load_source
+from arena.runner.inspection import inspect_one
 from arena.runner.worker import run_trial
 
 NoteFn = Callable[[str], None]
@@ -93,11 +93,11 @@ class Contests:
         if row is None:
             raise ArenaError(f"the champion's variant {name} (sha {sha[:12]}) is missing from the store")
         origin = "file" if "@" not in name else "tuned"
-        return Entry.of(load_source(row.source, row.path), hparams, name=name, origin=origin)
+        loaded = inspect_one(row.source, row.path, self.spec, data_flag=self.options.data_flag).loaded
+        return Entry.of(loaded, hparams, name=name, origin=origin)
 
     def reference_entry(self) -> Entry:
-        row = self.store.latest_variant(self.spec.reference_variant)
-        loaded = load_source(row.source, row.path) if row is not None else builtin(self.spec.reference_variant)
+        loaded = resolve_variant(self.spec.reference_variant, self.store, self.spec, self.options.data_flag)
         return Entry.of(loaded)
 
     # -- noise floor -----------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Who competes: entries (a variant file version with frozen hyperparameters), jobs, and the one variant lookup.
 
 ``resolve_variant`` is the only way a command turns what a user typed (a file path, a shipped name or a registered
-name) into a loaded variant; ``tournament_entries`` picks a tournament's entries from the shipped files, the store's
-registrations and its tuned entries.
+name) into a variant; ``tournament_entries`` picks a tournament's entries from the shipped files, the store's
+registrations and its tuned entries. Both inspect files in worker processes (``runner.inspection``): the variant's
+code never runs in this process, which writes the store.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from arena.core.result import run_key
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant
 from arena.db.store import Store
-from arena.runner.check import check_variant
-from arena.runner.loader import builtin_variants, load_source, load_variant
+from arena.runner.inspection import inspect_one, inspect_sources, read_file
+from arena.runner.loader import builtin_dir, shipped_sources
 
 
 @dataclass(frozen=True)
@@ -52,59 +53,75 @@ class Job:
 
 def known_names(store: Store | None) -> set[str]:
     """Every variant name a lookup can find: the shipped files and, with a store, the registered ones."""
-    names = {lv.name for lv in builtin_variants()}
+    names = set(shipped_sources())
     if store is not None:
         names |= {v.name for v in store.variants()}
     return names
 
 
-def resolve_variant(ref: str, store: Store | None = None) -> LoadedVariant:
-    """A variant by file path, shipped name, or registered name (latest version); an unknown name fails with a
-    suggestion. The one lookup every command uses."""
+def resolve_variant(ref: str, store: Store | None, spec: Spec, data_flag: str | None = None) -> LoadedVariant:
+    """A variant by file path, shipped name, or registered name (latest version), inspected against ``spec`` in a
+    worker process (its code never runs here); an unknown name fails with a suggestion. The one lookup every
+    command uses."""
     if ref.endswith(".py") or Path(ref).exists():
-        return load_variant(ref)
-    shipped = {lv.name: lv for lv in builtin_variants()}
+        return inspect_one(read_file(ref), ref, spec, data_flag=data_flag).loaded
+    shipped = shipped_sources()
     if ref in shipped:
-        return shipped[ref]
+        return inspect_one(shipped[ref], str(builtin_dir() / f"{ref}.py"), spec, data_flag=data_flag).loaded
     if store is not None:
         row = store.latest_variant(ref)
         if row is not None:
-            return load_source(row.source, row.path)
+            return inspect_one(row.source, row.path, spec, data_flag=data_flag).loaded
     names = known_names(store)
     raise ArenaError(f"unknown variant '{ref}'{did_you_mean(ref, names)}; see: arena variants list")
 
 
-def tournament_entries(store: Store | None, spec: Spec, names: Sequence[str] | None = None) -> list[Entry]:
-    """Every shipped variant, every registered variant (latest version), and every tuned entry; or the named ones.
+def candidates(store: Store | None) -> dict[str, tuple[str, str, dict[str, float] | None, str]]:
+    """name → (source, path, tuned hparams or None, origin): every shipped file, every registered file (latest
+    version; a shipped name is never replaced: it is reserved) and every tuned entry. Nothing is run."""
+    found: dict[str, tuple[str, str, dict[str, float] | None, str]] = {
+        name: (source, str(builtin_dir() / f"{name}.py"), None, "file") for name, source in shipped_sources().items()
+    }
+    if store is None:
+        return found
+    for row in store.variants():
+        if row.name not in found:
+            found[row.name] = (row.source, row.path, None, "file")
+    for e in store.entries():
+        base = store.variant(e.variant_sha)
+        if base is not None:
+            found[e.name] = (base.source, base.path, dict(e.hparams), "tuned")
+    return found
 
-    A registered file that shares a shipped variant's name replaces it (it is the newer version the user
-    submitted). Every file is validated against the spec first; one bad file stops the tournament before any run.
-    ``store`` None (no database yet): the shipped variants only.
-    """
-    by_name: dict[str, Entry] = {lv.name: Entry.of(lv) for lv in builtin_variants()}
-    if store is not None:
-        for row in store.variants():
-            if row.name in by_name and by_name[row.name].loaded.sha256 == row.sha256:
-                continue
-            if row.name in by_name and row.path == by_name[row.name].loaded.path:
-                continue  # an older registration of a shipped file: the shipped version is current
-            by_name[row.name] = Entry.of(load_source(row.source, row.path))
-        for e in store.entries():
-            base = store.variant(e.variant_sha)
-            if base is not None:
-                loaded = load_source(base.source, base.path)
-                by_name[e.name] = Entry.of(loaded, e.hparams, name=e.name, origin="tuned")
+
+def tournament_entries(
+    store: Store | None, spec: Spec, names: Sequence[str] | None = None, data_flag: str | None = None,
+) -> tuple[list[Entry], list[str]]:
+    """The entries of a tournament and the refusals: every shipped variant, every registered variant (latest
+    version) and every tuned entry, or the named ones. Only those entries are inspected (in worker processes, each
+    untrusted file in its own); a file that fails its check is left out with its one-line reason, and the others
+    compete. ``store`` None (no database yet): the shipped variants only."""
+    found = candidates(store)
     if names:
-        unknown = [n for n in names if n not in by_name]
+        unknown = [n for n in names if n not in found]
         if unknown:
             raise ArenaError(
-                f"--variants: unknown variant '{unknown[0]}'{did_you_mean(unknown[0], by_name)}; "
+                f"--variants: unknown variant '{unknown[0]}'{did_you_mean(unknown[0], found)}; "
                 "see: arena variants list"
             )
-        by_name = {n: by_name[n] for n in names}
-    checked: set[str] = set()
-    for e in by_name.values():
-        if e.loaded.sha256 not in checked:
-            check_variant(e.loaded, spec)
-            checked.add(e.loaded.sha256)
-    return [by_name[k] for k in sorted(by_name)]
+        found = {n: found[n] for n in names}
+    chosen = sorted(found)
+    sources = list(dict.fromkeys((found[n][0], found[n][1]) for n in chosen))
+    inspected = dict(zip(sources, inspect_sources(sources, spec, data_flag=data_flag), strict=True))
+    entries, refused = [], []
+    for name in chosen:
+        source, path, hparams, origin = found[name]
+        result = inspected[(source, path)]
+        if isinstance(result, ArenaError):
+            refused.append(f"{name}: {result}")
+            continue
+        try:
+            entries.append(Entry.of(result.loaded, hparams, name=name, origin=origin))
+        except ArenaError as exc:
+            refused.append(f"{name}: {exc}")
+    return entries, refused

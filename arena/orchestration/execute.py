@@ -1,5 +1,7 @@
 """Plan and execute runs: memoized on (variant sha, spec hash, seed, hyperparameters), parallel over workers.
 
+Variant code runs only in worker processes; this process writes the store.
+
 A run is written to the store in one transaction after it finished, so an interrupted tournament (Ctrl-C,
 kill -9, power loss) resumes where it stopped: finished runs are found and skipped, unfinished ones were never
 written. Only this process writes to the store; workers only compute.
@@ -19,7 +21,38 @@ from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.db.store import Store
 from arena.orchestration.entries import Entry, Job
-from arena.runner.worker import Worker, make_task
+from arena.runner.worker import Worker, run_checked
+
+
+def _groups(jobs: Sequence[Job]) -> list[list[Job]]:
+    """The jobs of each entry together (first-come order of entries, seeds in the given order)."""
+    groups: dict[tuple[str, str], list[Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.entry.name, job.entry.loaded.sha256), []).append(job)
+    return list(groups.values())
+
+
+def _run_group(
+    spec: Spec, worker: Worker, group: list[Job], options: RunOptions, checkpoint_dir: str | None,
+    on_progress: Callable[[Job, dict[str, Any]], None] | None,
+) -> list[tuple[Job, RunResult]]:
+    """One entry's jobs trained in ``worker`` and checked in a clean process: (job, result to record) pairs."""
+    entry = group[0].entry
+    by_seed = {job.seed: job for job in group}
+    ckpts = {}
+    if checkpoint_dir:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        ckpts = {job.seed: str(Path(checkpoint_dir) / f"{entry.key(spec, job.seed)}.pt") for job in group}
+
+    def progress(seed: int, event: dict[str, Any]) -> None:
+        if on_progress:
+            on_progress(by_seed[seed], event)
+
+    done = run_checked(worker, spec, entry.loaded, list(by_seed), entry.hparams, options, on_event=progress,
+                       checkpoint_paths=ckpts)
+    for result in done:
+        result.variant = entry.name if entry.origin == "file" else entry.loaded.name
+    return [(by_seed[r.seed], r) for r in done]
 
 
 def register(store: Store, spec: Spec, entries: Iterable[Entry]) -> None:
@@ -54,18 +87,29 @@ def execute(
     on_done: DoneFn | None = None,
     rerun: bool = False,
 ) -> list[RunResult]:
-    """Run the jobs on ``options.workers`` child processes; record each result as soon as it finishes.
+    """Run the jobs on ``options.workers`` worker threads, each owning a worker process; record the results.
 
-    With ``checkpoint_dir``, each ok run leaves its final weights there as ``<run key>.pt``."""
-    todo: queue.Queue[Job] = queue.Queue()
-    for job in jobs:
-        todo.put(job)
+    The jobs of one entry run together in one process (a fresh one per variant) and are then checked in a clean
+    process (``runner.verify``) before they are recorded: an interrupted group leaves nothing half-checked in the
+    store. With ``checkpoint_dir``, each ok run leaves its final weights there as ``<run key>.pt``."""
+    todo: queue.Queue[list[Job]] = queue.Queue()
+    for group in _groups(jobs):
+        todo.put(group)
     results: list[RunResult] = []
     lock = threading.Lock()
     stop = threading.Event()
-    n_workers = max(1, min(options.workers, len(jobs) or 1))
+    n_workers = max(1, min(options.workers, todo.qsize() or 1))
     threads_each = max(1, (os.cpu_count() or 1) // n_workers)
     errors: list[BaseException] = []
+
+    def run_group(slot: int, worker: Worker, group: list[Job]) -> None:
+        progress = (lambda job, event: on_progress(slot, job, event)) if on_progress else None
+        for job, result in _run_group(spec, worker, group, options, checkpoint_dir, progress):
+            with lock:
+                store.record_run(result, replace=rerun)
+                results.append(result)
+            if on_done:
+                on_done(slot, job, result)
 
     def work(slot: int) -> None:
         env: dict[str, str] = {}
@@ -74,31 +118,15 @@ def execute(
         with Worker(threads=threads_each, env=env) as worker:
             while not stop.is_set():
                 try:
-                    job = todo.get_nowait()
+                    group = todo.get_nowait()
                 except queue.Empty:
                     return
-                ckpt = None
-                if checkpoint_dir:
-                    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-                    ckpt = str(Path(checkpoint_dir) / f"{job.entry.key(spec, job.seed)}.pt")
-                task = make_task(spec, job.entry.loaded, job.seed, job.entry.hparams, options, ckpt)
-
-                def progress(event: dict[str, Any], job: Job = job) -> None:
-                    if on_progress:
-                        on_progress(slot, job, event)
-
                 try:
-                    result = worker.run(task, progress)
+                    run_group(slot, worker, group)
                 except BaseException as exc:  # an ArenaError (e.g. data) stops the whole tournament
                     errors.append(exc)
                     stop.set()
                     return
-                result.variant = job.entry.name if job.entry.origin == "file" else job.entry.loaded.name
-                with lock:
-                    store.record_run(result, replace=rerun)
-                    results.append(result)
-                if on_done:
-                    on_done(slot, job, result)
 
     pool = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n_workers)]
     for t in pool:

@@ -21,12 +21,12 @@ from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
+from arena.core.variant import LoadedVariant, VariantInfo
 from arena.db.store import Store
 from arena.orchestration.search.space import make_pruner, make_sampler, search_space
 from arena.orchestration.search.storage import open_storage, recover_stale_trials, worker_owner
 from arena.orchestration.search.study import best_trial
-from arena.runner.loader import load_source
-from arena.runner.worker import Worker, make_task
+from arena.runner.worker import Worker, run_checked
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STARTED = (TrialState.RUNNING, *FINISHED)
@@ -62,6 +62,8 @@ class Job:
     deadline: float | None  # time.time() after which no trial starts
     variant_source: str
     variant_path: str
+    variant_sha: str
+    variant_info: dict[str, Any]
     spec: dict[str, Any]
     params: tuple[str, ...]
     sampler_seed: int
@@ -110,7 +112,9 @@ def optimize(job: Job, store: Store | None, stop: Callable[[], bool], after_tria
     """Run trials of ``job.study`` until the call's budget is used, the deadline passes or ``stop()``."""
     storage = open_storage(job.storage)
     spec = Spec.from_dict(job.spec)
-    loaded = load_source(job.variant_source, job.variant_path)
+    # The declaration as plain data: variant code runs only in the runner Worker's child, not here (we write).
+    loaded = LoadedVariant(VariantInfo.from_dict(job.variant_info), job.variant_path, job.variant_source,
+                           job.variant_sha)
     space = search_space(loaded, job.params)
     study = optuna.load_study(
         study_name=job.study, storage=storage, sampler=make_sampler(job.sampler_seed), pruner=make_pruner(spec)
@@ -136,7 +140,9 @@ def optimize(job: Job, store: Store | None, stop: Callable[[], bool], after_tria
                 trial.report(float(event["val_loss"]), int(event["step"]))
                 return trial.should_prune()
 
-            result = worker.run(make_task(spec, loaded, seed, hp, job.options), on_event)
+            # Trained in the worker's process, then checked in a clean one, like every run that is recorded.
+            result = run_checked(worker, spec, loaded, [seed], hp, job.options,
+                                 on_event=lambda _seed, event: on_event(event))[0]
             if store is not None:
                 store.record_run(result, study_name=job.study, trial_number=trial.number)
             trial.set_user_attr("run_key", result.key)

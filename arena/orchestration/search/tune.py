@@ -33,7 +33,7 @@ import optuna
 from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
 from arena.core.spec import Spec
-from arena.core.variant import LoadedVariant
+from arena.core.variant import LoadedVariant, VariantInfo
 from arena.db.store import Store
 from arena.orchestration.search.optimize import Job, Reporter, TrialEvent, optimize, run_processes
 from arena.orchestration.search.space import DEFAULT_PARAMS, sampler_seed, search_space
@@ -101,7 +101,8 @@ def tune(
     template = Job(
         storage=spec_string, study=name, call_id=call_id, budget=trials,
         deadline=time.time() + timeout_s if timeout_s else None, variant_source=loaded.source,
-        variant_path=loaded.path, spec=spec.to_dict(), params=tuple(space), sampler_seed=0, lock_path=lock_path,
+        variant_path=loaded.path, variant_sha=loaded.sha256, variant_info=_info(loaded).to_dict(),
+        spec=spec.to_dict(), params=tuple(space), sampler_seed=0, lock_path=lock_path,
         store_url=store.url if store is not None else None, options=options,
         verbosity=optuna.logging.get_verbosity(),
     )
@@ -118,6 +119,11 @@ def tune(
                 os.unlink(lock_path)
     reporter.poll()
     return summarize(study, spec_string, ran=len(reporter.seen), seconds=time.monotonic() - t0)
+
+
+def _info(loaded: LoadedVariant) -> VariantInfo:
+    v = loaded.variant
+    return v if isinstance(v, VariantInfo) else VariantInfo.of(v)
 
 
 def _per_process(template: Job, options: RunOptions, seed: int, n_existing: int) -> list[Job]:

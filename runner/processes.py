@@ -1,0 +1,49 @@
+"""How arena starts the processes that run variant code: forked from a server that has imported torch and the
+runner once (Python's ``forkserver``), so a fresh process per variant costs a fork, not a two-second import.
+
+The server imports arena's and torch's modules and nothing else — no variant code ever runs in it — so every child
+starts clean. A child inherits the server's environment and folder, not the caller's: ``start`` hands the caller's
+current environment and working folder to the child, which ``enter`` applies first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from multiprocessing.context import BaseContext
+from typing import Any
+
+PRELOAD = ["torch", "arena.runner.train", "arena.runner.check", "arena.runner.verify", "arena.runner.inspection"]
+_configured = False
+
+
+def context() -> BaseContext:
+    """The forkserver context, its server preloading torch and the runner (set up once per process)."""
+    global _configured
+    ctx = mp.get_context("forkserver")
+    if not _configured:
+        ctx.set_forkserver_preload(PRELOAD)
+        _configured = True
+    return ctx
+
+
+def start(target: Callable[..., Any], args: tuple[Any, ...], *, daemon: bool = True) -> Any:
+    """Start ``target(*args)`` in a fresh child that first takes on this process's environment and folder."""
+    ctx = context()
+    proc = ctx.Process(target=_enter_then, args=(dict(os.environ), os.getcwd(), target, args), daemon=daemon)
+    proc.start()
+    return proc
+
+
+def pipe() -> tuple[Any, Any]:
+    return context().Pipe()
+
+
+def _enter_then(env: dict[str, str], cwd: str, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    os.environ.clear()
+    os.environ.update(env)
+    with contextlib.suppress(OSError):  # the caller's folder is gone: the child works from the server's
+        os.chdir(cwd)
+    target(*args)

@@ -23,6 +23,7 @@ from arena.runner.guard import variant_code
 from arena.runner.policy import audit_source
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # full-matched, ASCII only
+MARKUP_RE = re.compile(r"\[/?[A-Za-z#@][^\]]*\]|\[/\]")  # rich's [bold red]…[/] tags
 # Ranges a hyperparameter of a known name must stay inside (its meaning): an initial share, a positive multiplier.
 MEANING: dict[str, tuple[float, float, bool, bool]] = {  # low bound, high bound, each open?
     "gate_init": (0.0, 1.0, True, True),
@@ -133,6 +134,8 @@ def _check_fields(v: Variant, path: str) -> None:
         raise bad(f"kind {v.kind!r} is not one of {', '.join(KINDS)}{did_you_mean(str(v.kind), KINDS)}")
     if not isinstance(v.summary, str) or not v.summary.strip() or not v.summary.isprintable() or len(v.summary) > 200:
         raise bad("summary must be one non-empty line of printable text (no control characters), ≤ 200 characters")
+    if MARKUP_RE.search(v.summary):
+        raise bad("summary must be plain text: it looks like console markup ([style]…[/])")
     mixers = tuple(v.mixers)
     for m in mixers:
         if m not in MIXERS:

@@ -42,6 +42,10 @@ FORBIDDEN_NAMES = frozenset({
     "item", "tolist", "numpy", "is_grad_enabled", "is_inference_mode_enabled", "is_autocast_enabled",
     "is_current_stream_capturing", "apply", "load_state_dict", "state_dict", "named_parameters", "parameters",
     "modules", "named_modules", "children", "zero_grad",
+    # modules that other modules carry as attributes (torch.os is os): reached without an import
+    "os", "sys", "subprocess", "builtins", "importlib", "io", "shutil", "pathlib", "socket", "ctypes", "pickle",
+    "inspect", "gc", "threading", "signal", "tempfile", "glob", "platform", "types", "weakref", "copyreg",
+    "marshal", "warnings", "logging", "contextlib", "sysconfig", "site", "runpy", "pkgutil", "zipimport",
 })
 # ``.detach()`` is allowed only to hand a diagnostic to ``self.last_share`` (it cannot reach the output there).
 DETACH_TARGET = "last_share"
@@ -181,7 +185,7 @@ class _Visitor(ast.NodeVisitor):
                 self.refuse(handler, "catches BaseException (or everything)")
         self.generic_visit(node)
 
-    visit_TryStar = visit_Try
+    visit_TryStar = visit_Try  # type: ignore[assignment]
 
 
 def _is_detach_call(value: ast.expr) -> bool:

@@ -12,17 +12,18 @@ import contextlib
 import multiprocessing as mp
 import os
 from collections.abc import Callable
-from multiprocessing.context import BaseContext
+from multiprocessing.context import ForkServerContext
 from typing import Any
 
 PRELOAD = ["torch", "arena.runner.train", "arena.runner.check", "arena.runner.verify", "arena.runner.inspection"]
 _configured = False
 
 
-def context() -> BaseContext:
+def context() -> ForkServerContext:
     """The forkserver context, its server preloading torch and the runner (set up once per process)."""
     global _configured
     ctx = mp.get_context("forkserver")
+    assert isinstance(ctx, ForkServerContext)
     if not _configured:
         ctx.set_forkserver_preload(PRELOAD)
         _configured = True

@@ -27,7 +27,7 @@ from arena.core.hparams import HParams, UndeclaredHParam, resolve
 from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
-from arena.core.variant import LoadedVariant
+from arena.core.variant import LoadedVariant, Variant
 from arena.model import autotune
 from arena.model.backend import prepare_cuda
 from arena.model.lm import build_model, count_params
@@ -146,6 +146,7 @@ class _Run:
         if dev.type == "cuda":
             prepare_cuda()
         variant = self.loaded.variant
+        assert isinstance(variant, Variant), "train runs the variant: call it in a worker, on a loaded file"
         target = reference_params(spec.dims, spec.reference_variant) if variant.match_params else None
         self.model = build_model(spec.dims, variant, self.hp, seed=self.seed, backend=options.backend,
                                  match_params_to=target).to(dev)

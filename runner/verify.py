@@ -96,7 +96,7 @@ def _child(conn: Connection, spec_dict: dict[str, Any], source: str, path: str, 
         try:
             v = loaded.variant
             hp = resolve(v.hparams, result_dict["hparams"], v.name)
-            model = build_model(spec.dims, v, hp, seed=int(result_dict["seed"]), backend=options.backend,  # type: ignore[arg-type]
+            model = build_model(spec.dims, v, hp, seed=int(result_dict["seed"]), backend=options.backend,
                                 match_params_to=target if v.match_params else None).to(dev)
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing or unexpected:

@@ -16,7 +16,7 @@ from arena.cli.app import app, main
 from arena.core.options import Execution, RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
-from arena.runner import worker
+from arena.runner import verify, worker
 
 RUNNER_FLAGS = ["--device", "cpu", "--backend", "torch_recurrent", "--mode", "eager", "--workers", "1",
                 "--foreach-adamw", "--pageable-batches"]
@@ -36,6 +36,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[RunOptions]:
                          status="ok", final_val_loss=2.0 + 0.01 * task.seed, val_curve=[(1, 2.0)])
 
     monkeypatch.setattr(worker.Worker, "run", fake_run)
+    monkeypatch.setattr(verify, "verify", lambda spec, source, path, results, *a, **k: list(results))
     return tasks
 
 

@@ -51,14 +51,14 @@ def print_result(console: Console, r: RunResult, spec: Spec | None = None) -> No
     console.print(t)
 
 
-def print_leaderboard(console: Console, store: Any, spec_hash: str, fmt: str) -> None:
+def print_leaderboard(console: Console, store: Any, spec_hash: str, form: str) -> None:
     import sys
 
     from arena.cli import render
     from arena.orchestration.leaderboard import build
 
     board = build(store, spec_hash)
-    if fmt == "table":
+    if form == "table":
         console.print(render.table(board))
         if board.tuning:
             t = Table(title="search runs (tuning seeds, not ranked)")
@@ -69,7 +69,7 @@ def print_leaderboard(console: Console, store: Any, spec_hash: str, fmt: str) ->
                 t.add_row(s["study"], str(s["runs"]), str(s["ok"]), fmt(s["best_val_loss"]), hp)
             console.print(t)
     else:
-        text = {"json": render.as_json, "csv": render.as_csv, "markdown": render.as_markdown}[fmt](board)
+        text = {"json": render.as_json, "csv": render.as_csv, "markdown": render.as_markdown}[form](board)
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 

@@ -103,14 +103,17 @@ def private_environment() -> Path:
 def snapshot() -> dict[str, int]:
     """The identity of every watched attribute (``module.name`` → id): a patched function has another id."""
     out: dict[str, int] = {}
+    # Private names of torch's own modules and classes are left out: torch rebinds some lazily on first use (a CUDA
+    # AdamW wraps ``_init_group``), and a variant cannot reach them (the static policy refuses private names).
     for name in WATCHED:
         module = sys.modules.get(name)
         if isinstance(module, ModuleType):
-            out.update({f"{name}.{k}": id(v) for k, v in list(vars(module).items()) if not k.startswith("__")})
+            out.update({f"{name}.{k}": id(v) for k, v in list(vars(module).items()) if not k.startswith("_")})
     for module_name, cls_name in WATCHED_CLASSES:
         cls = getattr(sys.modules.get(module_name), cls_name, None)
         if cls is not None:
-            out.update({f"{module_name}.{cls_name}.{k}": id(v) for k, v in list(vars(cls).items())})
+            out.update({f"{module_name}.{cls_name}.{k}": id(v) for k, v in list(vars(cls).items())
+                        if not k.startswith("_") or k.startswith("__")})
     for name, module in list(sys.modules.items()):
         if name.startswith("arena.") and isinstance(module, ModuleType) and not name.startswith("arena_variant"):
             out.update({f"{name}.{k}": id(v) for k, v in list(vars(module).items()) if not k.startswith("__")})
@@ -139,9 +142,12 @@ def prime() -> None:
     profiler; the first seeding rebinds ``torch.manual_seed``), so that only a variant's patch shows as a change."""
     import torch
 
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.AdamW([p])
-    p.grad = torch.zeros(1)
-    opt.step()
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    for device in devices:
+        for kwargs in ({"foreach": True}, {"fused": True, "capturable": True}) if device == "cuda" else ({},):
+            p = torch.nn.Parameter(torch.zeros(1, device=device))
+            opt = torch.optim.AdamW([p], **kwargs)  # type: ignore[arg-type]
+            p.grad = torch.zeros(1, device=device)
+            opt.step()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

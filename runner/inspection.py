@@ -23,9 +23,9 @@ from arena.core.home import arena_home
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant, VariantInfo
 from arena.runner import processes
+from arena.runner.worker import import_limit_s
 
-IMPORT_LIMIT_S = 60.0  # importing one file
-CHECK_LIMIT_S = 300.0  # checking it (builds, a few forwards, one step)
+CHECK_LIMIT_S = 300.0  # checking one file (builds, a few forwards, one step)
 _CODE = ("policy.py", "loader.py", "check.py", "causality.py", "guard.py")
 
 
@@ -164,7 +164,7 @@ def _run_child(items: list[tuple[str, str]], spec: Spec, data_flag: str | None,
     try:
         while len(results) < len(items):
             source, path = items[len(results)]
-            limit = IMPORT_LIMIT_S if phase in ("starting", "importing") else CHECK_LIMIT_S
+            limit = import_limit_s() if phase in ("starting", "importing") else CHECK_LIMIT_S
             left = started + limit - time.monotonic()
             if left <= 0 or not parent.poll(max(0.0, min(left, 0.5))):
                 if left <= 0:

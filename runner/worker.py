@@ -27,7 +27,17 @@ from arena.core.variant import LoadedVariant
 from arena.runner import processes
 
 EventFn = Callable[[dict[str, Any]], bool | None]
-IMPORT_LIMIT_S = 60.0  # importing a variant file (the training has the run's own limit)
+def import_limit_s() -> float:
+    """How long importing one variant file may take: ``ARENA_IMPORT_LIMIT_S``, default 60 s (training has the run's
+    own ``--timeout``)."""
+    raw = os.environ.get("ARENA_IMPORT_LIMIT_S", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ArenaError(f"ARENA_IMPORT_LIMIT_S={raw!r}: give a number of seconds") from None
+    if not value > 0:
+        raise ArenaError(f"ARENA_IMPORT_LIMIT_S={raw!r}: give a positive number of seconds")
+    return value
 
 
 @dataclass
@@ -187,7 +197,7 @@ class Worker:
             if importing_until is not None and time.monotonic() >= importing_until:
                 self.kill()
                 partial.status = "rejected"
-                partial.error = f"{task.variant_path}: timed out after {IMPORT_LIMIT_S:.0f} s while importing"
+                partial.error = f"{task.variant_path}: timed out after {import_limit_s():.0f} s while importing"
                 partial.wall_s = time.monotonic() - t0
                 return partial
             if deadline is not None and time.monotonic() >= deadline:
@@ -208,7 +218,7 @@ class Worker:
                     continue
             kind, payload = msg
             if kind == "event" and isinstance(payload, dict) and payload.get("type") == "phase":
-                importing_until = time.monotonic() + IMPORT_LIMIT_S if payload["phase"] == "importing" else None
+                importing_until = time.monotonic() + import_limit_s() if payload["phase"] == "importing" else None
                 if on_event:
                     on_event(payload)
             elif kind == "event" and isinstance(payload, dict):

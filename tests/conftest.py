@@ -20,6 +20,7 @@ def _isolated_arena(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("ARENA_HOME", str(home))
     monkeypatch.delenv("ARENA_DB", raising=False)
+    monkeypatch.setenv("ARENA_IMPORT_LIMIT_S", "15")  # a hanging variant import is cut after 15 s, not 60
     for var in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
         monkeypatch.setenv(var, str(tmp_path / "xdg" / var.lower()))
     return home

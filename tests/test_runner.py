@@ -6,6 +6,7 @@ import math
 import subprocess
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ import torch
 from arena.core.options import Execution, RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
+from arena.core.variant import LoadedVariant
 from arena.runner import train as train_mod
 from arena.runner.data import load_track
-from arena.runner.loader import LoadedVariant, builtin, load_variant
+from arena.runner.loader import builtin, load_source
 from arena.runner.train import train
 from arena.runner.worker import Worker, make_task, run_trial
 
@@ -64,7 +66,9 @@ VARIANT = Variant(name="{name}", kind="fusion", summary="misbehaves on purpose",
 '''
     path = tmp_path / f"{name}.py"
     path.write_text(source, encoding="utf-8")
-    return load_variant(path)
+    # These files misbehave with os/signal/time on purpose: they test the runner's failure handling, so they skip
+    # the static policy (which would refuse them before they ran; tests/test_security.py covers it).
+    return load_source(source, str(path), policy=False)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +182,7 @@ def test_divergence_is_a_result_and_stops_early(action: str, tmp_path: Path, lon
 
 def test_divergence_through_the_worker(tmp_path: Path, long_spec: Spec, worker: Worker) -> None:
     lv = bomb_variant(tmp_path, "return y * float('nan')", after=4)
-    r = worker.run(make_task(long_spec, lv, 0, options=CPU_120))
+    r = worker.run(replace(make_task(long_spec, lv, 0, options=CPU_120), policy=False))
     assert r.status == "diverged" and r.steps_done < long_spec.steps and r.val_curve
 
 
@@ -189,7 +193,7 @@ def test_exception_in_forward_is_crashed_with_traceback(tmp_path: Path, tiny_spe
     assert "RuntimeError: fusion exploded on purpose" in (r.error or "")
     assert "Traceback" in (r.error or "") and "forward" in (r.error or "")
     assert r.final_val_loss is None
-    r2 = worker.run(make_task(tiny_spec, lv, 0, options=CPU_120))
+    r2 = worker.run(replace(make_task(tiny_spec, lv, 0, options=CPU_120), policy=False))
     assert r2.status == "crashed" and "fusion exploded on purpose" in (r2.error or "")
 
 
@@ -204,7 +208,7 @@ def test_dying_child_is_crashed_and_the_worker_recovers(
     lv = bomb_variant(tmp_path, action, after=3)
     first = worker.run(make_task(tiny_spec, GF, 0, options=CPU_120))
     pid_before = worker._proc.pid
-    bad = worker.run(make_task(tiny_spec, lv, 0, options=CPU_120))
+    bad = worker.run(replace(make_task(tiny_spec, lv, 0, options=CPU_120), policy=False))
     assert bad.status == "crashed", bad
     assert expect in (bad.error or "")
     assert bad.variant == "bomb" and bad.seed == 0
@@ -220,7 +224,8 @@ def test_hang_is_a_timeout(tmp_path: Path, tiny_spec: Spec, worker: Worker) -> N
     # Start the child first: on a loaded 2-core machine spawning it and importing torch alone can take seconds.
     assert worker.run(make_task(tiny_spec, GF, 0, options=CPU_120)).status == "ok"
     t0 = time.monotonic()
-    r = worker.run(make_task(tiny_spec, lv, 0, options=RunOptions(device="cpu", timeout_s=10)))
+    options = RunOptions(device="cpu", timeout_s=10)
+    r = worker.run(replace(make_task(tiny_spec, lv, 0, options=options), policy=False))
     assert r.status == "timeout", r
     assert "timed out after 10 s" in (r.error or "")
     assert r.val_curve and r.val_curve[0][0] == 3  # the eval at step 3 came back before the hang

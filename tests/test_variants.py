@@ -60,10 +60,12 @@ def test_contract_build_forward_backward(lv: LoadedVariant) -> None:
 
 @pytest.mark.parametrize("lv", BUILTIN, ids=IDS)
 def test_contract_check_variant_causal_and_under_budget(lv: LoadedVariant) -> None:
-    for spec in (SMOKE, PHASE2):
-        n = check_variant(lv, spec)  # shape, finite, budget, causality: raises ArenaError otherwise
-        assert 0 < n <= spec.param_budget
-        assert n == param_count(lv, spec)
+    # The check runs at the spec's real batch shape; phase2's (64 × 64, 3.1M parameters) costs seconds per variant on
+    # 2 CPU cores, so phase2 is covered by the parameter count and the GPU bench's check (bench/gpu_guards.py).
+    n = check_variant(lv, SMOKE)  # shape, finite, budget, causality: raises ArenaError otherwise
+    assert 0 < n <= SMOKE.param_budget
+    assert n == param_count(lv, SMOKE)
+    assert param_count(lv, PHASE2) <= PHASE2.param_budget
 
 
 @pytest.mark.parametrize("lv", BUILTIN, ids=IDS)
@@ -162,8 +164,9 @@ def decl_file(decl: str, before: str = "", after: str = "") -> str:
 CASES: dict[str, tuple[str, str]] = {
     # name: (file text, a fragment the one-line message must contain)
     "does_not_import": (HEADER + "import arena_no_such_module\n" + 'VARIANT = Variant(name="x", kind="fusion", '
-                        'summary="s", fusion=GatedFusion, hparams={"lr_mult": lr_mult()})\n', "does not import"),
-    "syntax_error": ("def broken(:\n", "does not import"),
+                        'summary="s", fusion=GatedFusion, hparams={"lr_mult": lr_mult()})\n',
+                        "imports 'arena_no_such_module'"),
+    "syntax_error": ("def broken(:\n", "does not parse"),
     "raises_at_import": (HEADER + "raise RuntimeError('boom')\n", "boom"),
     "missing_declaration": (HEADER + "\nX = 1\n", "no declaration"),
     "declaration_wrong_type": (HEADER + "\nVARIANT = {'name': 'x'}\n", "not arena.api.Variant"),
@@ -269,5 +272,5 @@ def test_discover_same_file_twice_is_not_a_duplicate(tmp_path: Path) -> None:
 
 def test_discover_rejects_a_shipped_name_clash(tmp_path: Path) -> None:
     (tmp_path / "my_gf.py").write_text(fusion_file("return rwkv + mamba", name="gf"))
-    with pytest.raises(ArenaError, match="declared twice"):
+    with pytest.raises(ArenaError, match="the name 'gf' is reserved for arena's shipped variant"):
         discover([builtin_dir(), tmp_path])

@@ -60,7 +60,10 @@ def gradient_leak(embeddings: torch.Tensor, logits: torch.Tensor, t0: int) -> Le
                           generator=torch.Generator(device=logits.device).manual_seed(_ENTROPY.getrandbits(62)))
     (grad,) = torch.autograd.grad((logits[:, : t0 + 1].float() * weights).sum(), embeddings, retain_graph=True)
     later = grad[:, t0 + 1 :].detach().abs()  # (B, T − t0 − 1, D)
-    scale = float(grad[:, : t0 + 1].detach().abs().max()) or 1.0
+    earlier = grad[:, : t0 + 1].detach().abs()
+    if not (bool(torch.isfinite(logits).all()) and bool(torch.isfinite(earlier).all())):
+        return Leak(0.0, t0, None)  # a diverged forward says nothing about causality; the loss checks end the run
+    scale = float(earlier.max()) or 1.0
     if not bool(torch.isfinite(later).all()):
         return Leak(float("inf"), t0, t0 + 1 + int((~torch.isfinite(later)).any(0).any(-1).nonzero()[0]))
     size = float(later.max()) / scale if later.numel() else 0.0

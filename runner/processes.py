@@ -11,9 +11,22 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable
 from multiprocessing.context import ForkServerContext
 from typing import Any
+
+INTERRUPTED_EXIT = 130  # what a worker exits with when it is interrupted
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by the user (Ctrl-C, SIGTERM, SIGHUP): never a result, never stored."""
+
+
+def interrupted(code: int | None) -> bool:
+    """Whether a child's exit code says it was interrupted rather than that it failed."""
+    return code == INTERRUPTED_EXIT or code in (-signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP)
+
 
 PRELOAD = ["torch", "arena.runner.train", "arena.runner.check", "arena.runner.verify", "arena.runner.inspection"]
 _configured = False

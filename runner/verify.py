@@ -25,6 +25,7 @@ from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.runner import processes
+from arena.runner.processes import Interrupted, interrupted
 
 REL_TOL = 1e-5  # two evaluations of the same weights by the same code: equal on the CPU, last bits on a GPU
 VERIFY_LIMIT_S = 600.0
@@ -136,6 +137,9 @@ def verify(
                 break
             if not parent.poll(0.5):
                 if not proc.is_alive() and not parent.poll():
+                    proc.join(timeout=5)
+                    if interrupted(proc.exitcode):
+                        raise Interrupted("the clean-process check was interrupted")
                     verdicts += [(None, f"the clean-process check died (exit code {proc.exitcode})")] * (
                         len(todo) - len(verdicts))
                 continue

@@ -25,6 +25,7 @@ from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant
 from arena.runner import processes
+from arena.runner.processes import INTERRUPTED_EXIT, Interrupted, interrupted
 
 EventFn = Callable[[dict[str, Any]], bool | None]
 def import_limit_s() -> float:
@@ -110,8 +111,11 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
             conn.send(("result", _refused(task, spec, str(exc)).to_dict()))
             continue
         conn.send(("event", {"type": "phase", "phase": "training"}))
-        result = train(spec, loaded, task.seed, task.hparams, options=task.options, on_event=on_event,
-                       checkpoint_path=task.checkpoint_path, track=tracks[spec.hash], state_path=task.state_path)
+        try:
+            result = train(spec, loaded, task.seed, task.hparams, options=task.options, on_event=on_event,
+                           checkpoint_path=task.checkpoint_path, track=tracks[spec.hash], state_path=task.state_path)
+        except KeyboardInterrupt:
+            os._exit(INTERRUPTED_EXIT)  # the parent stores nothing for an interrupted run
         changed = guard.tampered(before, guard.snapshot())
         if changed:
             result.status, result.error = "rejected", f"the variant patched {', '.join(changed[:3])} while training"
@@ -236,6 +240,8 @@ class Worker:
                     self._proc.join(timeout=10)
                 code = self._proc.exitcode if self._proc is not None else None
                 self.kill()
+                if interrupted(code):  # Ctrl-C or a kill of the run: not the variant's failure, and not a result
+                    raise Interrupted(f"the run was interrupted ({_describe_exit(code)})")
                 partial.status = "crashed"
                 partial.error = _describe_exit(code)
                 partial.wall_s = time.monotonic() - t0

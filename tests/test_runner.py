@@ -319,3 +319,14 @@ def test_checkpoint_is_written(tiny_spec: Spec, tmp_path: Path) -> None:
     assert r.checkpoint_path == str(ckpt) and ckpt.stat().st_size > 0
     saved = torch.load(ckpt, weights_only=True)
     assert saved["meta"]["variant_sha"] == GF.sha256 and saved["meta"]["seed"] == 0
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_an_interrupted_run_is_not_a_result(sig: str, tmp_path: Path, tiny_spec: Spec) -> None:
+    """Ctrl-C or a kill of the run is the user's, not the variant's: Worker.run raises, nothing is returned to store
+    (before, the run came back as 'crashed: killed by SIGTERM' and a resumed tournament counted it)."""
+    from arena.runner.processes import Interrupted
+
+    lv = bomb_variant(tmp_path, f"os.kill(os.getpid(), signal.{sig})", after=2)
+    with Worker() as w, pytest.raises(Interrupted):
+        w.run(replace(make_task(tiny_spec, lv, 0, options=CPU_120), policy=False))

@@ -238,14 +238,18 @@ class Worker:
                 if self._proc is not None:
                     # The pipe closes a moment before the OS reaps the child; its exit code is None until then.
                     self._proc.join(timeout=10)
-                code = self._proc.exitcode if self._proc is not None else None
-                self.kill()
-                if interrupted(code):  # Ctrl-C or a kill of the run: not the variant's failure, and not a result
-                    raise Interrupted(f"the run was interrupted ({_describe_exit(code)})")
-                partial.status = "crashed"
-                partial.error = _describe_exit(code)
-                partial.wall_s = time.monotonic() - t0
-                return partial
+                return self._died(partial, t0)
+
+    def _died(self, partial: RunResult, t0: float) -> RunResult:
+        """The result of a child that died without a word (segfault, os._exit, the OOM killer)."""
+        code = self._proc.exitcode if self._proc is not None else None
+        self.kill()
+        if interrupted(code):  # Ctrl-C or a kill of the run: not the variant's failure, and not a result
+            raise Interrupted(f"the run was interrupted ({_describe_exit(code)})")
+        partial.status = "crashed"
+        partial.error = _describe_exit(code)
+        partial.wall_s = time.monotonic() - t0
+        return partial
 
 
 def _track(partial: RunResult, event: dict[str, Any]) -> None:

@@ -12,6 +12,8 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import sys
+import tempfile
 from collections.abc import Callable
 from multiprocessing.context import ForkServerContext
 from typing import Any
@@ -30,6 +32,7 @@ def interrupted(code: int | None) -> bool:
 
 PRELOAD = ["torch", "arena.runner.train", "arena.runner.check", "arena.runner.verify", "arena.runner.inspection"]
 _configured = False
+_server_started = False
 
 
 def context() -> ForkServerContext:
@@ -45,9 +48,23 @@ def context() -> ForkServerContext:
 
 def start(target: Callable[..., Any], args: tuple[Any, ...], *, daemon: bool = True) -> Any:
     """Start ``target(*args)`` in a fresh child that first takes on this process's environment and folder."""
+    global _server_started
     ctx = context()
     proc = ctx.Process(target=_enter_then, args=(dict(os.environ), os.getcwd(), target, args), daemon=daemon)
-    proc.start()
+    if _server_started:
+        proc.start()
+        return proc
+    # The server starts with the caller's folder as its own and, unless Python ran with -P, that folder first on its
+    # path: started from a source checkout, it would import the folder arena/ (which lacks arena.runner: only an
+    # install maps runner/ there) instead of the installed package. So it starts from an empty folder.
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="arena-forkserver-") as neutral:
+        os.chdir(neutral)
+        try:
+            proc.start()
+        finally:
+            os.chdir(here)
+    _server_started = True
     return proc
 
 
@@ -58,6 +75,7 @@ def pipe() -> tuple[Any, Any]:
 def _enter_then(env: dict[str, str], cwd: str, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
     os.environ.clear()
     os.environ.update(env)
+    sys.path[:] = [p for p in sys.path if p and os.path.isabs(p)]  # no entry may follow the folder we move into
     with contextlib.suppress(OSError):  # the caller's folder is gone: the child works from the server's
         os.chdir(cwd)
     target(*args)

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from multiprocessing.context import ForkServerContext
+from pathlib import Path
 from typing import Any
 
 INTERRUPTED_EXIT = 130  # what a worker exits with when it is interrupted
@@ -57,13 +58,15 @@ def start(target: Callable[..., Any], args: tuple[Any, ...], *, daemon: bool = T
     # The server starts with the caller's folder as its own and, unless Python ran with -P, that folder first on its
     # path: started from a source checkout, it would import the folder arena/ (which lacks arena.runner: only an
     # install maps runner/ there) instead of the installed package. So it starts from an empty folder.
+    # The folder stays: the first child also starts in it (multiprocessing records the folder at start()).
+    neutral = Path(tempfile.gettempdir()) / f"arena-forkserver-{os.getuid()}"
+    neutral.mkdir(mode=0o700, exist_ok=True)
     here = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="arena-forkserver-") as neutral:
-        os.chdir(neutral)
-        try:
-            proc.start()
-        finally:
-            os.chdir(here)
+    os.chdir(neutral)
+    try:
+        proc.start()
+    finally:
+        os.chdir(here)
     _server_started = True
     return proc
 

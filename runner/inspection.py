@@ -77,19 +77,6 @@ def inspect_one(source: str, path: str, spec: Spec, *, data_flag: str | None = N
     return found
 
 
-def read_file(path: str | Path) -> str:
-    """A variant file's text; one line naming the file when it cannot be read."""
-    p = Path(path)
-    if p.is_dir():
-        raise ArenaError(f"{p}: is a folder; give the path to a variant .py file")
-    try:
-        return p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArenaError(f"{p}: no such file; give the path to a variant .py file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArenaError(f"{p}: cannot read it ({exc})") from None
-
-
 # -- cache ----------------------------------------------------------------------------------------------------------
 def _cached(source: str, spec: Spec) -> Inspected | None:
     sha = hashlib.sha256(source.encode("utf-8")).hexdigest()

@@ -36,16 +36,22 @@ def builtin_dir() -> Path:
     return Path(str(importlib.resources.files("arena.variants")))
 
 
-def load_variant(path: str | Path) -> LoadedVariant:
-    """Read and import a variant file; raise ArenaError naming the file on any problem with the declaration."""
+def read_file(path: str | Path) -> str:
+    """A variant file's text; one line naming the file when it cannot be read."""
     p = Path(path)
+    if p.is_dir():
+        raise ArenaError(f"{p}: is a folder; give the path to a variant .py file")
     try:
-        source = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ArenaError(f"{p}: no such file; give the path to a variant .py file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ArenaError(f"{p}: cannot read it ({exc})") from None
-    return load_source(source, str(p))
+
+
+def load_variant(path: str | Path) -> LoadedVariant:
+    """Read and import a variant file (in this process: a worker's, or a test's); ArenaError naming the file."""
+    return load_source(read_file(path), str(path))
 
 
 def load_source(source: str, path: str, *, policy: bool = True) -> LoadedVariant:

@@ -71,7 +71,8 @@ def variants_check(
 ) -> None:
     """Validate a variant file (import, declaration, ranges, shape, finite, budget, causality); store nothing."""
     from arena.core.spec import preset as get_preset
-    from arena.runner.inspection import inspect_one, read_file
+    from arena.runner.inspection import inspect_one
+    from arena.runner.loader import read_file
 
     spec = get_preset(preset)
     found = inspect_one(read_file(file), file, spec)  # in a worker process, under the static policy and limits

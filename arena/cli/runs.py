@@ -105,7 +105,8 @@ def submit(
     from arena.orchestration.contest import Contests
     from arena.orchestration.entries import Entry
     from arena.orchestration.execute import register
-    from arena.runner.inspection import inspect_one, read_file
+    from arena.runner.inspection import inspect_one
+    from arena.runner.loader import read_file
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)

@@ -19,8 +19,8 @@ from arena.core.result import run_key
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant
 from arena.db.store import Store
-from arena.runner.inspection import inspect_one, inspect_sources, read_file
-from arena.runner.loader import builtin_dir, shipped_sources
+from arena.runner.inspection import inspect_one, inspect_sources
+from arena.runner.loader import builtin_dir, read_file, shipped_sources
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,6 @@ def reference_params(dims: ModelDims, reference: str = "gf") -> int:
     return count_params(build_model(dims, ref.variant))
 
 
-def param_count(loaded: LoadedVariant, spec: Spec) -> int:
-    assert isinstance(loaded.variant, Variant), "param_count builds the model: call it where the variant was loaded"
-    target = reference_params(spec.dims, spec.reference_variant) if loaded.variant.match_params else None
-    return count_params(build_model(spec.dims, loaded.variant, match_params_to=target))
-
-
 class Violation(ArenaError):
     """The variant broke a rule about its state (new parameters, buffers, tensors outside its parameters)."""
 

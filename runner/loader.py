@@ -7,6 +7,7 @@ problem is one ArenaError line that names the file and the reason; nothing is st
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.resources
 import re
@@ -93,9 +94,14 @@ def _one_line(exc: BaseException) -> str:
 
 
 def shipped_sources() -> dict[str, str]:
-    """The shipped variants' names (their file stems) and exact sources."""
-    return {p.stem: p.read_text(encoding="utf-8") for p in sorted(builtin_dir().glob("*.py"))
-            if not p.name.startswith("_")}
+    """The shipped variants' names (their file stems) and exact sources (read once per process: every load asks)."""
+    return dict(_shipped())
+
+
+@functools.cache
+def _shipped() -> tuple[tuple[str, str], ...]:
+    return tuple((p.stem, p.read_text(encoding="utf-8")) for p in sorted(builtin_dir().glob("*.py"))
+                 if not p.name.startswith("_"))
 
 
 def is_shipped(source: str) -> bool:

@@ -18,7 +18,7 @@ from arena.core.options import RunOptions
 from arena.core.spec import PRESETS, Spec
 from arena.core.variant import LoadedVariant
 from arena.model.lm import build_model, count_params
-from arena.runner.check import check_variant, param_count, reference_params
+from arena.runner.check import check_variant, reference_params
 from arena.runner.loader import builtin_dir, builtin_variants, discover, load_variant
 from arena.runner.train import train
 
@@ -57,6 +57,12 @@ def test_contract_build_forward_backward(lv: LoadedVariant) -> None:
     assert set(model.params_by_part()) <= {"rwkv6", "mamba2", "attention", "fusion", "ffn", "embed", "norm"}
     assert sum(model.params_by_part().values()) == count_params(model)
 
+
+
+def param_count(lv: LoadedVariant, spec: Spec) -> int:
+    """The model's parameter count at the spec size (baselines matched to the reference, as the runner builds them)."""
+    target = reference_params(spec.dims, spec.reference_variant) if lv.variant.match_params else None
+    return count_params(build_model(spec.dims, lv.variant, match_params_to=target))  # type: ignore[arg-type]
 
 @pytest.mark.parametrize("lv", BUILTIN, ids=IDS)
 def test_contract_check_variant_causal_and_under_budget(lv: LoadedVariant) -> None:

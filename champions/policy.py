@@ -20,14 +20,15 @@ Callers rely on: ``evaluate`` and ``run_contest`` never promote unless both crit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from arena.champions.stats import t_test
 from arena.core.errors import ArenaError
 
 Action = Literal["promote", "reject", "more_seeds"]
+Confirm = Literal["sequence", "holm"]
 Reason = Literal[
     "promoted",  # both criteria hold at a look
     "not better",  # mean(d) ≤ 0 at a look: the challenger's loss is not lower
@@ -69,7 +70,9 @@ class PolicySettings:
 
     ``n_start`` is the spec's tournament seed count and ``n_max`` its ``max_seeds`` (the registry copies them from
     the spec). ``n_looks`` sets the look schedule (see :func:`looks`); ``n_looks = n_max - n_start + 1`` looks at
-    every seed, at the price of a smaller α per look.
+    every seed, at the price of a smaller α per look. ``max_candidates``, ``select_min`` and ``confirm`` drive the
+    tournament decision (:mod:`arena.champions.familywise`), which confirms on the ``n_fresh = n_max − n_start``
+    seeds past the tournament's; there ``alpha`` bounds the chance of any false promotion in the whole tournament.
     """
 
     alpha: float = 0.01  # family-wise: P(promote an equal challenger) ≤ alpha over the whole contest
@@ -79,6 +82,10 @@ class PolicySettings:
     n_max: int = 10
     futility_after: int = 3
     n_looks: int = 3
+    # The tournament decision (``champions.familywise``): which challengers go on to fresh seeds, and how.
+    max_candidates: int = 3  # at most this many challengers, best mean(d) on the tournament seeds first
+    select_min: float = 0.5  # a candidate's mean(d) on the tournament seeds must be ≥ select_min·δ (and > 0)
+    confirm: Confirm = "sequence"  # "sequence": fixed order, full α each; "holm": Holm's step-down over candidates
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -89,6 +96,10 @@ class PolicySettings:
             (self.n_max >= self.n_start, f"n_max ({self.n_max}) must be >= n_start ({self.n_start})"),
             (self.futility_after >= 1, f"futility_after must be >= 1, got {self.futility_after}"),
             (self.n_looks >= 1, f"n_looks must be >= 1, got {self.n_looks}"),
+            (self.max_candidates >= 1, f"max_candidates must be >= 1, got {self.max_candidates}"),
+            (math.isfinite(self.select_min) and self.select_min >= 0,
+             f"select_min must be finite and >= 0, got {self.select_min}"),
+            (self.confirm in ("sequence", "holm"), f"confirm must be 'sequence' or 'holm', got {self.confirm!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -103,6 +114,11 @@ class PolicySettings:
         """The α spent by the test at ``n`` seeds: ``alpha / len(schedule)`` at a look, 0 elsewhere."""
         schedule = self.schedule
         return self.alpha / len(schedule) if n in schedule else 0.0
+
+    @property
+    def n_fresh(self) -> int:
+        """The fresh seeds a tournament's candidates are confirmed on: the contest seeds past the tournament's."""
+        return self.n_max - self.n_start
 
     def delta(self, sigma: float) -> float:
         """The promotion threshold on mean(d): ``max(margin, sigma)``."""
@@ -262,86 +278,3 @@ def run_contest(next_d: Callable[[int], float], sigma: float, settings: PolicySe
         if v.action != "more_seeds":
             return v
     raise AssertionError("unreachable: evaluate(final=True) always decides")  # pragma: no cover
-
-
-def first_champion(
-    losses_by_variant: Mapping[str, Sequence[float]],
-    sigma: float,
-    settings: PolicySettings,
-    reference: str = "gf",
-) -> tuple[str, bool, dict[str, Any]]:
-    """The first champion of a spec from its first completed tournament: ``(name, by_default, evidence)``.
-
-    ``losses_by_variant`` maps each variant to its final losses, paired by seed index (equal lengths). The best
-    variant by mean loss (ties broken by name; a variant with a non-finite loss ranks last) becomes champion only
-    if, against EVERY other variant, a one-sided paired t-test gives ``p < alpha / (number of others)``
-    (Bonferroni over the comparisons) and its mean advantage is ≥ δ. Otherwise the champion is ``reference``
-    with ``by_default=True`` (also with fewer than 2 variants or 2 seeds). A seed on which one side's loss is
-    non-finite counts as a loss for that side. ``evidence`` is JSON-friendly: ranking, α per comparison, δ and
-    per-rival statistics, plus a one-line ``reason``.
-
-    Longer than usual because the comparison against every rival, its evidence and its reason belong together.
-    """
-    if not (math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
-    lengths = {name: len(v) for name, v in losses_by_variant.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"losses must be paired by seed (equal lengths), got {lengths}")
-    delta = settings.delta(sigma)
-    means = {
-        name: (math.fsum(v) / len(v) if v and all(math.isfinite(x) for x in v) else math.inf)
-        for name, v in losses_by_variant.items()
-    }
-    ranking = sorted(means, key=lambda name: (means[name], name))
-    n = next(iter(lengths.values()), 0)
-    evidence: dict[str, Any] = {
-        "ranking": [[name, means[name]] for name in ranking],
-        "n": n,
-        "sigma": sigma,
-        "delta": delta,
-        "reference": reference,
-        "best": ranking[0] if ranking else None,
-        "comparisons": {},
-    }
-
-    def default(reason: str) -> tuple[str, bool, dict[str, Any]]:
-        evidence["reason"] = f"{reference} by default: {reason}"
-        return reference, True, evidence
-
-    if len(ranking) < 2:
-        return default("fewer than 2 variants to compare")
-    if n < 2:
-        return default(f"{n} seed(s); a paired t-test needs at least 2")
-    best = ranking[0]
-    if not math.isfinite(means[best]):
-        return default("every variant has a non-finite loss")
-    rivals = ranking[1:]
-    alpha_each = settings.alpha / len(rivals)
-    evidence["alpha_each"] = alpha_each
-    best_losses = losses_by_variant[best]
-    failures: list[str] = []
-    for rival in rivals:
-        rival_losses = losses_by_variant[rival]
-        raw = [float(r) - float(b) for r, b in zip(rival_losses, best_losses, strict=True)]
-        # best's losses are all finite (it ranks first), so a non-finite d is the rival's failure: best wins it.
-        stats = t_test(_penalize(raw, delta, failed_sign=[1.0] * n))
-        passed = stats.p < alpha_each and stats.mean >= delta
-        evidence["comparisons"][rival] = {
-            "mean": stats.mean,
-            "std": stats.std,
-            "t": stats.t,
-            "p": stats.p,
-            "passed": passed,
-            "n_failed": sum(1 for v in raw if not math.isfinite(v)),
-        }
-        if not passed:
-            failures.append(f"{rival} (mean(d)={_fmt(stats.mean)}, p={_fmt(stats.p)})")
-    if failures:
-        return default(
-            f"best '{best}' is not better than {', '.join(failures)} by p < α={_fmt(alpha_each)} and "
-            f"mean(d) ≥ δ={_fmt(delta)}"
-        )
-    evidence["reason"] = (
-        f"'{best}' is better than all {len(rivals)} others with p < α={_fmt(alpha_each)} and mean(d) ≥ δ={_fmt(delta)}"
-    )
-    return best, False, evidence

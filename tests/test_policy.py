@@ -18,7 +18,6 @@ from arena.champions.policy import (
     PolicySettings,
     Verdict,
     evaluate,
-    first_champion,
     looks,
     run_contest,
 )
@@ -299,48 +298,3 @@ def _tournament(rng: np.random.Generator, means: dict[str, float], sigma: float,
     }
 
 
-def test_first_champion_clear_winner() -> None:
-    losses = _tournament(np.random.default_rng(0), {"gf": 1.50, "gf_mh": 1.40, "cp": 1.52}, sigma=0.01)
-    name, by_default, evidence = first_champion(losses, 0.01, DEFAULT)
-    assert (name, by_default) == ("gf_mh", False), evidence["reason"]
-    assert evidence["alpha_each"] == pytest.approx(0.005)  # Bonferroni over the 2 comparisons
-    assert evidence["best"] == "gf_mh" and all(c["passed"] for c in evidence["comparisons"].values())
-
-
-def test_first_champion_defaults_to_the_reference_when_not_clearly_best() -> None:
-    losses = _tournament(np.random.default_rng(1), {"gf": 1.50, "gf_mh": 1.40, "cp": 1.401}, sigma=0.01)
-    name, by_default, evidence = first_champion(losses, 0.01, DEFAULT)
-    assert (name, by_default) == ("gf", True)
-    assert evidence["reason"].startswith("gf by default: best ")
-
-
-def test_first_champion_bonferroni_over_comparisons() -> None:
-    # One rival with p between α/2 and α: enough for a single comparison, not for two.
-    best = [1.40, 1.40, 1.40, 1.40, 1.40]
-    rival = [1.43, 1.42, 1.44, 1.41, 1.45]
-    far = [2.0, 2.01, 2.0, 2.02, 2.0]
-    p = scipy.stats.ttest_rel(rival, best, alternative="greater").pvalue
-    assert 0.005 <= p < 0.01
-    assert first_champion({"a": best, "gf": rival}, 0.01, DEFAULT)[:2] == ("a", False)
-    assert first_champion({"a": best, "gf": rival, "far": far}, 0.01, DEFAULT)[:2] == ("gf", True)
-
-
-def test_first_champion_edge_cases() -> None:
-    assert first_champion({}, 0.01, DEFAULT)[:2] == ("gf", True)
-    assert first_champion({"x": [1.0, 1.1]}, 0.01, DEFAULT)[:2] == ("gf", True)
-    assert first_champion({"x": [1.0], "y": [2.0]}, 0.01, DEFAULT)[:2] == ("gf", True)
-    with pytest.raises(ValueError, match="paired"):
-        first_champion({"x": [1.0, 1.1], "y": [2.0]}, 0.01, DEFAULT)
-    # The reference may win on evidence: then it is champion by evidence, not by default.
-    losses = {"gf": [1.30, 1.31, 1.30, 1.29, 1.30], "other": [1.50, 1.52, 1.49, 1.51, 1.50]}
-    assert first_champion(losses, 0.01, DEFAULT)[:2] == ("gf", False)
-    # A variant with a failed run ranks last and loses that seed to the best.
-    losses = {
-        "a": [1.30, 1.31, 1.30, 1.29, 1.30],
-        "gf": [1.50, 1.52, 1.49, 1.51, 1.50],
-        "broken": [1.0, math.nan, 1.0, 1.0, 1.0],
-    }
-    name, by_default, evidence = first_champion(losses, 0.01, DEFAULT)
-    assert evidence["ranking"][-1][0] == "broken"
-    assert evidence["comparisons"]["broken"]["n_failed"] == 1
-    assert (name, by_default) == ("gf", True)  # 'broken' beat 'a' on 4 seeds: no evidence a is better

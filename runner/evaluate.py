@@ -51,18 +51,50 @@ def grad_norms(model: HybridLM) -> dict[str, float]:
     return {k: math.sqrt(v) for k, v in sq.items()}
 
 
-def diagnostics(model: HybridLM, step: int, probe: list[Batch], device: torch.device, autocast: bool) -> dict[str, Any]:
-    """Gate statistics and pathway output norms on one val batch, and the last step's gradient norms per part."""
+def snapshot(model: HybridLM) -> dict[str, torch.Tensor]:
+    """A copy of every parameter, on its device: θ₀ for ``movement`` (a second copy of the weights)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@torch.no_grad()
+def movement(model: HybridLM, initial: dict[str, torch.Tensor]) -> dict[str, dict[str, float | None]]:
+    """How far each parameter group moved since ``initial``: ``rel`` = ‖θ − θ₀‖ / ‖θ₀‖ over the group's elements
+    (None when θ₀ is all zero: there is no size to be relative to) and ``rms`` = ‖θ − θ₀‖ / √n, the typical change
+    of one element. Groups: the whole model (``all``), each part (rwkv6, mamba2, fusion, ffn, embed, norm, ...)
+    and each parameter within a part, every layer pooled (``HybridLM.group_of``: ``fusion/gate.bias``)."""
+    terms: dict[str, list[torch.Tensor]] = {}  # group -> per tensor [Σ (θ − θ₀)², Σ θ₀²]
+    count: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        start = initial[name].float()
+        pair = torch.stack([(p.detach().float() - start).pow(2).sum(), start.pow(2).sum()])  # (2,)
+        for group in ("all", model.part_of(name), model.group_of(name)):
+            terms.setdefault(group, []).append(pair)
+            count[group] = count.get(group, 0) + p.numel()
+    sums = torch.stack([torch.stack(t).sum(0) for t in terms.values()]).cpu().tolist()  # (groups, 2): one sync
+    out: dict[str, dict[str, float | None]] = {}
+    for group, (moved2, size2) in zip(terms, sums, strict=True):
+        out[group] = {"rel": math.sqrt(moved2 / size2) if size2 > 0 else None, "rms": math.sqrt(moved2 / count[group])}
+    return out
+
+
+def diagnostics(model: HybridLM, step: int, probe: list[Batch], device: torch.device, autocast: bool,
+                initial: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """On one val batch: gate statistics, pathway output norms and each pathway's amplitude in the fused output
+    (per layer; ``arena.model.attribution``); the last step's gradient norms per part; with ``initial`` (θ₀,
+    ``snapshot``) how far each parameter group has moved (``movement``)."""
     norms = grad_norms(model)
     model.set_record(True)
-    evaluate(model, probe, device, autocast)  # records gates and pathway norms
+    evaluate(model, probe, device, autocast)  # records gates, pathway norms and amplitudes
     model.set_record(False)
     diag: dict[str, Any] = {
         "step": step,
         "gates": model.gate_stats(),
+        "amplitude": model.amplitude_stats(),
         "pathway_norms": model.pathway_norms(),
         "grad_norms": norms,
     }
+    if initial is not None:
+        diag["moved"] = movement(model, initial)
     if "rwkv6" in norms and norms.get("mamba2"):
         diag["grad_ratio"] = norms["rwkv6"] / norms["mamba2"]
     return diag

@@ -11,7 +11,7 @@ contract is in ``arena.core.variant``'s docstring.
 """
 
 from arena.core.fusions import GatedFusion
-from arena.core.hparams import HParam, HParams, gate_init, lr_mult
+from arena.core.hparams import HParam, HParams, gate_init, lr_mult, lr_scale
 from arena.core.variant import KINDS, MIXERS, Fusion, Variant, logit
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "gate_init",
     "logit",
     "lr_mult",
+    "lr_scale",
 ]

@@ -15,15 +15,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from arena.champions.policy import PolicySettings, Verdict
+from arena.champions.policy import PolicySettings
 from arena.core.errors import ArenaError
 from arena.core.home import arena_home, artifacts_dir
 from arena.core.result import RunResult
 from arena.core.spec import Spec
-from arena.core.stack import stack_key
+from arena.core.stack import Basis, stack_key
 from arena.db.store import DecisionRecord, DecisionRow, Store
 
-SETTING_KEYS = ("alpha", "margin", "borderline_p", "futility_after", "n_looks")
+SETTING_KEYS = ("alpha", "margin", "borderline_p", "futility_after", "n_looks", "max_candidates", "select_min",
+                "confirm")
 
 
 def load_settings(spec: Spec) -> PolicySettings:
@@ -42,52 +43,57 @@ def load_settings(spec: Spec) -> PolicySettings:
     return PolicySettings(n_start=len(spec.seeds), n_max=n_max, **values)
 
 
-class Registry:
-    """The champion bookkeeping of one spec in one store."""
+Who = tuple[str, str, Mapping[str, float]]  # (entry name, variant sha, hyperparameters)
 
-    def __init__(self, store: Store, spec: Spec, settings: PolicySettings | None = None) -> None:
+
+class Registry:
+    """The champion bookkeeping of one spec and league in one store, on one basis (code + stack)."""
+
+    def __init__(self, store: Store, spec: Spec, settings: PolicySettings | None = None, *, league: str = "default",
+                 basis: Basis | None = None) -> None:
         self.store = store
         self.spec = spec
         self.settings = settings or load_settings(spec)
+        self.league = league
+        self.basis = basis
 
     def champion(self) -> DecisionRow | None:
         """The decision that made the current champion (None before the first tournament decided one)."""
-        return self.store.champion(self.spec.hash)
+        return self.store.champion(self.spec.hash, self.league)
 
-    def record_first(
-        self, name: str, sha: str, hparams: Mapping[str, float], by_default: bool, evidence: dict[str, Any],
-        results: Sequence[RunResult],
-    ) -> int:
-        """Store the first champion of the spec (by evidence, or the reference by default)."""
+    def _record(self, challenger: Who, champion: Who | None, *, promoted: bool, by_default: bool, reason: str,
+                evidence: dict[str, Any], tournament_id: int | None) -> int:
+        (c_name, c_sha, c_hp) = challenger
+        k_name, k_sha, k_hp = champion if champion is not None else (None, None, None)
         return self.store.record_decision(DecisionRecord(
-            spec_hash=self.spec.hash, challenger_name=name, challenger_sha=sha, challenger_hparams=dict(hparams),
-            champion_name=None, champion_sha=None, champion_hparams=None, promoted=not by_default,
-            by_default=by_default, reason=str(evidence.get("reason", "")),
-            evidence=json_safe(evidence | {"env": env_of(results)}),
+            spec_hash=self.spec.hash, challenger_name=c_name, challenger_sha=c_sha, challenger_hparams=dict(c_hp),
+            champion_name=k_name, champion_sha=k_sha, champion_hparams=None if k_hp is None else dict(k_hp),
+            promoted=promoted, by_default=by_default, reason=reason, evidence=json_safe(evidence),
+            league=self.league, code_digest=self.basis.code if self.basis else None,
+            stack_id=self.basis.stack if self.basis else None, tournament_id=tournament_id,
         ))
 
-    def record_contest(
-        self, challenger: tuple[str, str, Mapping[str, float]], champion: tuple[str, str, Mapping[str, float]],
-        verdict: Verdict, pairs: Sequence[tuple[int, RunResult, RunResult]], sigma: float,
+    def record_default(self, reference: Who, reason: str, results: Sequence[RunResult],
+                       tournament_id: int | None = None) -> int:
+        """Store the first champion of the spec and league: the reference, by default (it then defends the title
+        under the same rule as every later champion)."""
+        return self._record(reference, None, promoted=False, by_default=True, reason=reason,
+                            evidence={"reason": reason, "env": env_of(results)}, tournament_id=tournament_id)
+
+    def record_confirmation(
+        self, challenger: Who, champion: Who, promoted: bool, reason: str, evidence: dict[str, Any],
+        pairs: Sequence[tuple[int, RunResult, RunResult]], tournament_id: int | None = None,
     ) -> int:
-        """Store a contest's verdict (promoted or not) with its evidence: every seed's pair of run ids and the test."""
+        """Store one challenger's verdict (promoted or not) with its evidence: every seed's pair of run ids and the
+        tests (selection and confirmation)."""
         ids = {}
         for seed, c, ch in pairs:
             cr, chr_ = self.store.get_run(c.key), self.store.get_run(ch.key)
             ids[str(seed)] = {"champion_run": cr.id if cr else None, "challenger_run": chr_.id if chr_ else None}
-        evidence = {
-            "seeds": [s for s, _, _ in pairs], "d": list(verdict.d), "n": verdict.n, "mean": verdict.mean,
-            "std": verdict.std, "t": verdict.t, "p": verdict.p, "delta": verdict.delta, "alpha": self.settings.alpha,
-            "alpha_look": verdict.alpha_look, "sigma": sigma, "margin": self.settings.margin, "runs": ids,
-            "schedule": list(self.settings.schedule), "env": env_of([ch for _, _, ch in pairs]),
-            "message": verdict.message,
-        }
-        (c_name, c_sha, c_hp), (k_name, k_sha, k_hp) = challenger, champion
-        return self.store.record_decision(DecisionRecord(
-            spec_hash=self.spec.hash, challenger_name=c_name, challenger_sha=c_sha, challenger_hparams=dict(c_hp),
-            champion_name=k_name, champion_sha=k_sha, champion_hparams=dict(k_hp), promoted=verdict.promoted,
-            by_default=False, reason=verdict.reason, evidence=json_safe(evidence),
-        ))
+        evidence = evidence | {"runs": ids, "env": env_of([ch for _, _, ch in pairs]), "alpha": self.settings.alpha,
+                               "margin": self.settings.margin}
+        return self._record(challenger, champion, promoted=promoted, by_default=False, reason=reason,
+                            evidence=evidence, tournament_id=tournament_id)
 
     # -- artifacts -------------------------------------------------------------------------------------------------
     def champion_dir(self, name: str, sha: str) -> Path:
@@ -98,8 +104,8 @@ class Registry:
     ) -> tuple[Path, RunResult | None]:
         """Source snapshot, the best seed's checkpoint and a JSON summary, in the champion's artifact folder.
 
-        Returns the folder and, when the best run left no checkpoint (a memoized run), that run: the caller decides
-        whether to recompute its weights into ``folder / f"seed{best.seed}.pt"``."""
+        Nothing is retrained: the checkpoint is the one the run left. Returns the folder and, when the best run left
+        none (e.g. an ``arena run`` keeps none), that run; ``champion.json`` says so."""
         folder = self.champion_dir(name, sha)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "variant.py").write_text(source, encoding="utf-8")
@@ -115,6 +121,7 @@ class Registry:
             "spec_hash": self.spec.hash, "spec": self.spec.to_dict(), "name": name, "variant_sha": sha,
             "hparams": dict(hparams), "best_seed": best.seed if best else None,
             "best_val_loss": best.final_val_loss if best else None,
+            "checkpoint": None if missing is not None or best is None else f"seed{best.seed}.pt",
         }
         (folder / "champion.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         return folder, missing

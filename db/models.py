@@ -95,6 +95,8 @@ class EntryModel(Base):
     origin: Mapped[str] = mapped_column(String(50))
     study_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime)
+    league: Mapped[str | None] = mapped_column(String(100), nullable=True)  # revision 0003
+    budget: Mapped[int | None] = mapped_column(Integer, nullable=True)  # revision 0003
 
 
 class SpecModel(Base):
@@ -106,6 +108,7 @@ class SpecModel(Base):
     name: Mapped[str] = mapped_column(String(200))
     json: Mapped[str] = mapped_column(Text)
     created: Mapped[datetime] = mapped_column(UTCDateTime)
+    label: Mapped[str | None] = mapped_column(String(200), nullable=True)  # revision 0003
 
 
 class RunModel(Base):
@@ -113,7 +116,8 @@ class RunModel(Base):
     that have no column of their own (curves, diagnostics, env, timings, params, backend, ...)."""
 
     __tablename__ = "arena_runs"
-    __table_args__ = (Index("ix_arena_runs_spec_variant", "spec_hash", "variant_sha"),)
+    __table_args__ = (Index("ix_arena_runs_spec_variant", "spec_hash", "variant_sha"),
+                      Index("ix_arena_runs_spec_basis", "spec_hash", "code_digest", "stack_id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(64), unique=True)
@@ -131,6 +135,8 @@ class RunModel(Base):
     trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)  # revision 0002
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     wall_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    code_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)  # revision 0003
+    stack_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # revision 0003
 
 
 class DecisionModel(Base):
@@ -151,3 +157,27 @@ class DecisionModel(Base):
     by_default: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(Text)
     evidence_json: Mapped[str] = mapped_column(Text)
+    league: Mapped[str | None] = mapped_column(String(100), nullable=True)  # revision 0003 (NULL: default)
+    code_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    stack_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tournament_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class TournamentModel(Base):
+    """One tournament command (revision 0003): its spec, league, basis, entries and, once completed, its outcome."""
+
+    __tablename__ = "arena_tournaments"
+    __table_args__ = (Index("ix_arena_tournaments_fingerprint", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    league: Mapped[str] = mapped_column(String(100))
+    code_digest: Mapped[str] = mapped_column(String(64))
+    stack_id: Mapped[str] = mapped_column(String(64))
+    stack_json: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    entries_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))  # running | completed
+    outcome_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arena.core.result import RunResult, hparams_key
-from arena.db.models import DecisionModel, EntryModel, RunModel, VariantModel
+from arena.db.models import DecisionModel, EntryModel, RunModel, TournamentModel, VariantModel
 
 # RunResult fields that have columns of their own; the rest goes to metrics_json.
-_RUN_COLUMNS = ("variant", "variant_sha", "spec_hash", "seed", "hparams", "status", "error", "wall_s", "final_val_loss")
+_RUN_COLUMNS = ("variant", "variant_sha", "spec_hash", "seed", "hparams", "status", "error", "wall_s", "final_val_loss",
+                "code_digest", "stack_id")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class EntryRow:
     origin: str
     study_name: str | None
     created: datetime
+    league: str = "default"  # tuned entries: "tuned-<trials>", the league of entries with that tuning budget
+    budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,23 @@ class SpecRow:
     name: str
     created: datetime
     n_runs: int
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class TournamentRow:
+    id: int
+    spec_hash: str
+    league: str
+    code_digest: str
+    stack_id: str
+    stack: dict[str, Any]
+    fingerprint: str
+    entries: list[str]
+    status: str
+    outcome: list[dict[str, Any]] | None
+    started: datetime
+    finished: datetime | None
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,10 @@ class DecisionRecord:
     by_default: bool
     reason: str
     evidence: dict[str, Any]
+    league: str = "default"
+    code_digest: str | None = None
+    stack_id: str | None = None
+    tournament_id: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +137,16 @@ def entry_row(r: EntryModel) -> EntryRow:
         origin=r.origin,
         study_name=r.study_name,
         created=r.created,
+        league=r.league or ("default" if r.origin == "file" else "tuned"),
+        budget=r.budget,
+    )
+
+
+def tournament_row(r: TournamentModel) -> TournamentRow:
+    return TournamentRow(
+        id=r.id, spec_hash=r.spec_hash, league=r.league, code_digest=r.code_digest, stack_id=r.stack_id,
+        stack=json.loads(r.stack_json), fingerprint=r.fingerprint, entries=json.loads(r.entries_json),
+        status=r.status, outcome=loads(r.outcome_json), started=r.started, finished=r.finished,
     )
 
 
@@ -139,6 +173,8 @@ def run_model(result: RunResult, key: str, study_name: str | None, trial_number:
         trial_number=trial_number,
         created=now(),
         wall_s=result.wall_s,
+        code_digest=result.code_digest or None,
+        stack_id=result.stack_id or None,
     )
 
 
@@ -153,6 +189,8 @@ def stored_run(r: RunModel) -> StoredRun:
         "error": r.error,
         "wall_s": r.wall_s,
         "final_val_loss": r.final_val_loss,
+        "code_digest": r.code_digest or "",
+        "stack_id": r.stack_id or "",
     }
     data.update(json.loads(r.metrics_json))
     return StoredRun(
@@ -180,4 +218,8 @@ def decision_row(r: DecisionModel) -> DecisionRow:
         by_default=r.by_default,
         reason=r.reason,
         evidence=json.loads(r.evidence_json),
+        league=r.league or "default",
+        code_digest=r.code_digest,
+        stack_id=r.stack_id,
+        tournament_id=r.tournament_id,
     )

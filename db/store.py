@@ -28,13 +28,14 @@ from arena.core.result import RunResult, hparams_key
 from arena.core.spec import Spec
 from arena.db import schema
 from arena.db.engine import SQLITE_BEGIN, default_url, display, first_line, make_engine
-from arena.db.models import DecisionModel, EntryModel, RunModel, SpecModel, VariantModel
+from arena.db.models import DecisionModel, EntryModel, RunModel, SpecModel, TournamentModel, VariantModel
 from arena.db.records import (
     DecisionRecord,
     DecisionRow,
     EntryRow,
     SpecRow,
     StoredRun,
+    TournamentRow,
     VariantRow,
     decision_row,
     dumps,
@@ -43,10 +44,12 @@ from arena.db.records import (
     now,
     run_model,
     stored_run,
+    tournament_row,
     variant_row,
 )
 
-__all__ = ["DecisionRecord", "DecisionRow", "EntryRow", "SpecRow", "Store", "StoredRun", "VariantRow", "display",
+__all__ = ["DecisionRecord", "DecisionRow", "EntryRow", "SpecRow", "Store", "StoredRun", "TournamentRow", "VariantRow",
+           "display",
            "schema_status", "upgrade"]
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 30.0
@@ -272,6 +275,8 @@ class Store:
         hparams: dict[str, float],
         origin: str = "tuned",
         study_name: str | None = None,
+        league: str | None = None,
+        budget: int | None = None,
     ) -> bool:
         """Freeze a named (variant version, hyperparameters) entry such as ``gf_mh@tuned``. True if new; the same
         content again is a no-op; the same name with other content raises ArenaError (entries are never replaced).
@@ -290,12 +295,14 @@ class Store:
                         origin=origin,
                         study_name=study_name,
                         created=now(),
+                        league=league,
+                        budget=budget,
                     )
                 )
                 s.flush()
                 return True
-            new = (variant_sha, loads(dumps(hparams)), origin, study_name)
-            if (old.variant_sha, loads(old.hparams_json), old.origin, old.study_name) == new:
+            new = (variant_sha, loads(dumps(hparams)), origin, study_name, league, budget)
+            if (old.variant_sha, loads(old.hparams_json), old.origin, old.study_name, old.league, old.budget) == new:
                 return False
             raise ArenaError(
                 f"entry '{name}' already exists with other content (variant {old.variant_sha[:12]}, "
@@ -342,7 +349,24 @@ class Store:
             .order_by(SpecModel.created, SpecModel.hash)
         )
         with self._tx() as s:
-            return [SpecRow(hash=r.hash, name=r.name, created=r.created, n_runs=int(n)) for r, n in s.execute(query)]
+            return [SpecRow(hash=r.hash, name=r.name, created=r.created, n_runs=int(n), label=r.label)
+                    for r, n in s.execute(query)]
+
+    def label_spec(self, spec_hash: str, label: str | None) -> None:
+        """Give a stored spec a label (None removes it); ArenaError if the spec is unknown or the label is taken."""
+
+        def work(s: Session) -> None:
+            row = s.get(SpecModel, spec_hash)
+            if row is None:
+                raise ArenaError(f"unknown spec {spec_hash[:8]}; see: arena specs")
+            if label is not None:
+                query = select(SpecModel).where(SpecModel.label == label, SpecModel.hash != spec_hash)
+                taken = s.scalars(query).first()
+                if taken is not None:
+                    raise ArenaError(f"label '{label}' already names spec {taken.hash[:8]}; pick another label")
+            row.label = label
+
+        self._write(f"spec label {label}", work)
 
     # -- runs --------------------------------------------------------------------------------------------------
     def record_run(
@@ -390,10 +414,17 @@ class Store:
         variant_sha: str | None = None,
         hparams: dict[str, float] | None = None,
         status: str | None = None,
+        code_digest: str | None = None,
+        stack_id: str | None = None,
     ) -> list[StoredRun]:
         """The runs under one spec, oldest first, optionally narrowed to a variant version, a hyperparameter set
-        (compared by ``hparams_key``, so 0.1 == 0.1000000000001) and a status."""
+        (compared by ``hparams_key``, so 0.1 == 0.1000000000001), a status, and the code and stack that computed
+        them."""
         query = select(RunModel).where(RunModel.spec_hash == spec_hash)
+        if code_digest is not None:
+            query = query.where(RunModel.code_digest == code_digest)
+        if stack_id is not None:
+            query = query.where(RunModel.stack_id == stack_id)
         if variant_sha is not None:
             query = query.where(RunModel.variant_sha == variant_sha)
         if hparams is not None:
@@ -420,24 +451,31 @@ class Store:
                 by_default=d.by_default,
                 reason=d.reason,
                 evidence_json=dumps(d.evidence),
+                league=None if d.league == "default" else d.league,
+                code_digest=d.code_digest,
+                stack_id=d.stack_id,
+                tournament_id=d.tournament_id,
             )
             s.add(row)
             s.flush()
             return row.id
 
-    def decisions(self, spec_hash: str | None = None) -> list[DecisionRow]:
-        """Every decision (of one spec, if given), in the order they were recorded."""
+    def decisions(self, spec_hash: str | None = None, league: str | None = None) -> list[DecisionRow]:
+        """Every decision (of one spec and league, if given), in the order they were recorded."""
         query = select(DecisionModel).order_by(DecisionModel.id)
         if spec_hash is not None:
             query = query.where(DecisionModel.spec_hash == spec_hash)
+        if league is not None:
+            query = query.where(_league_is(league))
         with self._tx() as s:
             return [decision_row(r) for r in s.scalars(query)]
 
-    def champion(self, spec_hash: str) -> DecisionRow | None:
-        """The latest decision of ``spec_hash`` that crowned someone (promoted or by default), or None."""
+    def champion(self, spec_hash: str, league: str = "default") -> DecisionRow | None:
+        """The latest decision of ``spec_hash`` in ``league`` that crowned someone (promoted or by default)."""
         query = (
             select(DecisionModel)
             .where(DecisionModel.spec_hash == spec_hash)
+            .where(_league_is(league))
             .where(or_(DecisionModel.promoted.is_(True), DecisionModel.by_default.is_(True)))
             .order_by(DecisionModel.id.desc())
             .limit(1)
@@ -445,6 +483,55 @@ class Store:
         with self._tx() as s:
             row = s.scalars(query).first()
             return decision_row(row) if row is not None else None
+
+
+    # -- tournaments -------------------------------------------------------------------------------------------------
+    def start_tournament(
+        self, spec_hash: str, league: str, code_digest: str, stack_id: str, stack: dict[str, Any], fingerprint: str,
+        entries: list[str],
+    ) -> int:
+        """Record that a tournament started (status ``running``); return its id."""
+        with self._tx(write=True) as s:
+            row = TournamentModel(
+                spec_hash=spec_hash, league=league, code_digest=code_digest, stack_id=stack_id,
+                stack_json=dumps(stack), fingerprint=fingerprint, entries_json=dumps(entries), status="running",
+                started=now(),
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_tournament(self, tournament_id: int, outcome: list[dict[str, Any]], fingerprint: str) -> None:
+        """Mark a tournament completed with its outcome (one dict per decision or note) and the fingerprint of the
+        state it left (a later tournament with that fingerprint has nothing new to decide)."""
+        with self._tx(write=True) as s:
+            row = s.get(TournamentModel, tournament_id)
+            if row is None:
+                raise ArenaError(f"unknown tournament #{tournament_id}")
+            row.status, row.outcome_json, row.finished = "completed", dumps(outcome), now()
+            row.fingerprint = fingerprint
+
+    def tournaments(self, spec_hash: str | None = None, *, completed: bool = False) -> list[TournamentRow]:
+        """Tournaments (of one spec), oldest first; only completed ones with ``completed``."""
+        query = select(TournamentModel).order_by(TournamentModel.id)
+        if spec_hash is not None:
+            query = query.where(TournamentModel.spec_hash == spec_hash)
+        if completed:
+            query = query.where(TournamentModel.status == "completed")
+        with self._tx() as s:
+            return [tournament_row(r) for r in s.scalars(query)]
+
+    def completed_tournament(self, fingerprint: str) -> TournamentRow | None:
+        """The latest completed tournament with this fingerprint (same spec, league, basis, entries, champion)."""
+        query = (select(TournamentModel).where(TournamentModel.fingerprint == fingerprint)
+                 .where(TournamentModel.status == "completed").order_by(TournamentModel.id.desc()).limit(1))
+        with self._tx() as s:
+            row = s.scalars(query).first()
+            return tournament_row(row) if row is not None else None
+
+
+def _league_is(league: str) -> Any:
+    return DecisionModel.league.is_(None) if league == "default" else DecisionModel.league == league
 
 
 # -- module functions for `arena db status|upgrade` ---------------------------------------------------------------

@@ -17,7 +17,7 @@ from arena.core.errors import ArenaError
 from arena.core.hparams import UndeclaredHParam, resolve
 from arena.core.spec import ModelDims, Spec
 from arena.core.variant import Fusion, LoadedVariant, Variant
-from arena.model.lm import HybridLM, build_model, count_params
+from arena.model.lm import MATCH_TOLERANCE, HybridLM, build_model, count_params, match_deviation
 from arena.runner import causality
 from arena.runner.loader import builtin
 from arena.runner.optim import make_optimizer
@@ -28,10 +28,21 @@ CHECK_SEED = 987_654_321  # the init the check builds (the runs use the tourname
 
 @functools.cache
 def reference_params(dims: ModelDims, reference: str = "gf") -> int:
-    """Parameter count of the reference variant at these dims: the target baselines are matched to."""
+    """Parameter count of the reference variant at these dims (standard FFN width): what every entry is matched to."""
     ref = builtin(reference)
     assert isinstance(ref.variant, Variant)
     return count_params(build_model(dims, ref.variant))
+
+
+def unmatched_reason(v: Variant, n_params: int, target: int) -> str | None:
+    """Why a matched variant's count is off the reference's by more than ``MATCH_TOLERANCE`` (None when it is not,
+    or when the file declares itself unmatched)."""
+    deviation = match_deviation(n_params, target)
+    if not v.match_params or abs(deviation) <= MATCH_TOLERANCE:
+        return None
+    return (f"cannot be matched to the reference's {target:,} parameters within ±{MATCH_TOLERANCE:.1%} through the "
+            f"FFN width (closest: {n_params:,}, {deviation:+.2%}); make the fusion smaller, or declare "
+            "match_params=False (an unmatched entry: marked in every table, never crowned over a matched one)")
 
 
 class Violation(ArenaError):
@@ -101,7 +112,7 @@ def check_variant(loaded: LoadedVariant, spec: Spec, track: Track | None = None)
     hp = resolve(v.hparams, None, v.name)
     x, y, other = check_batches(spec, track)
     _check_fusion_shape(v, hp, spec, path)
-    target = reference_params(spec.dims, spec.reference_variant) if v.match_params else None
+    target = reference_params(spec.dims, spec.reference_variant)
     try:
         model = build_model(spec.dims, v, hp, seed=CHECK_SEED, backend="torch_chunk", match_params_to=target)
     except UndeclaredHParam as exc:
@@ -113,11 +124,14 @@ def check_variant(loaded: LoadedVariant, spec: Spec, track: Track | None = None)
         raise ArenaError(
             f"{path}: {n_params:,} parameters exceed the spec's budget of {spec.param_budget:,} (spec {spec.label})"
         )
+    mismatch = unmatched_reason(v, n_params, target)
+    if mismatch:
+        raise ArenaError(f"{path}: {mismatch} (spec {spec.label})")
     expected = {id(p) for p in model.parameters()}
     try:
         audit_model(model, expected, "after it was built")
         _causal(model, x, other, path, "at initial weights")
-        _one_step(model, spec, hp.to_dict().get("lr_mult", 1.0), x, y)
+        _one_step(model, spec, hp.to_dict(), x, y)
         audit_model(model, expected, "after a training step")
         _causal(model, x, other, path, "after a training step")
     except ArenaError as exc:
@@ -136,7 +150,7 @@ def _check_fusion_shape(v: Variant, hp: Any, spec: Spec, path: str) -> None:
     try:
         fusion = v.fusion(d, hp)
         a, b, h = (torch.randn(2, t, d, generator=gen) for _ in range(3))  # (2, T, D) each
-        out = fusion(a, b, h)
+        out = fusion(rwkv=a, mamba=b, x=h)  # by name, as the model calls it
     except UndeclaredHParam as exc:
         raise ArenaError(f"{path}: {exc}") from None
     except Exception as exc:
@@ -169,13 +183,13 @@ def _causal(model: HybridLM, x: torch.Tensor, other: torch.Tensor, path: str, wh
     model.train()
 
 
-def _one_step(model: nn.Module, spec: Spec, lr_mult: float, x: torch.Tensor, y: torch.Tensor) -> None:
+def _one_step(model: nn.Module, spec: Spec, hp: dict[str, float], x: torch.Tensor, y: torch.Tensor) -> None:
     """One real AdamW step on a real batch (a variant that changes itself at its first step shows it here)."""
     from arena.runner.evaluate import loss_of
 
     assert isinstance(model, HybridLM)
     model.train()
-    opt = make_optimizer(model, spec, lr_mult, capturable=False)
+    opt = make_optimizer(model, spec, hp.get("lr_mult", 1.0), capturable=False, lr_scale=hp.get("lr_scale", 1.0))
     loss_of(model(x), y).backward()
     opt.step()
     opt.zero_grad(set_to_none=True)

@@ -36,8 +36,13 @@ class Inspected:
 
 
 def _code_digest() -> str:
+    """The inspection cache is keyed on the code that decides an inspection (the run's code and the loader and
+    policy that read the file)."""
+    from arena.runner.provenance import code_digest
+
     here = Path(__file__).parent
-    return hashlib.sha256(b"".join((here / name).read_bytes() for name in _CODE)).hexdigest()[:16]
+    own = hashlib.sha256(b"".join((here / name).read_bytes() for name in _CODE)).hexdigest()
+    return hashlib.sha256((own + code_digest()).encode()).hexdigest()[:16]
 
 
 def _cache_file(sha: str, spec: Spec) -> Path:

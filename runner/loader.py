@@ -10,6 +10,7 @@ import ast
 import functools
 import hashlib
 import importlib.resources
+import inspect
 import re
 import sys
 import types
@@ -23,12 +24,14 @@ from arena.core.variant import KINDS, MIXERS, Fusion, LoadedVariant, Variant
 from arena.runner.guard import variant_code
 from arena.runner.policy import audit_source
 
+HYBRID = ("rwkv6", "mamba2")  # the one pair a fusion fuses (in either order: the model passes them by name)
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # full-matched, ASCII only
 MARKUP_RE = re.compile(r"\[/?[A-Za-z#@][^\]]*\]|\[/\]")  # rich's [bold red]…[/] tags
 # Ranges a hyperparameter of a known name must stay inside (its meaning): an initial share, a positive multiplier.
 MEANING: dict[str, tuple[float, float, bool, bool]] = {  # low bound, high bound, each open?
     "gate_init": (0.0, 1.0, True, True),
     "lr_mult": (0.0, float("inf"), True, True),
+    "lr_scale": (0.0, float("inf"), True, True),
 }
 
 
@@ -154,14 +157,18 @@ def _check_fields(v: Variant, path: str) -> None:
             raise bad(f"unknown mixer {m!r}{did_you_mean(str(m), MIXERS)}; mixers: {', '.join(MIXERS)}")
     if len(mixers) not in (1, 2) or len(set(mixers)) != len(mixers):
         raise bad(f"mixers {mixers} must be one mixer (baseline) or two different ones (hybrid)")
+    if len(mixers) == 2 and set(mixers) != set(HYBRID):
+        raise bad(f"mixers {mixers}: a hybrid runs exactly {' and '.join(HYBRID)} (its fusion reads rwkv and mamba)")
     if len(mixers) == 2 and v.fusion is None:
         raise bad("a hybrid (two mixers) needs a fusion module: fusion=YourFusion")
     if len(mixers) == 1 and v.fusion is not None:
         raise bad("a single-mixer baseline takes no fusion module")
     if v.fusion is not None and not (isinstance(v.fusion, type) and issubclass(v.fusion, Fusion)):
         raise bad("fusion must be a subclass of arena.api.Fusion")
-    if v.match_params and v.kind != "baseline":
-        raise bad("match_params is for baselines only")
+    if v.fusion is not None and not _takes_pathways_by_name(v.fusion):
+        raise bad("the fusion's forward is called by name: it must be def forward(self, rwkv, mamba, x)")
+    if not isinstance(v.match_params, bool):
+        raise bad("match_params must be True (matched to the reference's count, the default) or False (unmatched)")
     if not isinstance(v.hparams, Mapping):
         raise bad("hparams must be a dict of name → HParam (gate_init(), lr_mult(), HParam(low, high, default))")
     for hname, hp in v.hparams.items():
@@ -175,6 +182,17 @@ def _check_fields(v: Variant, path: str) -> None:
             raise bad(problems[0])
     if "mamba2" in mixers and "lr_mult" not in v.hparams:
         raise bad("variants with a Mamba-2 pathway must declare 'lr_mult' (use arena.api.lr_mult())")
+
+
+def _takes_pathways_by_name(fusion: type[Fusion]) -> bool:
+    """Whether ``forward`` accepts ``rwkv=, mamba=, x=``: the model passes the pathways by name, so a file that lists
+    its mixers in the other order cannot swap them, and a forward with other names fails here, not mid-run."""
+    try:
+        with variant_code():
+            inspect.signature(fusion.forward).bind(None, rwkv=None, mamba=None, x=None)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _meaning(name: str, hp: HParam) -> list[str]:

@@ -3,6 +3,8 @@ positions only (targets are IGNORE_INDEX elsewhere)."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from arena.core.errors import ArenaError
@@ -53,6 +55,12 @@ class MQARData(Track):
         self.val_x, self.val_y = mqar_examples(spec, spec.mqar_val_examples, seeded_generator("mqar-val"))  # [N_val, T]
         self._pool: tuple[int, Batch] | None = None  # (seed, train examples) of the last seed asked for
         self._perms: dict[tuple[int, int], torch.Tensor] = {}  # (seed, epoch) -> order [n] (last seed only)
+
+    def tuning_split(self) -> MQARData:
+        """The same training stream, scored on examples from the tuning seed stream (never the val set's)."""
+        view = copy.copy(self)
+        view.val_x, view.val_y = mqar_examples(self.spec, self.spec.mqar_val_examples, seeded_generator("mqar-tune"))
+        return view
 
     def train_pool(self, seed: int) -> Batch:
         """The ``mqar_train_examples`` train examples of a run seed (cached for the last seed asked for)."""

@@ -14,6 +14,7 @@ Contracts every caller may rely on:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from abc import ABC, abstractmethod
@@ -106,6 +107,15 @@ class Track(ABC):
             yield self.train_batch(seed, step)
             step += 1
 
+    def for_seed(self, seed: int) -> Track:
+        """The data a run on ``seed`` sees: this track, or its tuning split for the spec's tuning seeds (a search
+        then selects on data the leaderboard never reports)."""
+        return self.tuning_split() if seed in self.spec.tuning_seeds else self
+
+    @abstractmethod
+    def tuning_split(self) -> Track:
+        """This track with the tuning split as its validation data (and, for a corpus, not in its training data)."""
+
     @abstractmethod
     def val_batches(self, final: bool) -> list[Batch]:
         """Fixed val batches, seed-independent: ``eval_batches`` of them, or ``final_eval_batches`` (0 = all)."""
@@ -122,6 +132,12 @@ class Track(ABC):
 def count_targets(y: torch.Tensor) -> int:
     """Positions of y[B, T] that carry a loss (not IGNORE_INDEX)."""
     return int((y != IGNORE_INDEX).sum())
+
+
+def _windows(tokens: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The non-overlapping (x, y) windows [W, T] from the start of ``tokens`` [N]."""
+    n_windows = (len(tokens) - 1) // T
+    return tokens[: n_windows * T].view(n_windows, T), tokens[1 : n_windows * T + 1].view(n_windows, T)
 
 
 class TokenData(Track):
@@ -145,8 +161,16 @@ class TokenData(Track):
                 f"corpus too short for seq_len {T}: {len(self.train)} train and {len(self.val)} val tokens; "
                 f"use a longer corpus or a smaller --seq-len"
             )
-        self.val_x = self.val[: n_windows * T].view(n_windows, T)  # [W, T]
-        self.val_y = self.val[1 : n_windows * T + 1].view(n_windows, T)  # [W, T]
+        self.val_x, self.val_y = _windows(self.val, T)  # [W, T] each
+
+    def tuning_split(self) -> TokenData:
+        """Train on the first ``1 - tune_fraction`` of the training tokens and score on the rest (the tuning split):
+        disjoint from the val split and from what the tuning run trains on."""
+        view = copy.copy(self)
+        cut = int(len(self.train) * (1 - self.spec.tune_fraction))
+        view.train, view.val = self.train[:cut], self.train[cut:]  # [N_fit], [N_tune]
+        view.val_x, view.val_y = _windows(view.val, self.spec.seq_len)
+        return view
 
     @property
     def n_train_tokens(self) -> int:

@@ -32,10 +32,10 @@ from arena.model import autotune
 from arena.model.backend import prepare_cuda
 from arena.model.lm import build_model, count_params
 from arena.runner import causality
-from arena.runner.check import Violation, audit_model, reference_params
+from arena.runner.check import Violation, audit_model, reference_params, unmatched_reason
 from arena.runner.data import Track, load_track
 from arena.runner.env import environment
-from arena.runner.evaluate import diagnostics, evaluate, loss_of
+from arena.runner.evaluate import diagnostics, evaluate, loss_of, snapshot
 from arena.runner.feed import BatchFeeder
 from arena.runner.optim import lr_at, make_optimizer, set_lr
 
@@ -142,26 +142,32 @@ class _Run:
     def build(self, options: RunOptions, track: Track | None) -> None:
         """The data, the model (seeded per component), the optimizer and the batch feeder."""
         spec, dev = self.spec, self.dev
-        self.track = track if track is not None else load_track(spec, options.data_flag)
+        self.track = (track if track is not None else load_track(spec, options.data_flag)).for_seed(self.seed)
         if dev.type == "cuda":
             prepare_cuda()
         variant = self.loaded.variant
         assert isinstance(variant, Variant), "train runs the variant: call it in a worker, on a loaded file"
-        target = reference_params(spec.dims, spec.reference_variant) if variant.match_params else None
+        target = reference_params(spec.dims, spec.reference_variant)
         self.model = build_model(spec.dims, variant, self.hp, seed=self.seed, backend=options.backend,
                                  match_params_to=target).to(dev)
         self.model.train()
         self.result.params_total = count_params(self.model)
+        self.result.params_target = target if variant.match_params else None
         self.param_ids = {id(p) for p in self.model.parameters()}
         if self.result.params_total > spec.param_budget:
             raise Rejected(f"{self.result.params_total:,} parameters exceed the spec's budget of {spec.param_budget:,}")
+        mismatch = unmatched_reason(variant, self.result.params_total, target)
+        if mismatch:
+            raise Rejected(mismatch)
         self.result.params_by_part = self.model.params_by_part()
         lr_mult = self.hp.to_dict().get("lr_mult", 1.0)  # a variant without a Mamba pathway declares none
         fused = dev.type == "cuda" and options.execution.fused_adamw
-        self.opt = make_optimizer(self.model, spec, lr_mult, capturable=self.graph, fused=fused)
+        lr_scale = self.hp.to_dict().get("lr_scale", 1.0)  # declared by every shipped variant; 1 if a file has none
+        self.opt = make_optimizer(self.model, spec, lr_mult, capturable=self.graph, fused=fused, lr_scale=lr_scale)
         self.feed = BatchFeeder(self.track, self.seed, dev, pinned=options.execution.pinned_batches)
         self.val_batches = self.track.val_batches(final=False)
         self.params = list(self.model.parameters())
+        self.initial = snapshot(self.model)  # θ₀ on the device: how far each group moved, at every eval
         self.losses = torch.zeros(spec.steps, device=dev)  # per-step train loss, read back at sync points only
         self.cuda_graph: torch.cuda.CUDAGraph | None = None
         self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # x, y, loss of the graph
@@ -243,7 +249,11 @@ class _Run:
         result = self.result
         self.sync()
         pause = time.perf_counter()
-        result.diagnostics.append(diagnostics(self.model, done, self.val_batches[:1], self.dev, self.autocast))
+        diag = diagnostics(self.model, done, self.val_batches[:1], self.dev, self.autocast, initial=self.initial)
+        # Σ lr so far (lr_mult × this for the Mamba group): how far Adam, about lr a step, could have moved anything.
+        scale = self.hp.to_dict().get("lr_scale", 1.0)
+        diag["lr_sum"] = self.spec.lr * scale * sum(lr_at(self.spec, s) for s in range(done))
+        result.diagnostics.append(diag)
         val_loss, _ = evaluate(self.model, self.val_batches, self.dev, self.autocast)
         result.val_curve.append((done, val_loss))
         result.steps_done = done

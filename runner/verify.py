@@ -98,14 +98,15 @@ def _child(conn: Connection, spec_dict: dict[str, Any], source: str, path: str, 
             v = loaded.variant
             hp = resolve(v.hparams, result_dict["hparams"], v.name)
             model = build_model(spec.dims, v, hp, seed=int(result_dict["seed"]), backend=options.backend,
-                                match_params_to=target if v.match_params else None).to(dev)
+                                match_params_to=target).to(dev)
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing or unexpected:
                 conn.send(("one", (None, f"the trained state does not fit the model ({len(missing)} missing, "
                                          f"{len(unexpected)} unexpected tensors)")))
                 continue
-            loss, finding = _recompute(spec, model, track, dev)
-            finding = finding or _pairs(model, track, dev)
+            seen = track.for_seed(int(result_dict["seed"]))  # a tuning seed's run scored on the tuning split
+            loss, finding = _recompute(spec, model, seen, dev)
+            finding = finding or _pairs(model, seen, dev)
             guard.check_untampered(before, "while the trained weights were evaluated")
             conn.send(("one", (loss, finding)))
         except ArenaError as exc:

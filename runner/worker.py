@@ -23,6 +23,7 @@ from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
+from arena.core.stack import Basis
 from arena.core.variant import LoadedVariant
 from arena.runner import processes
 from arena.runner.processes import INTERRUPTED_EXIT, Interrupted, interrupted
@@ -56,6 +57,7 @@ class Task:
     checkpoint_path: str | None = None
     state_path: str | None = None  # where an ok run leaves its weights for the clean-process check
     policy: bool = True  # the static policy; False only in tests of the run-time guards
+    basis: Basis | None = None  # the code and stack the driver keyed the run on (None: whatever this worker has)
 
 
 def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> None:
@@ -67,12 +69,14 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
     from arena.runner import guard
     from arena.runner.data import load_track
     from arena.runner.loader import load_source
+    from arena.runner.provenance import local_basis
     from arena.runner.train import train
 
     if threads:
         torch.set_num_threads(threads)
     original_env = dict(os.environ)
     tracks: dict[str, Any] = {}
+    bases: dict[RunOptions, Basis] = {}
     private = False
     before: dict[str, int] = {}
     while True:
@@ -83,18 +87,15 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
         if task is None:
             return
         spec = Spec.from_dict(task.spec)
-
-        def on_event(event: dict[str, Any]) -> bool:
-            conn.send(("event", event))
-            if event.get("type") == "eval":
-                kind, stop = conn.recv()  # the parent answers every eval event
-                return bool(stop) if kind == "ack" else False
-            return False
-
+        on_event = _events(conn)
         try:
-            if spec.hash not in tracks:  # arena's data, read with the user's environment, before any variant code
-                with _environment(original_env):
+            with _environment(original_env):  # arena's data and basis, with the user's environment, before variant code
+                if spec.hash not in tracks:
                     tracks[spec.hash] = load_track(spec, task.options.data_flag)
+                if task.options not in bases:
+                    bases[task.options] = local_basis(task.options)
+            basis = bases[task.options]
+            _check_basis(task, basis)
             if not private:
                 guard.private_environment()
                 guard.prime()
@@ -119,7 +120,21 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
         changed = guard.tampered(before, guard.snapshot())
         if changed:
             result.status, result.error = "rejected", f"the variant patched {', '.join(changed[:3])} while training"
+        result.code_digest, result.stack_id = basis.code, basis.stack
         conn.send(("result", result.to_dict()))
+
+
+def _events(conn: Connection) -> Callable[[dict[str, Any]], bool]:
+    """The training loop's event callback: every event goes to the parent, which answers each eval (stop or not)."""
+
+    def on_event(event: dict[str, Any]) -> bool:
+        conn.send(("event", event))
+        if event.get("type") == "eval":
+            kind, stop = conn.recv()
+            return bool(stop) if kind == "ack" else False
+        return False
+
+    return on_event
 
 
 @contextmanager
@@ -134,9 +149,22 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def _check_basis(task: Task, here: Basis) -> None:
+    """A run is keyed on the basis the driver planned it on: a worker with other code or another stack refuses."""
+    sent = task.basis
+    if sent is None or sent == here:
+        return
+    if sent.code != here.code:
+        raise ArenaError(f"arena's code changed since this command started (code {sent.code[:8]} planned, "
+                         f"{here.code[:8]} installed now): run the command again")
+    raise ArenaError(f"the worker's stack differs from the one the runs were planned for ({sent.info} vs "
+                     f"{here.info}); run the command again")
+
+
 def _refused(task: Task, spec: Spec, reason: str) -> RunResult:
+    code, stack = (task.basis.code, task.basis.stack) if task.basis else ("", "")
     return RunResult(variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec.hash, seed=task.seed,
-                     hparams=dict(task.hparams), status="rejected", error=reason)
+                     hparams=dict(task.hparams), status="rejected", error=reason, code_digest=code, stack_id=stack)
 
 
 class Worker:
@@ -187,9 +215,10 @@ class Worker:
         """Run one task within ``task.options.timeout_s``; a timeout or a dead child is a result, not an error."""
         timeout_s = task.options.timeout_s
         spec_hash = Spec.from_dict(task.spec).hash
+        code, stack = (task.basis.code, task.basis.stack) if task.basis else ("", "")
         partial = RunResult(
             variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec_hash, seed=task.seed,
-            hparams=dict(task.hparams),
+            hparams=dict(task.hparams), code_digest=code, stack_id=stack,
         )
         conn = self._ensure(task.variant_sha)
         conn.send(task)
@@ -277,29 +306,32 @@ def _describe_exit(code: int | None) -> str:
 
 def make_task(
     spec: Spec, loaded: LoadedVariant, seed: int, hparams: Mapping[str, float] | None = None,
-    options: RunOptions | None = None, checkpoint_path: str | None = None,
+    options: RunOptions | None = None, checkpoint_path: str | None = None, basis: Basis | None = None,
 ) -> Task:
     return Task(
         spec=spec.to_dict(), variant_source=loaded.source, variant_path=loaded.path, variant_name=loaded.name,
         variant_sha=loaded.sha256, seed=seed, hparams=dict(hparams or {}), options=options or RunOptions(),
-        checkpoint_path=checkpoint_path,
+        checkpoint_path=checkpoint_path, basis=basis,
     )
 
 
 def run_checked(
     worker: Worker, spec: Spec, loaded: LoadedVariant, seeds: Sequence[int], hparams: Mapping[str, float] | None,
     options: RunOptions, *, on_event: Callable[[int, dict[str, Any]], Any] | None = None,
-    checkpoint_paths: Mapping[int, str] | None = None, policy: bool = True,
+    checkpoint_paths: Mapping[int, str] | None = None, policy: bool = True, basis: Basis | None = None,
 ) -> list[RunResult]:
     """Train one variant on ``seeds`` in ``worker`` (one process for the variant), then check every ok run in a
-    clean process (``runner.verify``): the results as they are to be recorded."""
+    clean process (``runner.verify``): the results as they are to be recorded, keyed on ``basis`` (default: the
+    basis the worker reports for ``options``)."""
+    from arena.runner.provenance import basis_for
     from arena.runner.verify import verify
 
     with tempfile.TemporaryDirectory(prefix="arena-states-") as folder:
         results, states = [], []
         for seed in seeds:
             state = str(Path(folder) / f"seed{seed}.pt")
-            task = make_task(spec, loaded, seed, hparams, options, (checkpoint_paths or {}).get(seed))
+            task = make_task(spec, loaded, seed, hparams, options, (checkpoint_paths or {}).get(seed),
+                             basis or basis_for(options, worker.env))
             task = replace(task, state_path=state, policy=policy)
 
             def forward(event: dict[str, Any], seed: int = seed) -> Any:
@@ -319,9 +351,11 @@ def run_trial(
     options: RunOptions | None = None,
     on_event: EventFn | None = None,
     checkpoint_path: str | None = None,
+    basis: Basis | None = None,
 ) -> RunResult:
     """Run one trial in a fresh worker process, checked in a clean one, and return its result."""
     with Worker() as worker:
         paths = {seed: checkpoint_path} if checkpoint_path else None
         return run_checked(worker, spec, loaded, [seed], hparams, options or RunOptions(),
-                           on_event=(lambda _s, e: on_event(e)) if on_event else None, checkpoint_paths=paths)[0]
+                           on_event=(lambda _s, e: on_event(e)) if on_event else None, checkpoint_paths=paths,
+                           basis=basis)[0]

@@ -1,5 +1,6 @@
-"""The champion registry on a tiny tournament: first champion stored, append-only history, a worse challenger kept
-out with a reason, a better one promoted (under lenient settings), and champion artifacts that load back."""
+"""The champion registry on a tiny tournament under the default policy: the reference crowned by default, a clearly
+better challenger confirmed on fresh seeds and promoted, a worse one screened out, a repeated tournament that trains
+and decides nothing, append-only history, and champion artifacts that load back."""
 
 from __future__ import annotations
 
@@ -7,24 +8,25 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from arena.champions.policy import PolicySettings
+from arena.champions.registry import Registry
 from arena.core.options import RunOptions
 from arena.core.spec import Spec
-from arena.core.variant import LoadedVariant
+from arena.core.stack import Basis
 from arena.db.store import DecisionRow, Store
 from arena.model.lm import build_model
-from arena.orchestration.contest import Contests
+from arena.orchestration.contest import Contests, Outcome
 from arena.orchestration.entries import Entry
 from arena.orchestration.execute import execute, plan, register
+from arena.orchestration.tournament import Plan, decide
 from arena.runner.check import reference_params
 from arena.runner.data import load_track
 from arena.runner.evaluate import evaluate
 from arena.runner.loader import builtin, load_variant
+from arena.runner.provenance import basis_for
 
 WORSE = '''"""worse: drowns every block in a fixed, position-dependent noise (causal, deterministic, clearly worse)."""
 
@@ -47,6 +49,15 @@ VARIANT = Variant(name="worse", kind="fusion", summary="noise on purpose", fusio
 '''
 
 
+FAST = '''"""fast: gated fusion trained at four times the learning rate (clearly better in a 6-step run)."""
+
+from arena.api import GatedFusion, Variant, gate_init, lr_mult, lr_scale
+
+VARIANT = Variant(name="fast", kind="fusion", summary="gf at 4x the learning rate", fusion=GatedFusion,
+                  hparams={"lr_scale": lr_scale(default=4.0), "gate_init": gate_init(0.5), "lr_mult": lr_mult()})
+'''
+
+
 @dataclasses.dataclass
 class Story:
     """What happened, step by step, in one arena home (built once for this module)."""
@@ -54,149 +65,124 @@ class Story:
     spec: Spec
     home: Path
     store: Store
-    first_lines: list[str]
+    basis: Basis
+    first: list[Outcome]
     after_first: list[DecisionRow]
-    first_dir: Path
-    worse_message: str
-    worse_outcome: Any
+    runs_after_first: int
+    again: list[Outcome]
+    after_again: list[DecisionRow]
+    runs_after_again: int
+    worse: list[Outcome]
     after_worse: list[DecisionRow]
-    better_outcome: Any
-    after_better: list[DecisionRow]
-    better_dir: Path
-
-
-def _entries(*lvs: LoadedVariant) -> list[Entry]:
-    return [Entry.of(lv) for lv in lvs]
 
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory, tiny_spec: Spec) -> Iterator[Story]:
     root = tmp_path_factory.mktemp("registry")
     home = root / "home"
-    (root / "worse.py").write_text(WORSE, encoding="utf-8")
-    worse = load_variant(root / "worse.py")
-    gf, gpt = builtin("gf"), builtin("gpt")
-    spec = tiny_spec
+    for name, text in (("worse", WORSE), ("fast", FAST)):
+        (root / f"{name}.py").write_text(text, encoding="utf-8")
+    worse, fast, gf = load_variant(root / "worse.py"), load_variant(root / "fast.py"), builtin("gf")
+    spec = tiny_spec  # seeds (0, 1) select; fresh seeds 2-5 confirm (max_seeds 6)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ARENA_HOME", str(home))
         store = Store(f"sqlite:///{home / 'arena.db'}")
         options = RunOptions(workers=2, device="cpu", timeout_s=300)
-        # The tournament, as `arena tournament` does it: register, plan, execute (no checkpoints), decide.
-        entries = _entries(gf, worse)
+        basis = basis_for(options)
+        # The tournament, as `arena tournament` does it: register, plan, execute, decide (default settings).
+        entries = [Entry.of(lv) for lv in (gf, worse, fast)]
         register(store, spec, entries)
-        execute(store, spec, plan(store, spec, entries, spec.seeds), options)
-        registry = Contests(store, spec, options)
-        first_lines = [o.message for o in registry.after_tournament(entries)]
-        after_first = store.decisions(spec.hash)
-        first_dir = registry.registry.champion_dir(gf.name, gf.sha256)
-        # A worse challenger, with the default policy.
-        worse_outcome = registry.challenge(Entry.of(worse))
-        after_worse = store.decisions(spec.hash)
-        # A better one, with lenient settings: one look at the spec's 2 seeds, α = 0.5, no margin beyond σ.
-        lenient = PolicySettings(alpha=0.5, margin=0.0, borderline_p=0.6, n_start=2, n_max=2)
-        better_outcome = Contests(store, spec, options, settings=lenient).challenge(Entry.of(gpt))
-        after_better = store.decisions(spec.hash)
-        better_dir = registry.registry.champion_dir(gpt.name, gpt.sha256)
-        yield Story(spec, home, store, first_lines, after_first, first_dir, worse_outcome.message, worse_outcome,
-                    after_worse, better_outcome, after_better, better_dir)
+        jobs = plan(store, spec, entries, spec.seeds, basis)
+        the_plan = Plan(spec, basis, tuple(entries), (), tuple(jobs))
+        execute(store, spec, jobs, options, basis, checkpoint_dir=str(home / "ckpt"))
+        first = decide(store, the_plan, options, checkpoint_dir=str(home / "ckpt"))
+        after_first, runs_after_first = store.decisions(spec.hash), len(store.runs(spec.hash))
+        # The same tournament command again: nothing is trained, nothing is decided.
+        again_plan = Plan(spec, basis, tuple(entries), (), tuple(plan(store, spec, entries, spec.seeds, basis)))
+        assert again_plan.jobs == ()
+        again = decide(store, again_plan, options, checkpoint_dir=str(home / "ckpt"))
+        after_again, runs_after_again = store.decisions(spec.hash), len(store.runs(spec.hash))
+        # `arena submit` of a worse file: a family of one against the new champion.
+        worse_outcomes = Contests(store, spec, options, basis).challenge(Entry.of(worse, name="worse2"))
+        yield Story(spec, home, store, basis, first, after_first, runs_after_first, again, after_again,
+                    runs_after_again, worse_outcomes, store.decisions(spec.hash))
         store.close()
 
 
-def test_first_champion_is_decided_and_stored(story: Story) -> None:
-    assert len(story.after_first) == 1
+def test_the_first_champion_is_the_reference_by_default(story: Story) -> None:
     d = story.after_first[0]
-    assert d.challenger_name == "gf"  # the reference wins by default, or beats 'worse' outright
-    assert d.champion_name is None and d.champion_sha is None  # nobody to dethrone
-    assert d.promoted is (not d.by_default)
-    assert d.reason and "ranking" in d.evidence and d.evidence["n"] == 2
-    assert "env" in d.evidence and d.evidence["env"].get("torch") == torch.__version__
-    assert any("first champion" in line and "gf" in line for line in story.first_lines)
+    assert (d.challenger_name, d.by_default, d.promoted, d.champion_name) == ("gf", True, False, None)
+    assert d.league == "default" and d.code_digest == story.basis.code and d.stack_id == story.basis.stack
+    assert d.evidence["env"].get("torch") == torch.__version__
+    assert story.first[0].kind == "default" and "gf by default" in story.first[0].message
+
+
+def test_a_clearly_better_challenger_is_confirmed_on_fresh_seeds_and_promoted(story: Story) -> None:
+    """fast is ≈ 0.5 nats better on every seed: selected on seeds 0-1, confirmed on fresh seeds 2-5 at α = 0.01."""
+    promoted = [o for o in story.first if o.kind == "promoted"]
+    assert [o.entry for o in promoted] == ["fast"], [o.message for o in story.first]
+    d = story.after_first[-1]
+    assert (d.challenger_name, d.champion_name, d.promoted, d.by_default) == ("fast", "gf", True, False)
+    assert d.evidence["selection_seeds"] == [0, 1] and d.evidence["fresh_seeds"] == [2, 3, 4, 5]
+    assert set(d.evidence["runs"]) == {"0", "1", "2", "3", "4", "5"}  # the paired runs behind the decision
+    family = d.evidence["family"]
+    assert family["winner"] == "fast" and family["alpha"] == 0.01 and family["procedure"] == "sequence"
     champ = story.store.champion(story.spec.hash)
-    assert champ is not None  # (by now the promoted challenger, see below)
+    assert champ is not None and champ.challenger_name == "fast" and champ.id == d.id
 
 
-def test_worse_challenger_is_not_promoted_with_a_reason(story: Story) -> None:
-    v = story.worse_outcome.verdict
-    assert v is not None and not v.promoted
-    assert v.reason in ("not better", "futile")
-    assert v.mean < 0  # the challenger's loss is higher: d = L_champion - L_challenger < 0
-    assert "not promoted" in story.worse_message and "worse" in story.worse_message
-    d = story.after_worse[-1]
-    assert d.challenger_name == "worse" and d.champion_name == "gf"
-    assert not d.promoted and not d.by_default and d.reason == v.reason
-    assert d.evidence["seeds"] and d.evidence["runs"]  # the paired runs behind the decision
+def test_a_worse_challenger_is_not_a_candidate_and_gets_no_fresh_runs(story: Story) -> None:
+    line = next(o for o in story.first if o.entry == "worse")
+    assert line.kind == "kept" and "not a candidate" in line.message and "not better" in line.message
+    trained = {(r.result.variant, r.result.seed) for r in story.store.runs(story.spec.hash)}
+    assert ("worse", 2) not in trained and ("fast", 5) in trained  # only candidates train the fresh seeds
+    assert len(story.after_first) == 2  # the default crown and fast's confirmation; 'worse' needs no row
+
+
+def test_running_a_finished_tournament_again_trains_nothing_and_appends_no_decision(story: Story) -> None:
+    assert story.runs_after_again == story.runs_after_first
+    assert story.after_again == story.after_first
+    assert story.again[0].kind == "decided" and "nothing new to decide" in story.again[0].message
+
+
+def test_a_submitted_worse_file_is_kept_out_with_its_reason(story: Story) -> None:
+    (outcome,) = [o for o in story.worse if o.entry == "worse2"]
+    assert outcome.kind == "kept" and "not a candidate" in outcome.message
+    assert story.after_worse == story.after_again  # screened out: no confirmation, no decision row
+    assert any(o.kind == "holds" and "fast" in o.message for o in story.worse)
 
 
 def test_history_is_append_only(story: Story) -> None:
-    assert [len(story.after_first), len(story.after_worse), len(story.after_better)] == [1, 2, 3]
-    assert story.after_worse[: 1] == story.after_first  # earlier decisions are untouched, field for field
-    assert story.after_better[: 2] == story.after_worse
-    ids = [d.id for d in story.after_better]
-    assert ids == sorted(ids) and len(set(ids)) == 3
+    ids = [d.id for d in story.after_worse]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
     for name in ("update_decision", "delete_decision", "set_champion", "replace_decision"):
         assert not hasattr(story.store, name)
 
 
-def test_better_challenger_is_promoted_and_becomes_champion(story: Story) -> None:
-    v = story.better_outcome.verdict
-    assert v is not None and v.promoted, story.better_outcome.message
-    assert "PROMOTED" in story.better_outcome.message
-    d = story.after_better[-1]
-    assert d.challenger_name == "gpt" and d.champion_name == "gf" and d.promoted
-    champ = story.store.champion(story.spec.hash)
-    assert champ is not None and champ.challenger_name == "gpt" and champ.id == d.id
-
-
-@pytest.mark.parametrize("which", ["first", "promoted"])
-def test_artifacts_hold_source_summary_and_a_loadable_checkpoint(story: Story, which: str) -> None:
-    folder, lv = (story.first_dir, builtin("gf")) if which == "first" else (story.better_dir, builtin("gpt"))
+@pytest.mark.parametrize("which", ["gf", "fast"])
+def test_artifacts_hold_source_summary_and_the_run_s_own_checkpoint(
+    story: Story, which: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Crowning keeps what the run produced (its checkpoint), and retrains nothing."""
+    monkeypatch.setenv("ARENA_HOME", str(story.home))
+    d = next(d for d in story.after_first if d.challenger_name == which)
+    folder = Registry(story.store, story.spec).champion_dir(which, d.challenger_sha)
     assert folder.is_dir() and str(folder).startswith(str(story.home / "artifacts" / "champions" / story.spec.hash))
-    assert (folder / "variant.py").read_text(encoding="utf-8") == lv.source
     summary = json.loads((folder / "champion.json").read_text())
-    assert summary["name"] == lv.name and summary["variant_sha"] == lv.sha256
-    assert summary["spec_hash"] == story.spec.hash
+    assert summary["name"] == which and summary["variant_sha"] == d.challenger_sha
+    assert (folder / "variant.py").read_text(encoding="utf-8") == story.store.variant(d.challenger_sha).source
     best_seed = summary["best_seed"]
-    assert best_seed in story.spec.seeds
-    ckpts = sorted(folder.glob("seed*.pt"))
-    assert [p.name for p in ckpts] == [f"seed{best_seed}.pt"]
-
-    saved = torch.load(ckpts[0], map_location="cpu", weights_only=True)
-    assert saved["meta"]["variant_sha"] == lv.sha256 and saved["meta"]["seed"] == best_seed
-    target = reference_params(story.spec.dims, story.spec.reference_variant) if lv.variant.match_params else None
+    assert summary["checkpoint"] == f"seed{best_seed}.pt"
+    saved = torch.load(folder / f"seed{best_seed}.pt", map_location="cpu", weights_only=True)
+    assert saved["meta"]["variant_sha"] == d.challenger_sha and saved["meta"]["seed"] == best_seed
+    lv = builtin("gf") if which == "gf" else load_variant(Path(story.store.variant(d.challenger_sha).path))
+    target = reference_params(story.spec.dims, story.spec.reference_variant)
     model = build_model(story.spec.dims, lv.variant, saved["meta"]["hparams"], backend="torch_chunk",
                         match_params_to=target)
     model.load_state_dict(saved["state_dict"], strict=True)
     # The weights are the best seed's: they reproduce its stored final validation loss.
     loss, _ = evaluate(model, load_track(story.spec).val_batches(final=True), torch.device("cpu"), False)
     assert loss == pytest.approx(summary["best_val_loss"], rel=1e-5, abs=1e-6)
-
-
-def test_champion_is_rerun_when_its_stored_runs_used_another_stack(
-    story: Story, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Both sides of every pair share one software stack: a champion run stored from another GPU is run again."""
-    champ = story.store.champion(story.spec.hash)
-    assert champ is not None and champ.challenger_name == "gpt"
-    calls: list[tuple[str, int, bool]] = []
-    real = Contests.ensure_runs
-
-    def spy(self: Contests, entry: Entry, seeds: Any, *, rerun: bool = False) -> dict[int, Any]:
-        out = real(self, entry, seeds, rerun=rerun)
-        calls.extend((entry.name, s, rerun) for s in seeds)
-        if entry.name == "gpt" and not rerun:  # as if stored on another machine
-            return {s: dataclasses.replace(r, env=r.env | {"gpu": "some other GPU"}) for s, r in out.items()}
-        return out
-
-    monkeypatch.setattr(Contests, "ensure_runs", spy)
-    said: list[str] = []
-    with monkeypatch.context() as mp:
-        mp.setenv("ARENA_HOME", str(story.home))
-        options = RunOptions(workers=1, device="cpu", timeout_s=300)
-        Contests(story.store, story.spec, options, on_note=said.append).challenge(Entry.of(builtin("gf")))
-    seeds_used = [s for name, s, rerun in calls if name == "gf" and not rerun]
-    assert seeds_used and all(("gpt", s, True) in calls for s in seeds_used)  # the champion re-run on each pair
-    assert not any(name == "gf" and rerun for name, _, rerun in calls)  # the challenger's runs were fine
-    assert any("re-running champion gpt" in line for line in said)
 
 
 def test_same_stack_compares_only_the_mixers_both_runs_use() -> None:

@@ -210,6 +210,10 @@ CASES: dict[str, tuple[str, str]] = {
     "non_finite_output": (fusion_file("return rwkv + mamba + float('nan')"), "not finite"),
     "over_budget": (fusion_file("return self.w(rwkv) + mamba + 0 * self.big.sum()",
                                 init="self.big = nn.Parameter(torch.zeros(200_000))"), "exceed the spec's budget"),
+    # 2 × 10,000 extra parameters: more than narrowing the smoke FFN to one unit can absorb (2 × 127 × 64).
+    "unmatchable": (fusion_file("return self.w(rwkv) + mamba + 0 * self.big.sum()",
+                                init="self.big = nn.Parameter(torch.zeros(10_000))"),
+                    "cannot be matched to the reference's 51,864 parameters within ±0.5%"),
     "not_causal_flip": (fusion_file("return rwkv + torch.flip(mamba, dims=[1])  # (B, T, D): peeks at the future"),
                         "not causal"),
     "not_causal_reverse_cumsum": (fusion_file("return rwkv + mamba.flip(1).cumsum(1).flip(1)"), "not causal"),
@@ -280,3 +284,32 @@ def test_discover_rejects_a_shipped_name_clash(tmp_path: Path) -> None:
     (tmp_path / "my_gf.py").write_text(fusion_file("return rwkv + mamba", name="gf"))
     with pytest.raises(ArenaError, match="the name 'gf' is reserved for arena's shipped variant"):
         discover([builtin_dir(), tmp_path])
+
+
+def test_every_shipped_entry_is_matched_to_the_reference_within_half_a_percent() -> None:
+    """One rule for every entry (the FFN width): the hybrids too, not only the baselines."""
+    from arena.core.spec import preset
+    from arena.model.lm import build_model, count_params
+    from arena.runner.check import reference_params
+    from arena.runner.loader import builtin_dir, load_variant
+
+    for name in ("smoke", "phase2"):
+        spec = preset(name)
+        target = reference_params(spec.dims, spec.reference_variant)
+        for path in sorted(builtin_dir().glob("*.py")):
+            if path.name == "__init__.py":
+                continue
+            v = load_variant(path).variant
+            n = count_params(build_model(spec.dims, v, match_params_to=target))  # type: ignore[arg-type]
+            assert abs(n - target) / target <= 0.005, (name, path.stem, n, target)
+    phase2 = preset("phase2")
+    assert reference_params(phase2.dims, "gf") == 3_089_760  # gf at the standard FFN width 4 × 128
+
+
+def test_an_unmatched_file_says_so_and_keeps_the_standard_width(tmp_path: Path) -> None:
+    text = fusion_file("return self.w(rwkv) + mamba + 0 * self.big.sum()",
+                       init="self.big = nn.Parameter(torch.zeros(10_000))")
+    path = tmp_path / "unmatched.py"
+    path.write_text(text.replace("fusion=F,", "fusion=F, match_params=False,"), encoding="utf-8")
+    # The fusion's Linear(32, 32) is the size of gf's gate: the count is gf's plus the 2 × 10,000 extra parameters.
+    assert check_variant(load_variant(path), SMOKE) == 51_864 + 2 * 10_000

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from arena.api import Fusion, HParams, Variant, lr_mult
+from arena.api import Fusion, HParams, Variant, lr_mult, lr_scale
 
 
 class ConcatProject(Fusion):
@@ -25,5 +25,5 @@ VARIANT = Variant(
     kind="fusion",
     summary="Concatenate both pathway outputs, then a linear projection back to d_model",
     fusion=ConcatProject,
-    hparams={"lr_mult": lr_mult()},
+    hparams={"lr_scale": lr_scale(), "lr_mult": lr_mult()},
 )

@@ -3,9 +3,13 @@
 import torch
 from torch import nn
 
-from arena.api import Fusion, HParams, Variant, gate_init, logit, lr_mult
+from arena.api import Fusion, HParams, Variant, gate_init, logit, lr_mult, lr_scale
 
-ARBITER_HIDDEN = 32
+
+def arbiter_hidden(d_model: int) -> int:
+    """The GRU's width: a quarter of d_model (32 at phase2), so the arbiter stays small enough at every spec size for
+    the FFN to absorb it when the model is matched to the reference's parameter count."""
+    return max(4, d_model // 4)
 
 
 class GRUArbiter(Fusion):
@@ -14,8 +18,9 @@ class GRUArbiter(Fusion):
 
     def __init__(self, d_model: int, hp: HParams) -> None:
         super().__init__(d_model, hp)
-        self.gru = nn.GRU(2 * d_model, ARBITER_HIDDEN, batch_first=True)
-        self.head = nn.Linear(ARBITER_HIDDEN, d_model)
+        hidden = arbiter_hidden(d_model)
+        self.gru = nn.GRU(2 * d_model, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, d_model)
         nn.init.zeros_(self.head.weight)
         nn.init.constant_(self.head.bias, logit(hp.gate_init))
 
@@ -31,5 +36,5 @@ VARIANT = Variant(
     kind="arbiter",
     summary="Stateful arbiter: a GRU reads both pathway outputs along the sequence and emits the gate",
     fusion=GRUArbiter,
-    hparams={"gate_init": gate_init(0.5), "lr_mult": lr_mult()},
+    hparams={"lr_scale": lr_scale(), "gate_init": gate_init(0.5), "lr_mult": lr_mult()},
 )

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from arena.api import Fusion, HParams, Variant, lr_mult
+from arena.api import Fusion, HParams, Variant, lr_mult, lr_scale
 
 
 class ChannelGains(Fusion):
@@ -25,5 +25,5 @@ VARIANT = Variant(
     kind="fusion",
     summary="Per-channel learned gains on each pathway (0.5 each at init), summed",
     fusion=ChannelGains,
-    hparams={"lr_mult": lr_mult()},
+    hparams={"lr_scale": lr_scale(), "lr_mult": lr_mult()},
 )

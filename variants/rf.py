@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from arena.api import Fusion, HParam, HParams, Variant, lr_mult
+from arena.api import Fusion, HParam, HParams, Variant, lr_mult, lr_scale
 
 
 class ResidualCorrection(Fusion):
@@ -24,5 +24,5 @@ VARIANT = Variant(
     kind="fusion",
     summary="Residual fusion: RWKV output plus a learned per-channel Mamba correction (0.1 at init)",
     fusion=ResidualCorrection,
-    hparams={"corr_init": HParam(low=0.0, high=1.0, default=0.1), "lr_mult": lr_mult()},
+    hparams={"lr_scale": lr_scale(), "corr_init": HParam(low=0.0, high=1.0, default=0.1), "lr_mult": lr_mult()},
 )

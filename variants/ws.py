@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from arena.api import Fusion, HParams, Variant, gate_init, logit, lr_mult
+from arena.api import Fusion, HParams, Variant, gate_init, logit, lr_mult, lr_scale
 
 
 class ScalarWeight(Fusion):
@@ -24,5 +24,5 @@ VARIANT = Variant(
     kind="fusion",
     summary="One learnable scalar weight α: α·RWKV + (1−α)·Mamba",
     fusion=ScalarWeight,
-    hparams={"gate_init": gate_init(0.5), "lr_mult": lr_mult()},
+    hparams={"lr_scale": lr_scale(), "gate_init": gate_init(0.5), "lr_mult": lr_mult()},
 )

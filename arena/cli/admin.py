@@ -42,14 +42,14 @@ def variants_list(
         if db is not None:
             raise
         store = None
-    found = {n: c for n, c in candidates(store).items() if c[3] == "file"}
+    found = {n: c for n, c in candidates(store).items() if c.origin == "file"}
     names = sorted(found)
-    inspected = inspect_sources([(found[n][0], found[n][1]) for n in names], spec)
+    inspected = inspect_sources([(found[n].source, found[n].path) for n in names], spec)
     t = Table(title=f"variants · params at {spec.label}")
     for col in ("name", "kind", "params", "source", "summary"):
         t.add_column(col, justify="right" if col == "params" else "left")
     for name, result in zip(names, inspected, strict=True):
-        origin = "shipped" if found[name][1].startswith(str(_shipped_dir())) else "registered"
+        origin = "shipped" if found[name].path.startswith(str(_shipped_dir())) else "registered"
         if isinstance(result, ArenaError):
             t.add_row(name, "—", "—", origin, Text(f"refused: {result}", style="red"))
             continue
@@ -177,18 +177,20 @@ def noise(
 ) -> None:
     """Show (or measure) the spec's noise floor: the reference variant's seed-to-seed std of final val loss."""
     from arena.orchestration.contest import Contests
+    from arena.runner.provenance import basis_for
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
     store = open_store(db) if measure else reading_store(db)
-    contests = Contests(store, spec, options)
+    basis = basis_for(options)
+    contests = Contests(store, spec, options, basis)
     sigma = contests.noise(measure=measure)
     if sigma is None:
         console.print(f"spec {spec.label}: noise floor not measured yet ({spec.reference_variant} needs ≥ 2 ok seeds); "
                       "run: arena noise --measure")
         raise typer.Exit(1)
     console.print(f"spec {spec.label}: noise floor σ = {sigma:.5f} nats ({spec.reference_variant}, "
-                  f"{len(spec.seeds)} seeds); "
+                  f"{len(spec.seeds)} seeds, {basis.label}); "
                   f"promotion needs mean(d) ≥ δ = max(margin, σ) = {contests.settings.delta(sigma):.5f}")
 
 

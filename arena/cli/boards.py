@@ -19,7 +19,8 @@ def leaderboard(
     fmt: Annotated[str, typer.Option("--format", help="table | json | csv | markdown")] = "table",
     db: o.Db = None,
 ) -> None:
-    """Print the leaderboard of a spec: mean val loss with 95% CI, Δ and p vs the champion, and more."""
+    """Print the leaderboard of a spec: each league ranked on the shared seeds, Δ vs the champion with its paired
+    95% CI, the promotion rule's verdict, parameter counts."""
     from arena.cli.render import FORMATS
     from arena.cli.views import print_leaderboard
     from arena.orchestration.specs import find_spec_hash
@@ -28,6 +29,47 @@ def leaderboard(
         raise ArenaError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
     store = reading_store(db)
     print_leaderboard(console, store, find_spec_hash(store, spec), fmt)
+
+
+specs_app = typer.Typer(help="The specs in the store: list them, label them.", no_args_is_help=False,
+                        invoke_without_command=True)
+
+
+@specs_app.callback()
+def specs_list(ctx: typer.Context, db: o.Db = None) -> None:
+    """List every spec: hash, label, name, runs, tournaments, and which one the leaderboard shows by default."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from arena.orchestration.specs import find_spec_hash
+
+    store = reading_store(db)
+    default = find_spec_hash(store, None)
+    done = store.tournaments(completed=True)
+    t = Table(title="specs (the leaderboard's default is marked ▶)")
+    for col in ("", "hash", "label", "name", "runs", "tournaments", "created (UTC)"):
+        t.add_column(col)
+    for row in store.specs():
+        n_done = sum(1 for d in done if d.spec_hash == row.hash)
+        t.add_row("▶" if row.hash == default else "", row.hash[:8], row.label or "—", row.name, str(row.n_runs),
+                  str(n_done), f"{row.created:%Y-%m-%d %H:%M}")
+    console.print(t)
+
+
+@specs_app.command("label")
+def specs_label(
+    spec: Annotated[str, typer.Argument(help="Spec hash (prefix), current label or preset name.")],
+    label: Annotated[str, typer.Argument(help="The new label; '' removes it.")],
+    db: o.Db = None,
+) -> None:
+    """Give a spec a label that --spec accepts everywhere (e.g. 'main')."""
+    from arena.orchestration.specs import find_spec_hash
+
+    store = reading_store(db)
+    spec_hash = find_spec_hash(store, spec)
+    store.label_spec(spec_hash, label or None)
+    console.print(f"spec {spec_hash[:8]}: label {label or '(removed)'}")
 
 
 def show(

@@ -15,7 +15,10 @@ Track = Annotated[str | None, typer.Option("--track", help="shakespeare | mqar |
 Data = Annotated[str | None, typer.Option("--data", help="Path to tinyshakespeare.txt (or ARENA_DATA).")]
 Set = Annotated[list[str] | None, typer.Option("--set", help="Override a spec field: --set lr=1e-3 (new spec).")]
 Hp = Annotated[list[str] | None, typer.Option("--hp", help="Hyperparameter value: --hp gate_init=0.3")]
-SpecRef = Annotated[str | None, typer.Option("--spec", help="Spec hash (prefix) or preset name; default: latest.")]
+SpecRef = Annotated[
+    str | None,
+    typer.Option("--spec", help="Spec hash (prefix), label or preset name; default: the last completed tournament's."),
+]
 
 # -- the store -----------------------------------------------------------------------------------------------------
 Db = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store (or ARENA_DB).")]
@@ -42,3 +45,7 @@ FusedAdamw = Annotated[
     bool, typer.Option("--fused-adamw/--foreach-adamw", help="CUDA: single-kernel AdamW or the multi-tensor one.")
 ]
 Rerun = Annotated[bool, typer.Option("--rerun", help="Recompute runs that are already stored.")]
+RerunFailed = Annotated[
+    str | None,
+    typer.Option("--rerun-failed", help="Recompute stored runs with these statuses, e.g. crashed,timeout."),
+]

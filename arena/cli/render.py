@@ -9,9 +9,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
-from arena.orchestration.leaderboard import Board, Row
+from arena.orchestration.leaderboard import Board, League, Row
 
 FORMATS = ("table", "json", "csv", "markdown")
 SPARK = "▁▂▃▄▅▆▇█"
@@ -23,69 +25,120 @@ def fmt(x: float | None, spec: str = ".4f") -> str:
 
 
 def _mark(row: Row) -> str:
-    return "👑" if row.is_champion else ("≈" if row.tied else "")
+    return "👑" if row.is_champion else ("" if row.matched else "≠")
 
 
 def _status(row: Row) -> str:
-    return " ".join(f"{k}:{v}" for k, v in sorted(row.statuses.items()))
+    text = " ".join(f"{k}:{v}" for k, v in sorted(row.statuses.items()))
+    return text + (f" missing:{','.join(map(str, row.missing))}" if row.missing else "")
+
+
+def _interval(ci: tuple[float, float] | None, spec: str) -> str:
+    return f"[{format(ci[0], spec)}, {format(ci[1], spec)}]" if ci else ""
+
+
+def _delta(row: Row) -> str:
+    if row.delta is None:
+        return "—"
+    return f"{row.delta:+.4f} {_interval(row.delta_ci, '+.4f')}".strip()
+
+
+def _params(row: Row) -> str:
+    if row.params is None:
+        return "—"
+    if not row.matched:
+        return f"{row.params:,} unmatched"
+    return f"{row.params:,} ({row.deviation:+.2%})" if row.deviation is not None else f"{row.params:,}"
+
+
+def _extra(row: Row) -> str:
+    if not row.extra:
+        return ""
+    return f"{len(row.extra)}: {fmt(sum(row.extra.values()) / len(row.extra), '.4f')}"
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    seeds = sorted(seeds)
+    if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ",".join(map(str, seeds))
 
 
 def flat_records(board: Board) -> list[dict[str, Any]]:
     out = []
     for r in board.rows:
         out.append({
-            "rank": r.rank, "variant": r.name, "kind": r.kind, "champion": r.is_champion, "tied": r.tied,
+            "league": r.league, "rank": r.rank, "variant": r.name, "kind": r.kind, "champion": r.is_champion,
             "mean_val_loss": r.mean, "ci95_low": r.ci[0] if r.ci else None, "ci95_high": r.ci[1] if r.ci else None,
-            "delta_vs_champion_pct": r.delta_pct, "p_vs_champion": r.p_value, "seeds": r.n_seeds,
-            "params": r.params, "tok_s": r.tok_s, "peak_mb": r.peak_mb, "status": _status(r),
+            "delta_vs_champion": r.delta, "delta_ci95_low": r.delta_ci[0] if r.delta_ci else None,
+            "delta_ci95_high": r.delta_ci[1] if r.delta_ci else None, "verdict": r.verdict,
+            "seeds": len(r.losses), "extra_seeds": len(r.extra), "params": r.params,
+            "params_target": r.params_target, "params_deviation": r.deviation, "matched": r.matched,
+            "tok_s": r.tok_s, "peak_mb": r.peak_mb, "status": _status(r),
         })
     return out
 
 
-def caption(board: Board) -> str:
+def caption(board: Board, league: League | None = None) -> str:
     spec = board.spec
     label = spec.label if spec else board.spec_hash
-    noise = fmt(board.noise_floor, ".4f")
-    champ = board.champion or "none yet"
-    if board.champion and board.champion_by_default:
-        champ += " (by default)"
     ref = spec.reference_variant if spec else "gf"
-    return (f"spec {label} · noise floor σ = {noise} nats ({ref} seed-to-seed std) · champion: {champ}"
-            " · p: one-sided, better than the champion · ≈ tied (two-sided p ≥ 0.05)")
+    where = board.stack.get("gpu") or board.stack.get("device") or "?"
+    parts = [f"spec {label}", f"code {(board.code_digest or '—')[:8]} · stack {(board.stack_id or '—')[:8]} ({where})",
+             f"ranked on tournament seeds {seeds_text(board.ranking_seeds)} (every ranked row has them; extra seeds "
+             "apart)", f"σ = {fmt(board.noise_floor, '.4f')} nats ({ref}, the decisions' σ)"]
+    if league is not None:
+        champ = league.champion or "none yet"
+        if league.champion and league.champion_by_default:
+            champ += " (by default)"
+        parts.append(f"league {league.name}: champion {champ}")
+    parts.append("Δ = entry − champion in nats, paired 95% CI; ≠ unmatched parameter count")
+    if board.stale_runs or board.other_stacks:
+        parts.append(f"not shown: {board.stale_runs} stale run(s) from other code, "
+                     f"{sum(board.other_stacks.values())} from other stacks")
+    return " · ".join(parts)
 
 
-def table(board: Board) -> Table:
-    t = Table(title="arena leaderboard", caption=caption(board), header_style="bold")
-    for col, just in [
-        ("#", "right"), ("", "center"), ("variant", "left"), ("kind", "left"), ("val loss (95% CI)", "right"),
-        ("Δ vs champ", "right"), ("p", "right"), ("seeds", "right"), ("params", "right"), ("tok/s", "right"),
-        ("peak MB", "right"), ("status", "left"),
-    ]:
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
-    for r in board.rows:
-        ci = f" [{fmt(r.ci[0], '.4f')}, {fmt(r.ci[1], '.4f')}]" if r.ci else ""
-        delta = "—" if r.delta_pct is None else f"{r.delta_pct:+.2f}%"
-        style = "bold green" if r.is_champion else None
-        t.add_row(
-            fmt(r.rank, "d") if r.rank else "—", _mark(r), r.name, r.kind, f"{fmt(r.mean, '.4f')}{ci}", delta,
-            fmt(r.p_value, ".3g"), str(r.n_seeds), fmt(r.params, ","), fmt(r.tok_s, ",.0f"),
-            fmt(r.peak_mb, ",.0f"), _status(r), style=style,
-        )
-    return t
+def table(board: Board) -> Group:
+    tables: list[Table] = []
+    for league in board.leagues:
+        t = Table(title=f"arena leaderboard · league {league.name}", caption=caption(board, league),
+                  header_style="bold")
+        for col, just in [
+            ("#", "right"), ("", "center"), ("variant", "left"), ("kind", "left"), ("val loss (95% CI)", "right"),
+            ("Δ vs champ (95% CI)", "right"), ("verdict", "left"), ("params (vs ref)", "right"), ("extra", "right"),
+            ("tok/s", "right"), ("status", "left"),
+        ]:
+            t.add_column(col, justify=just)  # type: ignore[arg-type]
+        for r in league.rows:
+            style = "bold green" if r.is_champion else None
+            t.add_row(
+                fmt(r.rank, "d") if r.rank else "—", _mark(r), Text(r.name), r.kind,
+                f"{fmt(r.mean, '.4f')} {_interval(r.ci, '.4f')}".strip(), _delta(r), Text(r.verdict), _params(r),
+                _extra(r), fmt(r.tok_s, ",.0f"), _status(r), style=style,
+            )
+        tables.append(t)
+    if not tables:
+        tables.append(Table(title="arena leaderboard", caption=caption(board)))
+    return Group(*tables)
 
 
 def as_json(board: Board) -> str:
     return json.dumps({
         "spec_hash": board.spec_hash, "spec": board.spec.to_dict() if board.spec else None,
-        "champion": board.champion, "champion_by_default": board.champion_by_default,
-        "noise_floor": board.noise_floor, "rows": [r.to_dict() for r in board.rows], "tuning": board.tuning,
+        "code_digest": board.code_digest, "stack_id": board.stack_id, "stack": board.stack,
+        "ranking_seeds": list(board.ranking_seeds), "noise_floor": board.noise_floor,
+        "stale_runs": board.stale_runs, "other_stacks": board.other_stacks,
+        "leagues": [{"league": lg.name, "champion": lg.champion, "champion_by_default": lg.champion_by_default,
+                     "rows": [r.to_dict() for r in lg.rows]} for lg in board.leagues],
+        "tuning": board.tuning,
     }, indent=2, default=str)
 
 
 def as_csv(board: Board) -> str:
     buf = io.StringIO()
     records = flat_records(board)
-    fields = list(records[0]) if records else ["rank", "variant"]
+    fields = list(records[0]) if records else ["league", "rank", "variant"]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(records)
@@ -93,17 +146,21 @@ def as_csv(board: Board) -> str:
 
 
 def as_markdown(board: Board) -> str:
-    head = "| # | variant | kind | val loss | 95% CI | Δ vs champ | p | seeds | params | tok/s | status |"
-    lines = [head, "|" + "---|" * 11]
-    for r in board.rows:
-        name = f"**{r.name}** 👑" if r.is_champion else (f"{r.name} ≈" if r.tied else r.name)
-        ci = f"[{fmt(r.ci[0], '.4f')}, {fmt(r.ci[1], '.4f')}]" if r.ci else "—"
-        delta = "—" if r.delta_pct is None else f"{r.delta_pct:+.2f}%"
-        lines.append(
-            f"| {r.rank or '—'} | {name} | {r.kind} | {fmt(r.mean, '.4f')} | {ci} | {delta} | "
-            f"{fmt(r.p_value, '.3g')} | {r.n_seeds} | {fmt(r.params, ',')} | {fmt(r.tok_s, ',.0f')} | {_status(r)} |"
-        )
-    return "\n".join(lines) + f"\n\n{caption(board)}\n"
+    lines: list[str] = []
+    for league in board.leagues:
+        lines += [f"### League {league.name}", "",
+                  "| # | variant | kind | val loss | 95% CI | Δ vs champ | Δ 95% CI | verdict | params (vs ref) "
+                  "| tok/s | status |", "|" + "---|" * 11]
+        for r in league.rows:
+            name = f"**{r.name}** 👑" if r.is_champion else (r.name if r.matched else f"{r.name} ≠")
+            delta = "—" if r.delta is None else f"{r.delta:+.4f}"
+            lines.append(
+                f"| {r.rank or '—'} | {name} | {r.kind} | {fmt(r.mean, '.4f')} | {_interval(r.ci, '.4f') or '—'} | "
+                f"{delta} | {_interval(r.delta_ci, '+.4f') or '—'} | {r.verdict} | {_params(r)} | "
+                f"{fmt(r.tok_s, ',.0f')} | {_status(r)} |"
+            )
+        lines += ["", caption(board, league), ""]
+    return "\n".join(lines) + "\n"
 
 
 def sparkline(values: Sequence[float], width: int = 60) -> str:

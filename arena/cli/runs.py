@@ -49,6 +49,7 @@ def run(
     from arena.cli.views import print_result
     from arena.orchestration.entries import Entry, resolve_variant
     from arena.orchestration.execute import register
+    from arena.runner.provenance import basis_for
     from arena.runner.worker import run_trial
 
     spec = spec_from_flags(preset, steps, None, track, data, sets)
@@ -58,14 +59,15 @@ def run(
     if not no_store and store is None:
         store = open_store(db)
     entry = Entry.of(loaded, parse_hparams(hp))
+    basis = basis_for(options)
     if store is not None:
-        stored = store.get_run(entry.key(spec, seed))
+        stored = store.get_run(entry.key(spec, seed, basis))
         if stored is not None and not rerun:
             console.print(f"[dim]memoized: run #{stored.id} (use --rerun to recompute)[/dim]")
             _emit_result(stored.result, as_json)
             return
     with single_run_progress(console, f"{loaded.name} seed {seed}", spec.steps) as on_event:
-        result = run_trial(spec, loaded, seed, entry.hparams, options=options, on_event=on_event)
+        result = run_trial(spec, loaded, seed, entry.hparams, options=options, on_event=on_event, basis=basis)
     if store is not None:
         register(store, spec, [entry])
         store.record_run(result, replace=rerun)
@@ -107,6 +109,7 @@ def submit(
     from arena.orchestration.execute import register
     from arena.runner.inspection import inspect_one
     from arena.runner.loader import read_file
+    from arena.runner.provenance import basis_for
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
@@ -126,8 +129,10 @@ def submit(
                   f"{n_params:,} params at {spec.label}")
     if no_run:
         return
-    contests = Contests(store, spec, options, on_note=lambda text: console.print(f"  [dim]{text}[/dim]"))
-    print_outcome(console, contests.challenge(entry))
+    contests = Contests(store, spec, options, basis_for(options),
+                        on_note=lambda text: console.print(f"  [dim]{text}[/dim]"))
+    for outcome in contests.challenge(entry):
+        print_outcome(console, outcome)
 
 
 def tournament(
@@ -147,36 +152,52 @@ def tournament(
     pinned_batches: o.PinnedBatches = True,
     fused_adamw: o.FusedAdamw = True,
     rerun: o.Rerun = False,
+    rerun_failed: o.RerunFailed = None,
     db: o.Db = None,
 ) -> None:
-    """Run every registered and shipped variant under the spec, then print the leaderboard and champion decision."""
+    """Run every registered, shipped and tuned entry under the spec; then one champion decision per league and the
+    leaderboard."""
     from arena.cli.progress import TournamentProgress
     from arena.cli.views import print_leaderboard, print_outcome
-    from arena.orchestration.contest import Contests
-    from arena.orchestration.entries import tournament_entries
-    from arena.orchestration.execute import execute, plan, register
+    from arena.core.home import checkpoints_dir
+    from arena.orchestration.execute import execute, register
+    from arena.orchestration.tournament import decide, prepare
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
+    failed = parse_statuses(rerun_failed)
     store = existing_store(db)
-    entries, refused = tournament_entries(store, spec, variants.split(",") if variants else None, data)
-    for line in refused:  # a file that fails its check sits out; the others compete
+    the_plan = prepare(store, spec, options, variants.split(",") if variants else None, rerun=rerun,
+                       rerun_failed=failed)
+    for line in the_plan.refused:  # a file that fails its check sits out; the others compete
         console.print(f"[yellow]skipped[/yellow] {escape(line)}", highlight=False)
-    if not entries:
-        raise ArenaError("no entry passed its check; nothing to run (see the lines above)")
     if store is None:
         store = open_store(db)
-    register(store, spec, entries)
-    jobs = plan(store, spec, entries, spec.seeds, rerun=rerun)
-    memo = len(entries) * len(spec.seeds) - len(jobs)
+    register(store, spec, the_plan.entries)
+    leagues = ", ".join(f"{name} ({len(es)})" for name, es in the_plan.leagues.items())
     console.print(
-        f"tournament {spec.label}: {len(entries)} entries × {len(spec.seeds)} seeds · {len(jobs)} to run, "
-        f"{memo} memoized · {workers} worker(s)"
+        f"tournament {spec.label}: {len(the_plan.entries)} entries × {len(spec.seeds)} seeds · "
+        f"{len(the_plan.jobs)} to run, {the_plan.memoized} memoized · {workers} worker(s) · leagues {leagues} · "
+        f"{the_plan.basis.label}", highlight=False,
     )
-    contests = Contests(store, spec, options, on_note=lambda text: console.print(f"  [dim]{text}[/dim]"))
-    with TournamentProgress(console, jobs, spec.steps, workers) as progress:
-        execute(store, spec, jobs, options, checkpoint_dir=contests.checkpoint_dir, on_progress=progress.on_event,
-                on_done=progress.on_done, rerun=rerun)
-    for outcome in contests.after_tournament(entries):
+    ckpt = str(checkpoints_dir())
+    with TournamentProgress(console, list(the_plan.jobs), spec.steps, workers) as progress:
+        execute(store, spec, the_plan.jobs, options, the_plan.basis, checkpoint_dir=ckpt,
+                on_progress=progress.on_event, on_done=progress.on_done, rerun=rerun or bool(failed))
+    for outcome in decide(store, the_plan, options, checkpoint_dir=ckpt,
+                          on_note=lambda text: console.print(f"  [dim]{escape(text)}[/dim]")):
         print_outcome(console, outcome)
     print_leaderboard(console, store, spec.hash, "table")
+
+
+def parse_statuses(text: str | None) -> tuple[str, ...]:
+    """``--rerun-failed crashed,timeout``: failure statuses (``ok`` and ``pruned`` are not failures)."""
+    if not text:
+        return ()
+    allowed = ("diverged", "timeout", "crashed", "rejected")
+    statuses = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in statuses if s not in allowed]
+    if bad or not statuses:
+        raise ArenaError(f"--rerun-failed: '{bad[0] if bad else text}' is not a failure status; "
+                         f"choose from {','.join(allowed)}")
+    return statuses

@@ -8,8 +8,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from arena.cli.render import fmt
+from arena.core.diagnosis import shares, warnings
 from arena.core.errors import ArenaError
 from arena.core.result import RunResult
 from arena.core.spec import Spec
@@ -41,14 +43,42 @@ def print_result(console: Console, r: RunResult, spec: Spec | None = None) -> No
     t.add_row("env", f"torch {env.get('torch')} · cuda {env.get('cuda')} · {env.get('gpu') or env.get('device')} · "
               f"mode {env.get('mode')} · commit {(env.get('git_commit') or '—')[:10]}")
     if r.diagnostics:
-        last = r.diagnostics[-1]
-        gates = [g.get("mean") for g in last.get("gates", [])]
-        gate_txt = " ".join(fmt(g, ".2f") for g in gates) if any(g is not None for g in gates) else "—"
-        t.add_row("RWKV share/layer", gate_txt)
-        ratio = last.get("grad_ratio")
-        health = "" if ratio is None else (" (healthy)" if 0.33 <= ratio <= 3 else " (outside [0.33, 3])")
-        t.add_row("grad RWKV/Mamba", fmt(ratio, ".3f") + health)
+        _diagnostic_rows(t, r.diagnostics)
     console.print(t)
+    for line in warnings(r.diagnostics, r.hparams):
+        console.print(Text("warning: ", style="bold yellow") + Text(line))
+
+
+def _diagnostic_rows(t: Table, diags: list[dict[str, Any]]) -> None:
+    """The last eval's RWKV share per layer as the gate says and as the amplitudes say (arena.core.diagnosis), the
+    amplitude share over training, how far each parameter group moved, and the gradient ratio."""
+    from arena.cli.render import sparkline
+
+    last = diags[-1]
+    gates = [g.get("mean") for g in last.get("gates", [])]
+    amps = shares(last)
+    if any(v is not None for v in gates + amps):
+        t.add_row("RWKV share/layer", f"gate {' '.join(fmt(g, '.2f') for g in gates)} · amplitude "
+                  f"{' '.join(fmt(a, '.3f') for a in amps) or '—'} (step {last.get('step')})")
+        over = [shares(d) for d in diags]
+        series = [[v for v in (s[i] if i < len(s) else None for s in over) if v is not None] for i in range(len(amps))]
+        t.add_row("amplitude/train", "  ".join(f"L{i} {sparkline(v, 12)} {fmt(v[0], '.3f')}→{fmt(v[-1], '.3f')}"
+                                               for i, v in enumerate(series) if v))
+    else:
+        t.add_row("RWKV share/layer", "—")
+    moved = last.get("moved") or {}
+    if moved:
+        def rel(m: dict[str, Any]) -> str:
+            return fmt(m["rel"], ".2%") if m.get("rel") is not None else f"from 0 (rms {fmt(m.get('rms'), '.3g')})"
+
+        lr_sum = f" (Σlr {fmt(last.get('lr_sum'), '.3g')})" if last.get("lr_sum") is not None else ""
+        t.add_row("moved ‖Δθ‖/‖θ₀‖", " · ".join(f"{k} {rel(m)}" for k, m in moved.items() if "/" not in k) + lr_sum)
+        fusion = [f"{k.split('/', 1)[1]} {rel(m)}" for k, m in moved.items() if k.startswith("fusion/")]
+        if fusion:  # as plain text: the names come from the variant's module tree
+            t.add_row("moved (fusion)", Text(" · ".join(fusion)))
+    ratio = last.get("grad_ratio")
+    health = "" if ratio is None else (" (healthy)" if 0.33 <= ratio <= 3 else " (outside [0.33, 3])")
+    t.add_row("grad RWKV/Mamba", fmt(ratio, ".3f") + health)
 
 
 def print_leaderboard(console: Console, store: Any, spec_hash: str, form: str) -> None:
@@ -110,7 +140,8 @@ def show_target(console: Console, store: Any, what: str, spec_ref: str | None, p
         console.print(f"wrote {out}")
 
 
-OUTCOME_STYLE = {"first": "bold", "promoted": "bold green", "kept": "yellow", "holds": "", "none": "", "current": ""}
+OUTCOME_STYLE = {"default": "bold", "promoted": "bold green", "kept": "yellow", "holds": "", "none": "", "current": "",
+                 "decided": "dim"}
 
 
 def print_outcome(console: Console, outcome: Any) -> None:

@@ -50,6 +50,12 @@ def lr_mult(default: float = 1.0, low: float = 0.1, high: float = 10.0) -> HPara
     return HParam(low=low, high=high, default=default, log=True)
 
 
+def lr_scale(default: float = 1.0, low: float = 0.25, high: float = 4.0) -> HParam:
+    """Multiplier of the whole model's learning rate (every parameter group); log-uniform. Every shipped variant
+    declares it, baselines included, so a search can tune every entry's learning rate alike."""
+    return HParam(low=low, high=high, default=default, log=True)
+
+
 class UndeclaredHParam(ArenaError):
     """A hyperparameter was read that the variant does not declare (a typo, or a missing declaration)."""
 

@@ -20,9 +20,12 @@ def hparams_key(hparams: dict[str, float]) -> str:
     return json.dumps({k: round(float(v), 12) for k, v in sorted(hparams.items())}, separators=(",", ":"))
 
 
-def run_key(variant_sha: str, spec_hash: str, seed: int, hparams: dict[str, float]) -> str:
-    """The identity of a run: (variant source sha256, spec hash, seed, hyperparameters) → a short hex key."""
-    text = f"{variant_sha}|{spec_hash}|{seed}|{hparams_key(hparams)}"
+def run_key(variant_sha: str, spec_hash: str, seed: int, hparams: dict[str, float], code: str, stack: str) -> str:
+    """The identity of a run: (variant source sha256, spec hash, seed, hyperparameters, digest of arena's code that
+    computed it, the stack it ran on) → a short hex key. A change to the model core, the stock fusions, the data
+    pipeline or the loop changes ``code``; another device, GPU model, torch, determinism, backend or execution changes
+    ``stack`` (``arena.core.stack``): either way the stored run is not this run, and is never reused for it."""
+    text = f"{variant_sha}|{spec_hash}|{seed}|{hparams_key(hparams)}|{code}|{stack}"
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -53,10 +56,13 @@ class RunResult:
     env: dict[str, Any] = field(default_factory=dict)
     steps_done: int = 0
     checkpoint_path: str | None = None
+    params_target: int | None = None  # the spec's reference count every entry is matched to (None: unmatched)
+    code_digest: str = ""  # arena's code that computed the run (runner.provenance.code_digest)
+    stack_id: str = ""  # the stack it ran on (arena.core.stack.stack_id)
 
     @property
     def key(self) -> str:
-        return run_key(self.variant_sha, self.spec_hash, self.seed, self.hparams)
+        return run_key(self.variant_sha, self.spec_hash, self.seed, self.hparams, self.code_digest, self.stack_id)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,8 +16,10 @@ from typing import Any
 from arena.core.config import did_you_mean, from_dict_strict, replace_strict
 from arena.core.errors import ArenaError
 
-# Bump when the meaning of a field or the training/eval code changes what a spec computes.
-PROTOCOL_VERSION = 1
+# Bump when the meaning of a field changes. Changes to the code that computes runs need no bump: every run is keyed
+# on a digest of that code (``arena.runner.provenance``), so a changed loop, model core or data pipeline recomputes.
+# 2: parameter matching for every entry, tuning split, decay by role, fusion arguments by name.
+PROTOCOL_VERSION = 2
 
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
@@ -58,6 +60,9 @@ class Spec:
     track: str = "shakespeare"  # shakespeare | mqar | text:PATH
     data_sha256: str = SHAKESPEARE_SHA256  # checksum of the corpus ("" for mqar: generated from the seed)
     val_fraction: float = 0.1  # contiguous tail split
+    # The tuning split: the last ``tune_fraction`` of the training tokens. Runs on ``tuning_seeds`` train on the rest
+    # and score on it, so a search never selects on the val split the leaderboard reports.
+    tune_fraction: float = 0.05
     # Model.
     dims: ModelDims = field(default_factory=ModelDims)
     param_budget: int = 3_600_000  # total parameters (embedding counted once: it is tied)
@@ -72,7 +77,7 @@ class Spec:
     min_lr_ratio: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
-    weight_decay: float = 0.1  # matrices only; norms, biases, gains and embeddings get none
+    weight_decay: float = 0.1  # by role: the weight matrices of linear maps only (runner/optim.py says which)
     grad_clip: float = 1.0
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     # Evaluation.
@@ -157,6 +162,7 @@ class Spec:
              f"lr_schedule must be cosine|constant, not {self.lr_schedule}"),
             (self.precision in ("fp32", "bf16"), f"precision must be fp32|bf16, not {self.precision}"),
             (0 < self.val_fraction < 1, "val_fraction must lie in (0, 1)"),
+            (0 < self.tune_fraction < 1, "tune_fraction must lie in (0, 1)"),
             (self.dims.rwkv_init in ("fla", "x060"), f"rwkv_init must be fla|x060, not {self.dims.rwkv_init}"),
         ]
         valid_track = self.track in ("shakespeare", "mqar") or self.track.startswith("text:")

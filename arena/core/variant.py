@@ -7,6 +7,10 @@ Contract of a fusion module (``Fusion`` subclass):
   Dimensions come from the benchmark spec.
 * ``forward(self, rwkv, mamba, x) -> y`` with all three ``(B, T, D)``: ``rwkv`` and ``mamba`` are the two pathway
   outputs, ``x`` the (normed) block input. ``y`` must be causal in T: position t may only use positions ≤ t.
+  The model calls it by name (``fusion(rwkv=..., mamba=..., x=...)``), so keep these three parameter names; the
+  order of a variant's ``mixers`` then cannot swap the pathways. A hybrid's mixers are exactly rwkv6 and mamba2.
+* For diagnostics the model also calls it, without autograd, with one or both pathways replaced by zeros (the
+  amplitude share of each pathway in ``y``; ``arena.model.attribution``).
 * For diagnostics, a fusion that has an RWKV share sets ``self.last_share`` to a detached tensor of that share (any
   shape broadcastable to (B, T, D), values in [0, 1]) during forward. ``None`` means "no gate".
 """
@@ -56,9 +60,11 @@ class Variant:
     * ``fusion``: the fusion module class, for variants that run both pathways.
     * ``mixers``: the sequence mixers each block runs; ``("rwkv6", "mamba2")`` for hybrids, one mixer for
       baselines (then ``fusion`` is None and the mixer output is used as is).
-    * ``match_params``: baselines only. The model core widens the FFN of each block so that the whole model's
-      parameter count matches the spec's reference variant (``gf``) as closely as it can; d_model and
-      n_layer still come from the spec. This keeps a baseline from losing (or winning) on size alone.
+    * ``match_params``: every entry is matched to the spec's reference count by one rule (``arena.model.lm``:
+      the FFN width of every block is chosen so the whole model's parameter count matches the reference variant's
+      within ±0.5%; d_model and depth still come from the spec), so nobody wins or loses on size. A variant that
+      cannot be matched is refused, unless its file declares ``match_params=False``: an unmatched entry, marked as
+      such in every table and never crowned over a matched one.
     """
 
     name: str
@@ -67,7 +73,7 @@ class Variant:
     fusion: type[Fusion] | None = None
     mixers: tuple[str, ...] = ("rwkv6", "mamba2")
     hparams: Mapping[str, HParam] = field(default_factory=dict)
-    match_params: bool = False
+    match_params: bool = True
 
 
 @dataclass(frozen=True)

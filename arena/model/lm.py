@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -21,10 +22,12 @@ from torch import nn
 
 from arena.core.hparams import HParams, resolve
 from arena.core.spec import ModelDims
-from arena.core.variant import Variant
+from arena.core.variant import MIXERS, Fusion, Variant
+from arena.model.attribution import amplitude
 from arena.model.backend import deterministic
 
 PARTS = ("embed", "rwkv6", "mamba2", "attention", "fusion", "ffn", "norm")
+_PART_RE = re.compile(r"blocks\.\d+\.(?:mixers\.(rwkv6|mamba2|attention)|(fusion|ffn))\.")
 
 
 @contextlib.contextmanager
@@ -104,10 +107,11 @@ class Block(nn.Module):
         d = dims.d_model
         self.norm1 = RMSNorm(d)
         self.mixers = nn.ModuleDict()
-        for name in variant.mixers:
+        # In one fixed order whatever order the file lists them in: the same parameter order, the same model.
+        for name in sorted(variant.mixers, key=lambda n: MIXERS.index(n) if n in MIXERS else len(MIXERS)):
             with seeded(seed, f"layer{layer_idx}/{name}"):
                 self.mixers[name] = _mixer_factory(name)(dims, layer_idx=layer_idx, backend=backend)
-        self.fusion: nn.Module | None = None
+        self.fusion: Fusion | None = None
         if variant.fusion is not None:
             with seeded(seed, f"layer{layer_idx}/fusion"):
                 self.fusion = variant.fusion(d, hp)
@@ -117,16 +121,22 @@ class Block(nn.Module):
             for lin in (up, down):
                 nn.init.normal_(lin.weight, std=0.02)
             self.ffn = nn.Sequential(up, nn.GELU(), down)
-        self.record = False  # when True, forward stores pathway output norms for diagnostics
+        self.record = False  # when True, forward stores pathway output norms and amplitudes for diagnostics
         self.last_norms: dict[str, float] = {}
+        self.last_amplitude: dict[str, float | None] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)  # (B, T, D)
-        outs = [m(h) for m in self.mixers.values()]  # each (B, T, D)
+        outs = {name: m(h) for name, m in self.mixers.items()}  # each (B, T, D)
+        if self.fusion is None:
+            (y,) = outs.values()  # (B, T, D): a baseline's one mixer
+        else:
+            # By name: a variant that lists its mixers in the other order cannot swap the pathways.
+            y = self.fusion(rwkv=outs["rwkv6"], mamba=outs["mamba2"], x=h)  # (B, T, D)
         if self.record:
-            pairs = zip(self.mixers, outs, strict=True)
-            self.last_norms = {n: float(o.detach().float().pow(2).mean().sqrt()) for n, o in pairs}
-        y = self.fusion(outs[0], outs[1], h) if self.fusion is not None else outs[0]  # (B, T, D)
+            self.last_norms = {n: float(o.detach().float().pow(2).mean().sqrt()) for n, o in outs.items()}
+            if self.fusion is not None:
+                self.last_amplitude = amplitude(self.fusion, outs["rwkv6"], outs["mamba2"], h, y)
         x = x + y
         return x + self.ffn(self.norm2(x))  # (B, T, D)
 
@@ -172,14 +182,20 @@ class HybridLM(nn.Module):
         """The part a parameter belongs to (one of PARTS), from its name."""
         if name.startswith("embed."):
             return "embed"
-        for mixer in ("rwkv6", "mamba2", "attention"):
-            if f".mixers.{mixer}." in name:
-                return mixer
-        if ".fusion." in name:
-            return "fusion"
-        if ".ffn." in name:
-            return "ffn"
-        return "norm"
+        # Anchored at the block: a fusion's own submodule named like a mixer stays in the fusion.
+        found = _PART_RE.match(name)
+        return (found.group(1) or found.group(2)) if found else "norm"
+
+    def group_of(self, name: str) -> str:
+        """A parameter's group for diagnostics: its part and its name inside the part with the layer left out
+        (``fusion/gate.bias``, ``rwkv6/bonus``, ``norm/norm1.weight``), so the same tensor of every layer pools."""
+        part = self.part_of(name)
+        local = re.sub(r"^blocks\.\d+\.", "", name)
+        for prefix in (f"mixers.{part}.", f"{part}."):
+            if local.startswith(prefix):
+                local = local[len(prefix):]
+                break
+        return f"{part}/{local}"
 
     def params_by_part(self) -> dict[str, int]:
         counts = dict.fromkeys(PARTS, 0)
@@ -217,11 +233,22 @@ class HybridLM(nn.Module):
         return out
 
     def pathway_norms(self) -> list[dict[str, float]]:
+        """Per layer, the RMS of each mixer's output on the last recorded forward."""
         return [dict(b.last_norms) for b in self.blocks if isinstance(b, Block)]
+
+    def amplitude_stats(self) -> list[dict[str, float | None]]:
+        """Per layer, each pathway's contribution to the fused output (RMS), the RWKV amplitude share and the
+        interaction, on the last recorded forward (``arena.model.attribution``); empty dicts without a fusion."""
+        return [dict(b.last_amplitude) for b in self.blocks if isinstance(b, Block)]
 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# Every matched entry lands within this fraction of the reference's parameter count (the FFN width moves the count
+# in steps of 2·d_model·n_layer: 0.06% at phase2, 0.16% at smoke).
+MATCH_TOLERANCE = 0.005
 
 
 def build_model(
@@ -233,8 +260,13 @@ def build_model(
     backend: str = "auto",
     match_params_to: int | None = None,
 ) -> HybridLM:
-    """Build the LM for a variant. With ``variant.match_params`` and a target count, the FFN width is chosen so
-    the total parameter count is as close as possible to the target (the spec's reference variant)."""
+    """Build the LM for a variant.
+
+    The one matching rule, for every entry alike: with a target count (the spec's reference variant at the standard
+    FFN width ``ffn_mult × d_model``) the FFN width of every block is chosen so that the whole model's count is as
+    close as possible to the target; d_model and depth still come from the spec. The reference therefore keeps the
+    standard width, a fusion with more parameters gets a narrower FFN, a baseline without one pathway a wider one.
+    A variant that declares ``match_params=False`` keeps the standard width (an unmatched entry)."""
     hp = hparams if isinstance(hparams, HParams) else resolve(variant.hparams, hparams, variant.name)
     hidden = None
     if variant.match_params and match_params_to is not None:
@@ -243,9 +275,13 @@ def build_model(
 
 
 def matched_ffn_hidden(dims: ModelDims, variant: Variant, hp: HParams, target: int) -> int:
-    """The FFN width whose model is closest in size to ``target`` (count is affine in the width)."""
+    """The FFN width whose model is closest in size to ``target`` (count is affine in the width); at least 1."""
     n1 = count_params(HybridLM(dims, variant, hp, ffn_hidden=8))
     n2 = count_params(HybridLM(dims, variant, hp, ffn_hidden=16))
     per_unit = (n2 - n1) / 8
-    return max(8, round(8 + (target - n1) / per_unit))
+    return max(1, round(8 + (target - n1) / per_unit))
 
+
+def match_deviation(n_params: int, target: int) -> float:
+    """(count − target) / target: the relative deviation from the reference's count."""
+    return (n_params - target) / target

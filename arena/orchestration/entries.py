@@ -17,28 +17,40 @@ from arena.core.errors import ArenaError
 from arena.core.hparams import HParams, resolve
 from arena.core.result import run_key
 from arena.core.spec import Spec
+from arena.core.stack import Basis
 from arena.core.variant import LoadedVariant
 from arena.db.store import Store
 from arena.runner.inspection import inspect_one, inspect_sources
 from arena.runner.loader import builtin_dir, read_file, shipped_sources
 
+DEFAULT_LEAGUE = "default"
+
 
 @dataclass(frozen=True)
 class Entry:
-    """A competitor: a variant file version with frozen hyperparameters (defaults, or a tuned set)."""
+    """A competitor: a variant file version with frozen hyperparameters (defaults, or a tuned set).
+
+    ``league``: who it competes against. Files with their default hyperparameters play in ``default``; a tuned
+    entry plays only in the league of its tuning budget (``tuned-30``: 30 trials), against entries tuned alike."""
 
     name: str
     loaded: LoadedVariant
     hparams: HParams
     origin: str = "file"  # file | tuned
+    league: str = DEFAULT_LEAGUE
 
     @classmethod
     def of(cls, loaded: LoadedVariant, hparams: Mapping[str, float] | None = None, name: str | None = None,
-           origin: str = "file") -> Entry:
-        return cls(name or loaded.name, loaded, resolve(loaded.variant.hparams, hparams, loaded.name), origin)
+           origin: str = "file", league: str = DEFAULT_LEAGUE) -> Entry:
+        return cls(name or loaded.name, loaded, resolve(loaded.variant.hparams, hparams, loaded.name), origin, league)
 
-    def key(self, spec: Spec, seed: int) -> str:
-        return run_key(self.loaded.sha256, spec.hash, seed, self.hparams.to_dict())
+    @property
+    def matched(self) -> bool:
+        """Matched to the reference's parameter count (every entry is, unless its file declares otherwise)."""
+        return bool(self.loaded.variant.match_params)
+
+    def key(self, spec: Spec, seed: int, basis: Basis) -> str:
+        return run_key(self.loaded.sha256, spec.hash, seed, self.hparams.to_dict(), basis.code, basis.stack)
 
 
 @dataclass(frozen=True)
@@ -76,21 +88,30 @@ def resolve_variant(ref: str, store: Store | None, spec: Spec, data_flag: str | 
     raise ArenaError(f"unknown variant '{ref}'{did_you_mean(ref, names)}; see: arena variants list")
 
 
-def candidates(store: Store | None) -> dict[str, tuple[str, str, dict[str, float] | None, str]]:
-    """name → (source, path, tuned hparams or None, origin): every shipped file, every registered file (latest
-    version; a shipped name is never replaced: it is reserved) and every tuned entry. Nothing is run."""
-    found: dict[str, tuple[str, str, dict[str, float] | None, str]] = {
-        name: (source, str(builtin_dir() / f"{name}.py"), None, "file") for name, source in shipped_sources().items()
-    }
+@dataclass(frozen=True)
+class Candidate:
+    """A possible entry before its file is inspected: where its source comes from and how it was registered."""
+
+    source: str
+    path: str
+    hparams: dict[str, float] | None = None  # tuned values; None: the file's defaults
+    origin: str = "file"
+    league: str = DEFAULT_LEAGUE
+
+
+def candidates(store: Store | None) -> dict[str, Candidate]:
+    """name → candidate: every shipped file, every registered file (latest version; a shipped name is never
+    replaced: it is reserved) and every tuned entry (in its league). Nothing is run."""
+    found = {name: Candidate(source, str(builtin_dir() / f"{name}.py")) for name, source in shipped_sources().items()}
     if store is None:
         return found
     for row in store.variants():
         if row.name not in found:
-            found[row.name] = (row.source, row.path, None, "file")
+            found[row.name] = Candidate(row.source, row.path)
     for e in store.entries():
         base = store.variant(e.variant_sha)
         if base is not None:
-            found[e.name] = (base.source, base.path, dict(e.hparams), "tuned")
+            found[e.name] = Candidate(base.source, base.path, dict(e.hparams), "tuned", e.league)
     return found
 
 
@@ -111,17 +132,17 @@ def tournament_entries(
             )
         found = {n: found[n] for n in names}
     chosen = sorted(found)
-    sources = list(dict.fromkeys((found[n][0], found[n][1]) for n in chosen))
+    sources = list(dict.fromkeys((found[n].source, found[n].path) for n in chosen))
     inspected = dict(zip(sources, inspect_sources(sources, spec, data_flag=data_flag), strict=True))
     entries, refused = [], []
     for name in chosen:
-        source, path, hparams, origin = found[name]
-        result = inspected[(source, path)]
+        c = found[name]
+        result = inspected[(c.source, c.path)]
         if isinstance(result, ArenaError):
             refused.append(f"{name}: {result}")
             continue
         try:
-            entries.append(Entry.of(result.loaded, hparams, name=name, origin=origin))
+            entries.append(Entry.of(result.loaded, c.hparams, name=name, origin=c.origin, league=c.league))
         except ArenaError as exc:
             refused.append(f"{name}: {exc}")
     return entries, refused

@@ -1,4 +1,5 @@
-"""Plan and execute runs: memoized on (variant sha, spec hash, seed, hyperparameters), parallel over workers.
+"""Plan and execute runs: memoized on (variant sha, spec hash, seed, hyperparameters, code, stack), parallel over
+workers.
 
 Variant code runs only in worker processes; this process writes the store.
 
@@ -19,6 +20,7 @@ from typing import Any
 from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
+from arena.core.stack import Basis
 from arena.db.store import Store
 from arena.orchestration.entries import Entry, Job
 from arena.runner.worker import Worker, run_checked
@@ -33,7 +35,7 @@ def _groups(jobs: Sequence[Job]) -> list[list[Job]]:
 
 
 def _run_group(
-    spec: Spec, worker: Worker, group: list[Job], options: RunOptions, checkpoint_dir: str | None,
+    spec: Spec, worker: Worker, group: list[Job], options: RunOptions, basis: Basis, checkpoint_dir: str | None,
     on_progress: Callable[[Job, dict[str, Any]], None] | None,
 ) -> list[tuple[Job, RunResult]]:
     """One entry's jobs trained in ``worker`` and checked in a clean process: (job, result to record) pairs."""
@@ -42,14 +44,14 @@ def _run_group(
     ckpts = {}
     if checkpoint_dir:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        ckpts = {job.seed: str(Path(checkpoint_dir) / f"{entry.key(spec, job.seed)}.pt") for job in group}
+        ckpts = {job.seed: str(Path(checkpoint_dir) / f"{entry.key(spec, job.seed, basis)}.pt") for job in group}
 
     def progress(seed: int, event: dict[str, Any]) -> None:
         if on_progress:
             on_progress(by_seed[seed], event)
 
     done = run_checked(worker, spec, entry.loaded, list(by_seed), entry.hparams, options, on_event=progress,
-                       checkpoint_paths=ckpts)
+                       checkpoint_paths=ckpts, basis=basis)
     for result in done:
         result.variant = entry.name if entry.origin == "file" else entry.loaded.name
     return [(by_seed[r.seed], r) for r in done]
@@ -62,12 +64,17 @@ def register(store: Store, spec: Spec, entries: Iterable[Entry]) -> None:
         store.add_variant(v.name, v.kind, v.summary, e.loaded.source, e.loaded.sha256, e.loaded.path)
 
 
-def plan(store: Store, spec: Spec, entries: Sequence[Entry], seeds: Sequence[int], rerun: bool = False) -> list[Job]:
-    """The jobs still to run (all of them with ``rerun``), seed-major so every entry gets seed 0 first."""
+def plan(
+    store: Store, spec: Spec, entries: Sequence[Entry], seeds: Sequence[int], basis: Basis, rerun: bool = False,
+    rerun_failed: Sequence[str] = (),
+) -> list[Job]:
+    """The jobs still to run on ``basis``, seed-major so every entry gets seed 0 first: those with no stored run,
+    all of them with ``rerun``, and those whose stored run has a status in ``rerun_failed`` (``--rerun-failed``)."""
     jobs = []
     for seed in seeds:
         for e in entries:
-            if rerun or store.get_run(e.key(spec, seed)) is None:
+            stored = None if rerun else store.get_run(e.key(spec, seed, basis))
+            if stored is None or stored.result.status in rerun_failed:
                 jobs.append(Job(e, seed))
     return jobs
 
@@ -81,6 +88,7 @@ def execute(
     spec: Spec,
     jobs: Sequence[Job],
     options: RunOptions,
+    basis: Basis,
     *,
     checkpoint_dir: str | None = None,
     on_progress: ProgressFn | None = None,
@@ -104,7 +112,7 @@ def execute(
 
     def run_group(slot: int, worker: Worker, group: list[Job]) -> None:
         progress = (lambda job, event: on_progress(slot, job, event)) if on_progress else None
-        for job, result in _run_group(spec, worker, group, options, checkpoint_dir, progress):
+        for job, result in _run_group(spec, worker, group, options, basis, checkpoint_dir, progress):
             with lock:
                 store.record_run(result, replace=rerun)
                 results.append(result)

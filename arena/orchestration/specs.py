@@ -27,16 +27,21 @@ def build_spec(
 
 
 def find_spec_hash(store: Store, ref: str | None) -> str:
-    """A spec hash from a hash prefix or a preset name; default: the spec with the most recent run."""
+    """A spec hash from a label, a hash prefix or a preset name. Default: the spec of the last completed tournament
+    (a throwaway ``arena run --seeds 1`` never replaces the main board), else the most recently created spec."""
     specs = store.specs()
     if not specs:
         raise ArenaError("the store has no runs yet; start with: arena tournament --preset smoke")
     if ref is None:
-        return max(specs, key=lambda s: s.created).hash
+        done = store.tournaments(completed=True)
+        return done[-1].spec_hash if done else max(specs, key=lambda s: s.created).hash
+    labelled = [s.hash for s in specs if s.label == ref]
+    if labelled:
+        return labelled[0]
     if ref in PRESETS:
         return PRESETS[ref].hash
     matches = [s.hash for s in specs if s.hash.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
-    known = ", ".join(f"{s.hash[:8]} ({s.name})" for s in specs[:8])
-    raise ArenaError(f"--spec '{ref}' matches {len(matches)} specs; known: {known}")
+    known = ", ".join(f"{s.hash[:8]} ({s.label or s.name})" for s in specs[:8])
+    raise ArenaError(f"--spec '{ref}' matches {len(matches)} specs; known: {known} (all: arena specs)")

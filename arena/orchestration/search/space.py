@@ -13,7 +13,7 @@ from arena.core.hparams import HParam
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant
 
-DEFAULT_PARAMS: tuple[str, ...] = ("gate_init", "lr_mult")
+DEFAULT_PARAMS: tuple[str, ...] = ("gate_init", "lr_mult", "lr_scale")
 
 
 def search_space(loaded: LoadedVariant, params: Sequence[str] = DEFAULT_PARAMS) -> dict[str, HParam]:

@@ -12,7 +12,9 @@ evaluate and diagnostics at each eval point → finish. Two execution modes comp
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import resource
 import time
 import traceback
@@ -62,6 +64,11 @@ class Rejected(Exception):
     """The variant broke a rule while it ran; the run ends as ``rejected`` with this reason."""
 
 
+class MachineryError(Exception):
+    """arena's own machinery failed (e.g. a checkpoint that a full disk cannot hold): not the variant's failure,
+    so not a result: the run is left unstored, to be run again."""
+
+
 def train(
     spec: Spec,
     loaded: LoadedVariant,
@@ -99,6 +106,8 @@ def train(
         run = _Run(spec, loaded, seed, hp, dev, mode, options, on_event, result, track)
         run.loop()
         run.finish(checkpoint_path, state_path)
+    except MachineryError:
+        raise
     except (Rejected, Violation, UndeclaredHParam) as exc:  # a leak, hidden state, an undeclared hyperparameter
         result.status = "rejected"
         result.error = str(exc)
@@ -314,10 +323,22 @@ class _Run:
             result.status = "diverged"
             result.error = "non-finite final val loss"
         if state_path and result.status == "ok":
-            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, state_path)
+            _save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, state_path)
         if checkpoint_path:
             state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
             meta = {"variant": self.loaded.name, "variant_sha": self.loaded.sha256, "spec": self.spec.to_dict(),
                     "seed": self.seed, "hparams": self.hp.to_dict()}
-            torch.save({"state_dict": state, "meta": meta}, checkpoint_path)
+            _save({"state_dict": state, "meta": meta}, checkpoint_path)
             result.checkpoint_path = checkpoint_path
+
+
+def _save(obj: Any, path: str) -> None:
+    """Write through a temporary file, so a full disk leaves no half-written file; a failure is arena's own."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write as RuntimeError ("file write failed")
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise MachineryError(f"could not write {path}: {exc}") from None

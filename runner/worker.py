@@ -42,6 +42,11 @@ def import_limit_s() -> float:
     return value
 
 
+class MachineryFailure(ArenaError):
+    """arena's own machinery failed during a run (a checkpoint a full disk cannot hold): the run is no result and
+    must not be stored; the caller leaves it for the next command (or retries)."""
+
+
 @dataclass
 class Task:
     """Everything a child needs to run one trial; plain data so it pickles across the spawn boundary."""
@@ -70,7 +75,7 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
     from arena.runner.data import load_track
     from arena.runner.loader import load_source
     from arena.runner.provenance import local_basis
-    from arena.runner.train import train
+    from arena.runner.train import MachineryError, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -117,6 +122,9 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
                            checkpoint_path=task.checkpoint_path, track=tracks[spec.hash], state_path=task.state_path)
         except KeyboardInterrupt:
             os._exit(INTERRUPTED_EXIT)  # the parent stores nothing for an interrupted run
+        except MachineryError as exc:  # arena's failure, not the variant's: no result
+            conn.send(("machinery", str(exc)))
+            continue
         changed = guard.tampered(before, guard.snapshot())
         if changed:
             result.status, result.error = "rejected", f"the variant patched {', '.join(changed[:3])} while training"
@@ -263,6 +271,8 @@ class Worker:
                 return RunResult.from_dict(payload)
             elif kind == "error":
                 raise ArenaError(str(payload))
+            elif kind == "machinery":
+                raise MachineryFailure(f"{task.variant_name} seed {task.seed}: {payload}")
             else:  # the child died without a word: segfault, os._exit, the OOM killer
                 if self._proc is not None:
                     # The pipe closes a moment before the OS reaps the child; its exit code is None until then.

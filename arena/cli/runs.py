@@ -183,7 +183,10 @@ def tournament(
     ckpt = str(checkpoints_dir())
     with TournamentProgress(console, list(the_plan.jobs), spec.steps, workers) as progress:
         execute(store, spec, the_plan.jobs, options, the_plan.basis, checkpoint_dir=ckpt,
-                on_progress=progress.on_event, on_done=progress.on_done, rerun=rerun or bool(failed))
+                on_progress=progress.on_event, on_done=progress.on_done, rerun=rerun or bool(failed),
+                on_skip=lambda jobs, why: console.print(
+                    f"[yellow]not stored[/yellow] {len(jobs)} run(s) of {jobs[0].entry.name}: {escape(why)} "
+                    "(arena's failure, not the variant's; run the command again)", highlight=False))
     for outcome in decide(store, the_plan, options, checkpoint_dir=ckpt,
                           on_note=lambda text: console.print(f"  [dim]{escape(text)}[/dim]")):
         print_outcome(console, outcome)

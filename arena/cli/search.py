@@ -24,7 +24,14 @@ def _params(text: str) -> tuple[str, ...]:
 
 
 def tune(
-    variant: VariantArg,
+    variant: Annotated[
+        str | None, typer.Argument(help="A variant name or .py file; leave out with --all.", show_default=False)
+    ] = None,
+    *,
+    every: Annotated[
+        bool, typer.Option("--all", help="Tune every shipped and registered variant with the same budget, then "
+                                         "adopt each best trial (one league: tuned-<trials>).")
+    ] = False,
     trials: Annotated[int, typer.Option("--trials", help="Trials to run in this call (one budget for all workers).")],
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Seconds after which no new trial starts (running ones finish).")
@@ -41,7 +48,7 @@ def tune(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the existing study of this variant and spec.")] = (
         False
     ),
-    do_adopt: Annotated[bool, typer.Option("--adopt", help="Afterwards, freeze the best trial as <variant>@tuned.")] = (
+    do_adopt: Annotated[bool, typer.Option("--adopt", help="Then freeze the best trial as <variant>@tuned-N.")] = (
         False
     ),
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed (record it; resumed runs are not bit-exact).")] = 0,
@@ -66,22 +73,37 @@ def tune(
     from arena.orchestration.entries import resolve_variant
     from arena.orchestration.search import tune as search
 
+    if (variant is None) == (not every):
+        raise ArenaError("arena tune: name one VARIANT, or pass --all (every variant, the same budget)")
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, trial_timeout, workers, gpus, data, pinned_batches, fused_adamw)
+    names = _params(params)
     store = open_store(db)
     try:
-        loaded = resolve_variant(variant, store, spec, data)  # inspected in a worker: its code never runs here
+        if every:
+            from arena.orchestration.entries import tournament_entries
+
+            found, refused = tournament_entries(store, spec, None, data)
+            for line in refused:
+                console.print(f"[yellow]skipped[/yellow] {line}", highlight=False)
+            todo = [e.loaded for e in found if e.origin == "file"]
+        else:
+            assert variant is not None
+            todo = [resolve_variant(variant, store, spec, data)]  # inspected in a worker: its code never runs here
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are shown by the progress display instead
-        with _TrialProgress(console, trials) as progress:
-            summary = search.tune(
-                loaded, spec, trials=trials, store=store, options=options, timeout_s=timeout,
-                params=_params(params), resume=resume, storage=storage, seed=seed, on_trial=progress.on_trial,
-                on_start=progress.start,
-            )
-        _print_summary(console, summary)
-        if do_adopt:
-            entry = search.adopt(loaded, spec, store, summary.storage)
-            console.print(f"adopted trial #{summary.best_trial} as [bold]{entry}[/bold]")
+        for loaded in todo:
+            if every:
+                console.print(f"[bold]{loaded.name}[/bold]: {trials} trials", highlight=False)
+            with _TrialProgress(console, trials) as progress:
+                summary = search.tune(
+                    loaded, spec, trials=trials, store=store, options=options, timeout_s=timeout,
+                    params=names, resume=resume, storage=storage, seed=seed, on_trial=progress.on_trial,
+                    on_start=progress.start,
+                )
+            _print_summary(console, summary)
+            if do_adopt or every:
+                entry = search.adopt(loaded, spec, store, summary.storage)
+                console.print(f"adopted trial #{summary.best_trial} as [bold]{entry}[/bold]")
     finally:
         store.close()
 
@@ -94,7 +116,7 @@ def adopt(
     track: o.Track = None,
     data: o.Data = None,
     sets: o.Set = None,
-    name: Annotated[str | None, typer.Option("--name", help="Entry name (default: <variant>@tuned).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Entry name (default: <variant>@tuned-N).")] = None,
     storage: o.Storage = None,
     db: o.Db = None,
 ) -> None:

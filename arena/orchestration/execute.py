@@ -23,7 +23,7 @@ from arena.core.spec import Spec
 from arena.core.stack import Basis
 from arena.db.store import Store
 from arena.orchestration.entries import Entry, Job
-from arena.runner.worker import Worker, run_checked
+from arena.runner.worker import MachineryFailure, Worker, run_checked
 
 
 def _groups(jobs: Sequence[Job]) -> list[list[Job]]:
@@ -52,6 +52,16 @@ def _run_group(
 
     done = run_checked(worker, spec, entry.loaded, list(by_seed), entry.hparams, options, on_event=progress,
                        checkpoint_paths=ckpts, basis=basis)
+    # A SIGKILL is what the OOM killer sends, whoever used the memory: run such a seed once more in a fresh
+    # process before its crash counts (a variant that needs the memory itself is killed again).
+    killed = [r.seed for r in done if r.status == "crashed" and "SIGKILL" in (r.error or "")]
+    if killed:
+        worker.kill()
+        again = {r.seed: r for r in run_checked(worker, spec, entry.loaded, killed, entry.hparams, options,
+                                                 on_event=progress, checkpoint_paths=ckpts, basis=basis)}
+        for r in again.values():
+            r.env["retried"] = "after SIGKILL"
+        done = [again.get(r.seed, r) for r in done]
     for result in done:
         result.variant = entry.name if entry.origin == "file" else entry.loaded.name
     return [(by_seed[r.seed], r) for r in done]
@@ -81,6 +91,7 @@ def plan(
 
 ProgressFn = Callable[[int, Job, dict[str, Any]], None]  # (worker slot, job, event)
 DoneFn = Callable[[int, Job, RunResult], None]
+SkipFn = Callable[[list[Job], str], None]  # jobs left unstored because arena's machinery failed, and why
 
 
 def execute(
@@ -93,13 +104,16 @@ def execute(
     checkpoint_dir: str | None = None,
     on_progress: ProgressFn | None = None,
     on_done: DoneFn | None = None,
+    on_skip: SkipFn | None = None,
     rerun: bool = False,
 ) -> list[RunResult]:
     """Run the jobs on ``options.workers`` worker threads, each owning a worker process; record the results.
 
     The jobs of one entry run together in one process (a fresh one per variant) and are then checked in a clean
     process (``runner.verify``) before they are recorded: an interrupted group leaves nothing half-checked in the
-    store. With ``checkpoint_dir``, each ok run leaves its final weights there as ``<run key>.pt``."""
+    store. With ``checkpoint_dir``, each ok run leaves its final weights there as ``<run key>.pt``. When arena's own
+    machinery fails (``MachineryFailure``: e.g. a full disk for checkpoints) the entry's runs are not stored, never
+    as the variant's crash: ``on_skip`` hears of them, the others go on, and the next command runs them again."""
     todo: queue.Queue[list[Job]] = queue.Queue()
     for group in _groups(jobs):
         todo.put(group)
@@ -131,6 +145,10 @@ def execute(
                     return
                 try:
                     run_group(slot, worker, group)
+                except MachineryFailure as exc:
+                    worker.kill()
+                    if on_skip:
+                        on_skip(group, str(exc))
                 except BaseException as exc:  # an ArenaError (e.g. data) stops the whole tournament
                     errors.append(exc)
                     stop.set()

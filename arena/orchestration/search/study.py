@@ -129,17 +129,22 @@ def load_tuned_study(loaded: LoadedVariant, spec: Spec, storage: str) -> optuna.
 def adopt(
     loaded: LoadedVariant, spec: Spec, store: Store, storage: str | None = None, *, name: str | None = None
 ) -> str:
-    """Freeze the study's best COMPLETE trial as the entry ``<variant>@tuned`` (or ``name``): the variant version
-    with the trial's params over its defaults, ``origin="tuned"``. Returns the entry name. Adopting the same
-    trial again is a no-op; an existing entry with other content raises ArenaError (entries are frozen)."""
+    """Freeze the study's best COMPLETE trial as the entry ``<variant>@tuned-<N>`` (or ``name``): the variant version
+    with the trial's params over its defaults, ``origin="tuned"``, in the league ``tuned-<N>`` where N is the number
+    of finished trials the study spent (its tuning budget): a tuned entry competes only against entries tuned with
+    the same budget. Returns the entry name. Adopting the same trial again is a no-op; an existing entry with other
+    content raises ArenaError (entries are frozen)."""
     storage = storage or default_storage(store.url)
     study = load_tuned_study(loaded, spec, storage)
     best = best_trial(study)
     if best is None:
         raise ArenaError(f"study '{study.study_name}' has no completed trial to adopt; run more trials")
+    budget = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
     hparams = resolve(loaded.variant.hparams, {k: float(v) for k, v in best.params.items()}, loaded.name)
-    entry = name or f"{loaded.name}@tuned"
+    league = f"tuned-{budget}"
+    entry = name or f"{loaded.name}@{league}"
     register_variant(store, spec, loaded)
-    store.add_entry(entry, loaded.sha256, hparams.to_dict(), origin="tuned", study_name=study.study_name)
-    study.set_user_attr("adopted", {"entry": entry, "trial": best.number})
+    store.add_entry(entry, loaded.sha256, hparams.to_dict(), origin="tuned", study_name=study.study_name,
+                    league=league, budget=budget)
+    study.set_user_attr("adopted", {"entry": entry, "trial": best.number, "league": league})
     return entry

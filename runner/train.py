@@ -40,6 +40,7 @@ from arena.runner.env import environment
 from arena.runner.evaluate import diagnostics, evaluate, loss_of, snapshot
 from arena.runner.feed import BatchFeeder
 from arena.runner.optim import lr_at, make_optimizer, set_lr
+from arena.runner.provenance import local_basis
 
 EventFn = Callable[[dict[str, Any]], bool | None]
 REPORT_EVERY = 10  # steps between host syncs for progress and divergence checks
@@ -93,8 +94,10 @@ def train(
     """
     options = options or RunOptions()
     hp = hparams if isinstance(hparams, HParams) else resolve(loaded.variant.hparams, hparams, loaded.name)
+    basis = local_basis(options)  # a worker stamps the basis it checked against the driver's (the same)
     result = RunResult(
-        variant=loaded.name, variant_sha=loaded.sha256, spec_hash=spec.hash, seed=seed, hparams=hp.to_dict()
+        variant=loaded.name, variant_sha=loaded.sha256, spec_hash=spec.hash, seed=seed, hparams=hp.to_dict(),
+        code_digest=basis.code, stack_id=basis.stack,
     )
     wall0 = time.perf_counter()
     dev, mode = placement(options)

@@ -75,7 +75,6 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
     from arena.runner.data import load_track
     from arena.runner.loader import load_source
     from arena.runner.provenance import local_basis
-    from arena.runner.train import MachineryError, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -92,7 +91,6 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
         if task is None:
             return
         spec = Spec.from_dict(task.spec)
-        on_event = _events(conn)
         try:
             with _environment(original_env):  # arena's data and basis, with the user's environment, before variant code
                 if spec.hash not in tracks:
@@ -117,19 +115,29 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
             conn.send(("result", _refused(task, spec, str(exc)).to_dict()))
             continue
         conn.send(("event", {"type": "phase", "phase": "training"}))
-        try:
-            result = train(spec, loaded, task.seed, task.hparams, options=task.options, on_event=on_event,
-                           checkpoint_path=task.checkpoint_path, track=tracks[spec.hash], state_path=task.state_path)
-        except KeyboardInterrupt:
-            os._exit(INTERRUPTED_EXIT)  # the parent stores nothing for an interrupted run
-        except MachineryError as exc:  # arena's failure, not the variant's: no result
-            conn.send(("machinery", str(exc)))
-            continue
-        changed = guard.tampered(before, guard.snapshot())
-        if changed:
-            result.status, result.error = "rejected", f"the variant patched {', '.join(changed[:3])} while training"
-        result.code_digest, result.stack_id = basis.code, basis.stack
-        conn.send(("result", result.to_dict()))
+        _train_and_send(conn, task, spec, loaded, tracks[spec.hash], basis, before)
+
+
+def _train_and_send(conn: Connection, task: Task, spec: Spec, loaded: LoadedVariant, track: Any, basis: Basis,
+                    before: dict[str, int]) -> None:
+    """Train one task in this worker and send its result: rejected if the variant patched anything meanwhile, keyed
+    on this worker's basis; nothing for an interruption or a failure of arena's own machinery."""
+    from arena.runner import guard
+    from arena.runner.train import MachineryError, train
+
+    try:
+        result = train(spec, loaded, task.seed, task.hparams, options=task.options, on_event=_events(conn),
+                       checkpoint_path=task.checkpoint_path, track=track, state_path=task.state_path)
+    except KeyboardInterrupt:
+        os._exit(INTERRUPTED_EXIT)  # the parent stores nothing for an interrupted run
+    except MachineryError as exc:  # arena's failure, not the variant's: no result
+        conn.send(("machinery", str(exc)))
+        return
+    changed = guard.tampered(before, guard.snapshot())
+    if changed:
+        result.status, result.error = "rejected", f"the variant patched {', '.join(changed[:3])} while training"
+    result.code_digest, result.stack_id = basis.code, basis.stack
+    conn.send(("result", result.to_dict()))
 
 
 def _events(conn: Connection) -> Callable[[dict[str, Any]], bool]:

@@ -197,6 +197,24 @@ def test_split_is_contiguous_90_10_without_overlap() -> None:
         assert int(tr.train_offsets(0, step).max()) + tr.spec.seq_len + 1 <= tr.n_train_tokens
 
 
+def test_tuning_seeds_train_without_and_score_on_the_tuning_split() -> None:
+    """A search never selects on the val split the leaderboard reports: runs on tuning seeds hold out the last
+    tune_fraction of the training tokens, train on the rest and score there."""
+    text = "".join(chr(33 + i % 90) for i in range(2000))
+    tr = lm_track(text)
+    seed = tr.spec.tuning_seeds[0]
+    assert tr.for_seed(0) is tr and tr.for_seed(tr.spec.seeds[-1]) is tr
+    tune = tr.for_seed(seed)
+    cut = int(1800 * (1 - tr.spec.tune_fraction))  # 1800 training tokens, the last 5% held out
+    assert torch.equal(tune.train, tr.train[:cut]) and torch.equal(tune.val, tr.train[cut:])
+    assert torch.equal(torch.cat([tune.train, tune.val]), tr.train)  # the val split is not touched
+    xs = torch.cat([x for x, _ in tune.val_batches(final=True)]).reshape(-1)
+    assert torch.equal(xs, tr.train[cut: cut + len(xs)])  # scored on the held-out tail only
+    for step in range(50):  # and never trained on
+        assert int(tune.train_offsets(seed, step).max()) + tr.spec.seq_len + 1 <= cut
+    assert tr.val_batches(final=True)[0][0].shape == tr.val_batches(final=True)[0][0].shape  # original unchanged
+
+
 def test_val_windows_fixed_non_overlapping_and_seed_independent() -> None:
     tr = lm_track()
     T, B = tr.spec.seq_len, tr.spec.batch_size

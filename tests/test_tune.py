@@ -128,8 +128,9 @@ def test_names_storage_rules_and_search_space(tmp_path: Path, spec: Spec) -> Non
     assert isinstance(study_storage.open_storage(f"sqlite:///{tmp_path}/o.db"), optuna.storages.RDBStorage)
 
     space = search_space(builtin("gf_mh"))
-    assert list(space) == ["gate_init", "lr_mult"] and space["lr_mult"].log and not space["gate_init"].log
-    assert list(search_space(builtin("mamba2_only"))) == ["lr_mult"]  # skips what it does not declare
+    assert list(space) == ["gate_init", "lr_mult", "lr_scale"] and space["lr_mult"].log and not space["gate_init"].log
+    assert list(search_space(builtin("mamba2_only"))) == ["lr_mult", "lr_scale"]  # skips what it does not declare
+    assert list(search_space(builtin("gpt"))) == ["lr_scale"]  # every shipped entry has a learning rate to tune
     with pytest.raises(ArenaError, match="did you mean 'gate_init'"):
         search_space(builtin("gf_mh"), ("gate_inti",))
     pruner = make_pruner(spec)
@@ -170,7 +171,7 @@ def test_baseline_first_tuning_seed_and_run_records(tuned: Tuned) -> None:
     assert s.storage.endswith("optuna.journal") and "arena dashboard --storage" in s.dashboard_hint
     trials = tuned.study().get_trials()
     assert trials[0].user_attrs.get("baseline") is True
-    assert trials[0].params == {"gate_init": 0.3, "lr_mult": 1.0}  # gf_mh's defaults
+    assert trials[0].params == {"gate_init": 0.3, "lr_mult": 1.0, "lr_scale": 1.0}  # gf_mh's defaults
     assert s.baseline_value == trials[0].value and s.best_value == min(t.value or 0.0 for t in trials)
     lr, gate = trials[1].distributions["lr_mult"], trials[1].distributions["gate_init"]
     assert isinstance(lr, FloatDistribution) and isinstance(gate, FloatDistribution) and lr.log and not gate.log
@@ -189,6 +190,7 @@ def test_resume_required_and_dead_worker_trial_requeued(tuned: Tuned) -> None:
     orphan = study.ask()  # a trial whose worker died mid-run: RUNNING forever, owner gone
     orphan.suggest_float("gate_init", 0.05, 0.95)
     orphan.suggest_float("lr_mult", 0.1, 10.0, log=True)
+    orphan.suggest_float("lr_scale", 0.25, 4.0, log=True)
     orphan.set_user_attr("worker", f"{socket.gethostname()}:{_dead_pid()}")
     with pytest.raises(ArenaError, match="pass --resume"):
         search.tune(tuned.loaded, tuned.spec, trials=1, store=tuned.store)
@@ -205,9 +207,11 @@ def test_resume_required_and_dead_worker_trial_requeued(tuned: Tuned) -> None:
 def test_adopt_freezes_best_trial(tuned: Tuned, spec: Spec) -> None:
     best = tuned.study().best_trial
     name = search.adopt(tuned.loaded, spec, tuned.store, tuned.storage)
-    assert name == "gf_mh@tuned"
+    n = len([t for t in tuned.study().get_trials() if t.state.is_finished()])
+    assert name == f"gf_mh@tuned-{n}"
     entry = tuned.store.entry(name)
     assert entry is not None and entry.origin == "tuned" and entry.study_name == tuned.summary.study_name
+    assert entry.league == f"tuned-{n}" and entry.budget == n  # it competes only against entries tuned alike
     assert entry.variant_sha == tuned.loaded.sha256 and entry.hparams == best.params
     assert search.adopt(tuned.loaded, spec, tuned.store, tuned.storage) == name  # same content: no-op
     with pytest.raises(ArenaError, match="no study"):
@@ -251,7 +255,7 @@ def test_cli_tune_adopt_and_help(tmp_path: Path, corpus: Path) -> None:
     args = ["--preset", "smoke", "--steps", "10", "--track", f"text:{corpus}", "--db", db]
     result = runner.invoke(app, ["tune", "gf_mh", "--trials", "2", "--adopt", *args])
     assert result.exit_code == 0, result.output
-    assert "arena dashboard --storage" in result.output and "gf_mh@tuned" in result.output
+    assert "arena dashboard --storage" in result.output and "gf_mh@tuned-" in result.output
     again = runner.invoke(app, ["tune", "gf_mh", "--trials", "1", *args])
     assert isinstance(again.exception, ArenaError) and "--resume" in str(again.exception)
     bad = runner.invoke(app, ["tune", "gf_mh", "--trials", "1", "--params", "gate_inti", *args])

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from arena.cli import options as o
 from arena.cli.common import existing_store, open_store, reading_store, run_options, spec_from_flags
@@ -29,7 +30,6 @@ def variants_list(
     db: Annotated[str | None, typer.Option("--db", help="Also list variants registered in this store.")] = None,
 ) -> None:
     """Every shipped (and registered) variant with its kind, parameter count at the spec size, and summary."""
-    from rich.text import Text
 
     from arena.core.spec import preset as get_preset
     from arena.orchestration.entries import candidates
@@ -211,17 +211,19 @@ def champions_history(
     if not rows:
         console.print("no champion decisions yet; a tournament crowns the first: arena tournament --preset smoke")
         return
-    t = Table(title="champion history")
-    for col in ("when", "spec", "challenger", "champion", "decision", "mean d", "p", "why"):
+    t = Table(title="champion history (mean d and p: on the fresh confirmation seeds)")
+    for col in ("when", "spec", "league", "challenger", "champion", "decision", "mean d", "p", "why"):
         t.add_column(col)
     for r in rows:
         ev = r.evidence or {}
+        confirmations = (ev.get("family") or {}).get("confirmations") or []
+        conf = next((c for c in confirmations if c.get("name") == r.challenger_name), {})
         decision = "by default" if r.by_default else ("[green]promoted[/green]" if r.promoted else "kept")
-        mean = ev.get("mean")
+        mean, p = conf.get("mean", ev.get("mean")), conf.get("p", ev.get("p"))
         t.add_row(
-            r.decided_at.strftime("%Y-%m-%d %H:%M"), r.spec_hash[:8], r.challenger_name, r.champion_name or "—",
-            decision, "—" if mean is None else f"{mean:+.4f}", "—" if ev.get("p") is None else f"{ev['p']:.3g}",
-            (r.reason or "")[:70],
+            r.decided_at.strftime("%Y-%m-%d %H:%M"), r.spec_hash[:8], r.league, r.challenger_name,
+            r.champion_name or "—", decision, "—" if mean is None else f"{mean:+.4f}",
+            "—" if p is None else f"{p:.3g}", Text(ev.get("message") or r.reason or ""),
         )
     console.print(t)
 

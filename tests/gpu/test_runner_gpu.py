@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from arena.core.options import RunOptions
 from arena.core.spec import PRESETS, ModelDims
 from arena.model import backend
 from arena.model.mamba2 import Mamba2Mixer
@@ -52,7 +53,7 @@ def test_mamba_layer_backward_is_bitwise_repeatable() -> None:
 
 def _run(mode: str) -> Any:
     # The corpus comes from ARENA_DATA or the cache, as for any run (the device call sets ARENA_DATA).
-    return train(SHORT, builtin("gf"), 0, device="cuda", backend="auto", mode=mode)
+    return train(SHORT, builtin("gf"), 0, options=RunOptions(device="cuda", backend="auto", mode=mode))
 
 
 def test_graph_twice_is_repeatable_and_matches_eager() -> None:
@@ -97,9 +98,10 @@ def test_a_fresh_process_repeats_the_run() -> None:
     code = (
         pin
         + "import json; from arena.core.spec import PRESETS; from arena.runner.train import train; "
-        "from arena.runner.loader import builtin; "
+        "from arena.runner.loader import builtin; from arena.core.options import RunOptions; "
         "s = PRESETS['phase2'].derive(steps=60, warmup_steps=10, eval_every=30); "
-        "r = train(s, builtin('gf'), 0, device='cuda', mode='graph'); print(json.dumps(r.final_val_loss))"
+        "r = train(s, builtin('gf'), 0, options=RunOptions(device='cuda', mode='graph')); "
+        "print(json.dumps(r.final_val_loss))"
     )
     losses = [json.loads(subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True,
                                         timeout=600).stdout.strip().splitlines()[-1]) for _ in range(2)]

@@ -134,3 +134,19 @@ def test_the_default_board_is_the_last_completed_tournament_s_spec(store: Store)
     assert find_spec_hash(store, None) == SPEC.hash
     store.label_spec(other.hash, "scratch")
     assert find_spec_hash(store, "scratch") == other.hash
+
+
+def test_a_tuned_entry_ranks_only_in_its_league(store: Store) -> None:
+    """Equal tuning: gf_mh tuned with 4 trials never ranks beside the untuned entries."""
+    gf_mh = builtin("gf_mh")
+    tuned = Entry.of(gf_mh, {"gate_init": 0.2}, name="gf_mh@tuned-4", origin="tuned", league="tuned-4")
+    store.add_entry(tuned.name, gf_mh.sha256, tuned.hparams.to_dict(), study_name="s", league="tuned-4", budget=4)
+    for seed in SPEC.seeds:
+        _record(store, tuned, seed, 2.0)  # far better than every default entry, but not their rival
+    board = build(store, SPEC.hash)
+    leagues = {lg.name: [r.name for r in lg.rows] for lg in board.leagues}
+    assert leagues == {"default": ["cp", "gf", "gf_mh", "hy"], "tuned-4": ["gf_mh@tuned-4"]}
+    assert [lg.name for lg in board.leagues] == ["default", "tuned-4"]  # the default league first
+    (row,) = board.leagues[1].rows
+    assert row.rank == 1 and row.delta is None and not row.is_champion  # no champion in that league yet
+    assert "### League tuned-4" in render.as_markdown(board)

@@ -288,3 +288,33 @@ def test_killed_worker_process_trial_is_rerun(tmp_path: Path, spec: Spec) -> Non
     for lost in [t for t in trials if t.user_attrs.get("swept")]:
         assert lost.state == TrialState.FAIL
         assert [t.state for t in trials if t.user_attrs.get("retry_of") == lost.number] == [TrialState.COMPLETE]
+
+
+def test_cli_tune_all_gives_every_entry_the_same_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`arena tune --all --trials N` tunes every shipped variant with N trials and adopts each (one league)."""
+    from arena.cli.app import app
+    from arena.runner.loader import shipped_sources
+
+    tuned: list[tuple[str, int]] = []
+    adopted: list[str] = []
+
+    def fake_tune(loaded: LoadedVariant, spec: Spec, *, trials: int, **_: object) -> search.TuneSummary:
+        tuned.append((loaded.name, trials))
+        return search.TuneSummary(study_name=f"tune/{loaded.name}", storage="x.journal", n_trials={"COMPLETE": trials},
+                                  ran=trials, best_value=1.0, best_params={}, best_trial=0, baseline_value=1.0,
+                                  seconds=0.0, dashboard_hint="")
+
+    def fake_adopt(loaded: LoadedVariant, *_: object, **__: object) -> str:
+        adopted.append(loaded.name)
+        return f"{loaded.name}@tuned-3"
+
+    monkeypatch.setattr(search, "tune", fake_tune)
+    monkeypatch.setattr(search, "adopt", fake_adopt)
+    runner = CliRunner()
+    result = runner.invoke(app, ["tune", "--all", "--trials", "3", "--preset", "smoke"])
+    assert result.exit_code == 0, result.output
+    assert sorted(tuned) == [(name, 3) for name in sorted(shipped_sources())]  # baselines included
+    assert sorted(adopted) == sorted(shipped_sources())
+    for args in (["tune", "--trials", "3"], ["tune", "gf", "--all", "--trials", "3"]):
+        bad = runner.invoke(app, args)
+        assert bad.exit_code != 0 and "name one VARIANT, or pass --all" in str(bad.exception or bad.output)

@@ -217,10 +217,19 @@ class Contests:
         fresh_seeds = self.spec.contest_seeds()[len(seeds):]
         fresh_pairs: dict[str, list[tuple[int, RunResult, RunResult]]] = {}
 
+        trained: dict[str, dict[int, RunResult]] = {}
+
+        def runs_of(entry: Entry) -> dict[int, RunResult]:
+            # All of an entry's fresh seeds in one worker at its first use: a process start and a clean check per
+            # seed would cost more than the few runs a futile stop might have spared (they stay stored, memoized).
+            if entry.name not in trained:
+                trained[entry.name] = self.ensure_runs(entry, fresh_seeds)
+            return trained[entry.name]
+
         def fresh(name: str, i: int) -> float:
             seed = fresh_seeds[i]
-            champ_run = self.ensure_runs(champ, [seed]).get(seed)
-            chal_run = self.ensure_runs(by_name[name], [seed]).get(seed)
+            champ_run = runs_of(champ).get(seed)
+            chal_run = runs_of(by_name[name]).get(seed)
             if champ_run is None or chal_run is None:
                 raise ArenaError(f"seed {seed} of {name} or {champ.name} could not be finished by arena "
                                  "(a machinery failure, nothing stored): run the command again")

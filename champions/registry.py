@@ -113,9 +113,13 @@ class Registry:
         best = min(ok, key=lambda r: r.final_val_loss or math.inf, default=None)
         missing = None
         if best is not None:
-            if best.checkpoint_path and Path(best.checkpoint_path).exists():
-                shutil.copyfile(best.checkpoint_path, folder / f"seed{best.seed}.pt")
-            else:
+            target = folder / f"seed{best.seed}.pt"
+            try:
+                if not (best.checkpoint_path and Path(best.checkpoint_path).exists()):
+                    raise FileNotFoundError(best.checkpoint_path)
+                shutil.copyfile(best.checkpoint_path, target)
+            except OSError:  # none kept, or a full disk: the folder says it has none, nothing half-copied stays
+                target.unlink(missing_ok=True)
                 missing = best
         summary = {
             "spec_hash": self.spec.hash, "spec": self.spec.to_dict(), "name": name, "variant_sha": sha,

@@ -6,6 +6,7 @@ Only ``store.py`` uses this module. Nothing happens at import.
 from __future__ import annotations
 
 import contextvars
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,42 @@ def first_line(e: BaseException) -> str:
     orig = getattr(e, "orig", None) or e
     lines = [ln.strip() for ln in str(orig).strip().splitlines() if ln.strip()]
     return lines[0] if lines else type(orig).__name__
+
+
+def fix_for(url: str, reason: str) -> str | None:
+    """The fix to print after a database error's first line, for the failures a user can do something about."""
+    path = sqlite_file(url)
+    # The nearest folder that exists: a store that failed to be created left none of its own behind.
+    folder = next((f for f in (path.parent, *path.parent.parents) if f.exists()), None) if path else None
+    if path is not None and "file is not a database" in reason:
+        return f"{path} is not an SQLite database: point --db (or ARENA_DB) at an arena store, or move the file away"
+    if folder is not None and ("disk is full" in reason or "No space left" in reason):
+        return f"free some space on {folder} (df -h {folder}), or point --db (or ARENA_DB) elsewhere"
+    if folder is not None and "disk I/O error" in reason:
+        return f"check the disk that holds {folder} (is it full? df -h {folder}), or point --db elsewhere"
+    if path is not None and "readonly database" in reason:
+        return f"make {path} and its folder writable, or point --db (or ARENA_DB) elsewhere"
+    if "read-only transaction" in reason:
+        return "this database only reads (a standby, or default_transaction_read_only): point --db at a writable one"
+    if "permission denied" in reason:
+        return "the role may not write arena's tables: grant it INSERT, UPDATE, DELETE on arena_*, or use another role"
+    missing = re.search(r'database "([^"]+)" does not exist', reason)
+    if missing is not None:
+        u = make_url(url)
+        where = " ".join(f"{flag} {value}" for flag, value in (("-h", u.host), ("-p", u.port), ("-U", u.username))
+                         if value)
+        return f"create it: createdb {where} {missing.group(1)} (or point --db at an existing database)"
+    return None
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, nearest first (what creating ``path`` would make)."""
+    out = []
+    for folder in path.absolute().parents:
+        if folder.exists():
+            break
+        out.append(folder)
+    return out
 
 
 def sqlite_file(url: str) -> Path | None:

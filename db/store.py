@@ -6,15 +6,20 @@ it has: the engine (``engine``), the records and their conversion (``records``),
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DatabaseError,
     IntegrityError,
@@ -26,8 +31,17 @@ from sqlalchemy.orm import Session
 from arena.core.errors import ArenaError
 from arena.core.result import RunResult, hparams_key
 from arena.core.spec import Spec
-from arena.db import schema
-from arena.db.engine import SQLITE_BEGIN, default_url, display, first_line, make_engine
+from arena.db import schema, spool
+from arena.db.engine import (
+    SQLITE_BEGIN,
+    default_url,
+    display,
+    first_line,
+    fix_for,
+    make_engine,
+    missing_folders,
+    sqlite_file,
+)
 from arena.db.models import DecisionModel, EntryModel, RunModel, SpecModel, TournamentModel, VariantModel
 from arena.db.records import (
     DecisionRecord,
@@ -64,7 +78,14 @@ class Store:
       at an older arena schema raises ArenaError naming ``arena db upgrade`` unless ``upgrade=True``. A database
       whose schema this code does not know (a newer arena wrote it) raises ArenaError and is never modified.
       Unreachable servers, bad URLs, unreadable files and locks held past ``timeout_s`` raise ArenaError with one
-      line. SQLite runs in WAL mode with foreign keys on and a busy timeout of ``timeout_s`` (default 30 s).
+      line (and the fix, where there is one). SQLite runs in WAL mode with foreign keys on and a busy timeout of
+      ``timeout_s`` (default 30 s). A new SQLite file appears only complete: it is built under a temporary name and
+      moved into place, so a failure (a full disk) leaves no file and no folder behind.
+    - ``check_writable()`` fails now, writing nothing, where a write would fail later (a lock held past the busy
+      timeout, a read-only file or transaction): commands call it before they train.
+    - No finished run is lost to a failed write: ``record_run`` keeps it in the spool (``db.spool``,
+      ``<arena home>/spool/``) and says so in its ArenaError; ``Store(url)`` first records the spooled runs of
+      ``url`` (``recovered`` lists their keys), or leaves them there while the store still cannot take them.
     - Every method is one transaction (``_tx``): it commits entirely or not at all. A run is written in one
       transaction, so a killed process never leaves half a run. Writes on SQLite take the write lock first.
     - Methods return plain frozen dataclasses (or RunResult/Spec), never ORM objects; timestamps are aware UTC.
@@ -76,7 +97,11 @@ class Store:
     """
 
     def __init__(self, url: str, *, upgrade: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        path = sqlite_file(url)
+        if path is not None and not path.exists():
+            _create_sqlite(url, path, timeout_s)
         self._open(url, timeout_s)
+        self.recovered: list[str] = []
         try:
             status = self.schema_status()
             if status["state"] == "newer":
@@ -95,6 +120,7 @@ class Store:
         except BaseException:
             self._engine.dispose()
             raise
+        self._drain_spool()
 
     def _open(self, url: str, timeout_s: float) -> None:
         self.url = url
@@ -149,7 +175,18 @@ class Store:
             return ArenaError(
                 f"database {self.display_url} is locked by another process (waited {self._timeout_s:g} s): {reason}"
             )
-        return ArenaError(f"database {self.display_url} cannot be used: {reason}")
+        fix = fix_for(self.url, reason)
+        return ArenaError(f"database {self.display_url} cannot be used: {reason}" + (f"; {fix}" if fix else ""))
+
+    def check_writable(self) -> None:
+        """Raise ArenaError (one line) now if a write would fail: the write lock not granted within the busy timeout,
+        a read-only file, folder or transaction, no right to change ``arena_runs``. Writes nothing: a DELETE that
+        matches no row still takes the write lock (SQLite) or the table's row-exclusive lock (PostgreSQL)."""
+        try:
+            with self._tx(write=True) as s:
+                s.execute(text("DELETE FROM arena_runs WHERE 1 = 0"))
+        except DatabaseError as e:  # PostgreSQL: a read-only transaction, no permission: the setup's, not a bug
+            raise self._db_error(e) from None
 
     def _enable_wal(self) -> None:
         if self._engine.dialect.name != "sqlite":
@@ -380,7 +417,21 @@ class Store:
         """Store a finished run in one transaction and return its id. Idempotent on ``result.key``: if that key is
         stored already, nothing is written and the stored id is returned, also when two processes race. With
         ``replace=True`` (``--rerun``) an existing run with that key is replaced atomically
-        (delete + insert in one transaction; the returned id is the new row's)."""
+        (delete + insert in one transaction; the returned id is the new row's). When the write fails, the run is
+        kept in the spool and the ArenaError says where (the next ``Store`` on this URL records it)."""
+        try:
+            return self._record_run(result, study_name, trial_number, replace)
+        except ArenaError as exc:
+            try:
+                path = spool.keep(self.url, result.to_dict(), result.key, study_name=study_name,
+                                  trial_number=trial_number, replace=replace)
+            except OSError as e:
+                raise ArenaError(f"{exc}; the finished run {result.variant} seed {result.seed} could not be kept "
+                                 f"in {spool.spool_dir()} either ({e.strerror}): it is lost") from None
+            raise ArenaError(f"{exc}; the finished run {result.variant} seed {result.seed} is kept in {path}: the "
+                             "next arena command that opens this store records it") from None
+
+    def _record_run(self, result: RunResult, study_name: str | None, trial_number: int | None, replace: bool) -> int:
         key = result.key
 
         def work(s: Session) -> int:
@@ -395,6 +446,23 @@ class Store:
             return row.id
 
         return self._write(f"run {key}", work)
+
+    def _drain_spool(self) -> None:
+        """Record the spooled runs of this store (oldest failure first); stop at the first that still fails."""
+        for path in spool.pending(self.url):
+            claimed = spool.claim(path)
+            if claimed is None:  # another process is recording it
+                continue
+            try:
+                data = spool.load(claimed)
+                self._record_run(RunResult.from_dict(data["result"]), data.get("study_name"),
+                                 data.get("trial_number"), bool(data.get("replace")))
+            except (ArenaError, OSError, ValueError, KeyError, TypeError):
+                with contextlib.suppress(OSError):  # opening the store never fails because of the spool
+                    spool.release(claimed)  # the store still cannot take it (or a person should look): kept
+                return
+            claimed.unlink(missing_ok=True)
+            self.recovered.append(path.stem)
 
     def get_run(self, key: str) -> StoredRun | None:
         """The run stored under ``key`` (``runner.result.run_key``), or None."""
@@ -534,6 +602,36 @@ def _league_is(league: str) -> Any:
     return DecisionModel.league.is_(None) if league == "default" else DecisionModel.league == league
 
 
+def _create_sqlite(url: str, path: Path, timeout_s: float) -> list[str]:
+    """Build a new SQLite store (migrated to head) under a temporary name beside ``path`` and link it into place,
+    so that the store appears whole or not at all: a failure removes the temporary file and any folder made for it.
+    Built in rollback-journal mode (one file to move; ``Store`` turns WAL on once it is in place). If another
+    process created ``path`` meanwhile, its store is kept and this one dropped. Returns the revisions applied."""
+    made = missing_folders(path)
+    tmp = path.with_name(f".{path.name}.creating-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with Store._unchecked(make_url(url).set(database=str(tmp)).render_as_string(hide_password=False),
+                              timeout_s) as store:
+            applied = store.upgrade()
+        try:
+            os.link(tmp, path)  # fails, rather than replaces, when the store appeared meanwhile
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: a rename, unless the store appeared meanwhile
+            if not path.exists():
+                os.replace(tmp, path)
+        return applied
+    except ArenaError as exc:  # one line naming the store, not its temporary name
+        raise ArenaError(str(exc).replace(str(tmp), str(path))) from None
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-journal")):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                leftover.unlink()
+        for folder in made if not path.exists() else []:
+            with contextlib.suppress(OSError):  # only empty folders go
+                folder.rmdir()
+
+
 # -- module functions for `arena db status|upgrade` ---------------------------------------------------------------
 def schema_status(url: str) -> dict[str, Any]:
     """Where the database at ``url`` stands (see ``Store.schema_status``), without migrating or refusing it."""
@@ -543,7 +641,13 @@ def schema_status(url: str) -> dict[str, Any]:
 
 def upgrade(url: str) -> list[str]:
     """Migrate the database at ``url`` to head; return the revisions applied, oldest first ([] when current).
-    A schema written by a newer arena raises ArenaError and is left untouched."""
+    A schema written by a newer arena raises ArenaError and is left untouched. A new SQLite file appears whole
+    (``_create_sqlite``)."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        applied = _create_sqlite(url, path, DEFAULT_TIMEOUT_S)
+        Store(url).close()  # turns WAL on, as every store has it
+        return applied
     with Store._unchecked(url) as store:
         if store.schema_status()["state"] == "newer":
             return store.upgrade()  # raises the ArenaError before touching anything

@@ -72,3 +72,21 @@ def tiny_flags(corpus: Path) -> list[str]:
     """``tiny_spec`` as CLI flags (``Spec.derive``: ``--steps 6`` gives warmup_steps = 6 // 5 = 1)."""
     return ["--preset", "smoke", "--steps", "6", "--track", f"text:{corpus}", "--set", "eval_every=3",
             "--set", "eval_batches=2", "--set", "final_eval_batches=2"]
+
+
+@pytest.fixture
+def locked_db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A migrated store whose SQLite file another connection holds under BEGIN EXCLUSIVE."""
+    import sqlite3
+
+    from arena.db.store import Store
+
+    path = tmp_path / "locked.db"
+    Store(f"sqlite:///{path}").close()
+    holder = sqlite3.connect(path, timeout=0, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield path
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from boards import crown_by_default
 
 from arena.cli import render
 from arena.core.result import RunResult
 from arena.core.spec import PRESETS, Spec
 from arena.core.stack import Basis
-from arena.db.store import DecisionRecord, Store
+from arena.db.store import Store
 from arena.orchestration.entries import Entry
 from arena.orchestration.execute import register
 from arena.orchestration.leaderboard import build
@@ -54,15 +55,8 @@ def store(tmp_path: Path) -> Any:
         for seed, loss in losses.items():
             _record(s, entries[name], seed, loss)
     gf = entries["gf"]
-    tid = s.start_tournament(SPEC.hash, "default", BASIS.code, BASIS.stack, BASIS.info, "f" * 32, sorted(LOSSES))
-    s.record_decision(DecisionRecord(
-        spec_hash=SPEC.hash, challenger_name="gf", challenger_sha=gf.loaded.sha256,
-        challenger_hparams=gf.hparams.to_dict(), champion_name=None, champion_sha=None, champion_hparams=None,
-        promoted=False, by_default=True, reason="by default", evidence={}, code_digest=BASIS.code,
-        stack_id=BASIS.stack, tournament_id=tid,
-    ))
-    s.finish_tournament(tid, [{"kind": "kept", "entry": "cp", "message": "cp: not confirmed: p=0.2 ≥ α=0.01"}],
-                        "g" * 32)
+    crown_by_default(s, SPEC, gf, BASIS, sorted(LOSSES),
+                     [{"kind": "kept", "entry": "cp", "message": "cp: not confirmed: p=0.2 ≥ α=0.01"}])
     yield s
     s.close()
 

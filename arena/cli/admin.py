@@ -1,7 +1,7 @@
 """CLI nouns besides runs: variants, db, doctor, noise, champions, autotune."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -9,7 +9,14 @@ from rich.table import Table
 from rich.text import Text
 
 from arena.cli import options as o
-from arena.cli.common import existing_store, open_store, reading_store, run_options, spec_from_flags
+from arena.cli.common import (
+    check_paired_seeds,
+    existing_store,
+    open_store,
+    reading_store,
+    run_options,
+    spec_from_flags,
+)
 from arena.cli.console import console
 from arena.core.errors import ArenaError
 
@@ -84,10 +91,16 @@ def variants_check(
 
 @db_app.command("status")
 def db_status(db: o.Db = None) -> None:
-    """The store's URL, its schema revision and any pending migrations."""
+    """The store's URL, its schema revision and any pending migrations. Looking creates nothing: with no store
+    yet it says so (one line, exit 1)."""
+    from arena.db.engine import sqlite_file
     from arena.db.store import Store, display, schema_status
 
     url = db or Store.default_url()
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise ArenaError(f"no store yet at {display(url)}: `arena db upgrade` creates it (so does the first "
+                         "command that writes, e.g. arena tournament); or point --db / ARENA_DB at yours")
     status = schema_status(url)
     console.print(f"database: {display(url)}")
     console.print(f"schema:   {status['current'] or 'blank'} (head {status['head']})")
@@ -105,14 +118,25 @@ def db_upgrade(db: o.Db = None) -> None:
 
 
 def doctor() -> None:
-    """Torch, CUDA and GPU; which kernels import; which backend each pathway would use."""
+    """The arena version, store, home and data; torch, CUDA and GPU; which kernels import; which backend each
+    pathway would use. Creates no file (the store and the corpus are only looked at)."""
     import torch
 
+    from arena.core.home import arena_home
+    from arena.db.engine import sqlite_file
+    from arena.db.store import Store, display
     from arena.model import backend
 
     t = Table(title="arena doctor", show_header=False)
     t.add_column(style="bold")
     t.add_column()
+    t.add_row("arena", version())
+    url = Store.default_url()
+    path = sqlite_file(url)
+    missing = " (does not exist yet: the first command that writes creates it)" if path and not path.exists() else ""
+    t.add_row("store", Text(display(url) + missing))  # as plain text: a URL or path may hold [brackets]
+    t.add_row("arena home", Text(str(arena_home())))
+    t.add_row("data", _data_status())
     t.add_row("torch", torch.__version__)
     t.add_row("CUDA", f"{torch.version.cuda} · available: {torch.cuda.is_available()}")
     if torch.cuda.is_available():
@@ -134,6 +158,37 @@ def doctor() -> None:
 
     t.add_row("autotune cache", f"{cache_dir()} ({len(results())} results; `arena autotune export/import` carries)")
     console.print(t)
+
+
+def version() -> str:
+    """The installed distribution's version (importlib.metadata), or 'unknown' when arena runs uninstalled."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("arena")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+def _data_status() -> Text:
+    """The tinyshakespeare file a run would use (``resolve_corpus``'s order), verified, or why there is none. Never
+    downloads: with no ARENA_DATA and nothing cached, it says so (a run would download into the cache)."""
+    import os
+
+    from arena.runner.corpus import SHAKESPEARE_FILE, cache_dir, resolve_corpus
+
+    cached = cache_dir() / SHAKESPEARE_FILE
+    if not os.environ.get("ARENA_DATA") and not cached.is_file():
+        return Text.assemble(("not found", "yellow"), f": ARENA_DATA is not set and {cached} does not exist; the "
+                             f"first run downloads it there, or set ARENA_DATA=PATH (the file, or a folder holding "
+                             f"{SHAKESPEARE_FILE}) or pass --data PATH")
+    try:
+        path = resolve_corpus("shakespeare", None)
+    except ArenaError as exc:
+        return Text(str(exc), style="red")
+    origin = "ARENA_DATA" if os.environ.get("ARENA_DATA") else "data cache"
+    return Text(f"{path} ({origin}; size and sha256 verified)")
 
 
 @autotune_app.command("export")
@@ -181,6 +236,8 @@ def noise(
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
+    if measure:
+        check_paired_seeds(spec, "arena noise --measure")  # a spread needs two seeds: refused before training
     store = open_store(db) if measure else reading_store(db)
     basis = basis_for(options)
     contests = Contests(store, spec, options, basis)
@@ -212,18 +269,20 @@ def champions_history(
         console.print("no champion decisions yet; a tournament crowns the first: arena tournament --preset smoke")
         return
     t = Table(title="champion history (mean d and p: on the fresh confirmation seeds)")
-    for col in ("when", "spec", "league", "challenger", "champion", "decision", "mean d", "p", "why"):
+    for col in ("when", "spec", "league", "challenger", "champion", "decision", "mean d", "p"):
         t.add_column(col)
+    t.add_column("why", overflow="fold")  # the rule's own words: wrapped, and folded rather than cut when narrow
     for r in rows:
         ev = r.evidence or {}
         confirmations = (ev.get("family") or {}).get("confirmations") or []
-        conf = next((c for c in confirmations if c.get("name") == r.challenger_name), {})
+        conf: dict[str, Any] = next((c for c in confirmations if c.get("name") == r.challenger_name), {})
         decision = "by default" if r.by_default else ("[green]promoted[/green]" if r.promoted else "kept")
         mean, p = conf.get("mean", ev.get("mean")), conf.get("p", ev.get("p"))
         t.add_row(
             r.decided_at.strftime("%Y-%m-%d %H:%M"), r.spec_hash[:8], r.league, r.challenger_name,
             r.champion_name or "—", decision, "—" if mean is None else f"{mean:+.4f}",
-            "—" if p is None else f"{p:.3g}", Text(ev.get("message") or r.reason or ""),
+            "—" if p is None else (">0.999" if p > 0.999 else f"{p:.3g}"),  # "1" would read as certainty
+            Text(ev.get("message") or r.reason or ""),
         )
     console.print(t)
 

@@ -73,12 +73,37 @@ def specs_label(
 
 
 def show(
-    what: Annotated[str, typer.Argument(help="A variant name or a run id (#12 or 12).")],
+    what: Annotated[list[str], typer.Argument(
+        help="Variant or entry names (compared with each other), or run ids (#12 or 12).", show_default=False)],
     spec: o.SpecRef = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write the loss curves to this PNG file.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Write a figure (.png, .svg or .pdf): for names, their comparison on the leaderboard's basis "
+        "and the tournament seeds (see --plot-kind); for run ids, their train and val curves.")] = None,
+    plot_kind: Annotated[str, typer.Option(
+        "--plot-kind", help="curves (val loss: mean over seeds with a min–max band) | means (final val loss: mean "
+        "and 95% CI per name) | paired (per-seed Δ vs the champion or --vs: mean and 95% CI).")] = "curves",
+    vs: Annotated[str | None, typer.Option(
+        "--vs", help="The reference of --plot-kind paired (default: the league's champion, else the first name).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the runs (curves, diagnostics, basis) as JSON, and nothing else, on stdout.")] = False,
+    curves: Annotated[Path | None, typer.Option(
+        "--curves", help="Write every shown run's curves to FILE.csv or FILE.json: run_id, variant, seed, split "
+        "(train | val | final), step, loss.")] = None,
     db: o.Db = None,
 ) -> None:
-    """Show a variant's runs (or one run): metrics, diagnostics and loss curves in the terminal or as a PNG."""
+    """Show runs: a variant's (or several variants') runs, or runs by id; metrics, diagnostics and loss curves in
+    the terminal, as a figure (--plot) or exported (--json, --curves)."""
+    from arena.cli.compare import check_output
+    from arena.cli.console import err_console
+    from arena.cli.plots import KINDS
     from arena.cli.views import show_target
 
-    show_target(console, reading_store(db), what, spec, plot)
+    if plot_kind not in KINDS:
+        raise ArenaError(f"--plot-kind must be one of {', '.join(KINDS)}, not '{plot_kind}'")
+    if plot is not None:
+        check_output(plot, "--plot", (".png", ".svg", ".pdf"))
+    if curves is not None:
+        check_output(curves, "--curves", (".csv", ".json"))
+    show_target(console, reading_store(db), what, spec, plot, plot_kind=plot_kind, vs=vs, as_json=as_json,
+                curves=curves, note=err_console if as_json else console)

@@ -1,5 +1,8 @@
 """What the commands share: parsing flag values into the library's types, and opening the store."""
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arena.core.errors import ArenaError
@@ -68,7 +71,7 @@ def run_options(
     fused_adamw: bool = True,
 ) -> "RunOptions":
     """The one execution-options object the flags describe; validated (one line per bad flag)."""
-    from arena.core.options import Execution, RunOptions
+    from arena.core.options import BACKENDS, Execution, RunOptions
 
     try:
         gpu_list = tuple(int(g) for g in gpus.split(",") if g.strip()) if gpus else ()
@@ -78,19 +81,102 @@ def run_options(
         device=device, backend=backend, mode=mode, timeout_s=timeout, workers=workers, gpus=gpu_list,
         data_flag=data, execution=Execution(pinned_batches=pinned_batches, fused_adamw=fused_adamw),
     )
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ArenaError(f"--device {device}: this torch build sees no CUDA device; use --device cpu (or auto)")
+    env_backend = os.environ.get("ARENA_BACKEND", "auto")
+    if backend == "auto" and env_backend not in BACKENDS:  # else only the worker's model would find out
+        raise ArenaError(f"ARENA_BACKEND={env_backend!r} is not one of {', '.join(BACKENDS)}; unset it or pick one")
+    needs = options.cuda_flags(env_backend)
+    if needs:
+        _check_cuda(options, needs[0])
     return options
 
 
+# What to do instead when a flag needs CUDA that this machine does not have (keyed by the flag's name).
+_NO_CUDA_FIX = {"--device": "use --device cpu (or auto)", "--backend": "use --backend auto or torch_chunk",
+                "ARENA_BACKEND": "unset ARENA_BACKEND (or set it to auto)", "--mode": "use --mode auto or eager",
+                "--gpus": "leave out --gpus"}
+
+
+def _check_cuda(options: "RunOptions", flag: str) -> None:
+    """``flag`` needs CUDA: refuse it here, in one line, when torch sees no such device (not in the worker)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        fix = _NO_CUDA_FIX[flag.replace("=", " ").split()[0]]
+        raise ArenaError(f"{flag}: this torch build sees no CUDA device; {fix}")
+    count = torch.cuda.device_count()
+    wanted = list(options.gpus) or ([int(options.device.split(":")[1])] if ":" in options.device else [])
+    bad = [g for g in wanted if g >= count]
+    if bad:  # with --gpus each worker sees only its GPU, so there --device names cuda (or cuda:0)
+        name = "--gpus" if options.gpus else "--device"
+        raise ArenaError(f"{name}: GPU {bad[0]} does not exist, this machine has {count} (0..{count - 1}); "
+                         f"see: arena doctor")
+
+
+def check_output_path(path: str | Path, flag: str, suffixes: Sequence[str] = ()) -> Path:
+    """Refuse ``path`` before any work (one line naming ``flag`` and the fix) when it cannot be written as a file:
+    an existing folder, a folder that does not exist or cannot be written, a name without one of ``suffixes``
+    (when given: ``--plot DIR`` would otherwise write ``DIR.png``). Creates nothing; returns the path."""
+    p = Path(path).expanduser()
+    example = p / f"out{suffixes[0] if suffixes else ''}"
+    if p.is_dir():
+        raise ArenaError(f"{flag} {p}: is a folder; give a file name inside it, e.g. {example}")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise ArenaError(f"{flag} {p}: give a file name ending in {' or '.join(suffixes)}")
+    folder = p.parent
+    if not folder.is_dir():
+        raise ArenaError(f"{flag} {p}: its folder {folder} does not exist; create it (mkdir -p {folder}) or give "
+                         "another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ArenaError(f"{flag} {p}: its folder {folder} is not writable; give another path")
+    return p
+
+
+def check_paired_seeds(spec: "Spec", what: str) -> None:
+    """A champion decision is a paired t-test over seeds: refuse a spec with fewer than 2 before anything trains."""
+    if len(spec.seeds) < 2:
+        raise ArenaError(f"--seeds {len(spec.seeds)}: {what} needs at least 2 seeds for its paired test; "
+                         "use --seeds 2 or more (or leave --seeds out)")
+
+
+def check_tune_flags(trials: int, timeout: float | None, storage: str | None) -> None:
+    """``arena tune``'s own flags, checked before the store is opened (nothing is written for a bad one)."""
+    from arena.orchestration.search.storage import check_storage
+
+    if trials < 1:
+        raise ArenaError(f"--trials must be at least 1, got {trials}")
+    if timeout is not None and not timeout > 0:
+        raise ArenaError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    if storage is not None:
+        check_storage(storage)
+
+
 def open_store(db: str | None) -> "Store":
-    """The store, created (and migrated) if it does not exist yet: for commands that write."""
+    """The store, created (and migrated) if it does not exist yet, and found writable: for commands that write
+    (a locked or read-only store fails here, before anything trains)."""
     from arena.db.store import Store
 
-    return Store(db or Store.default_url())
+    return writable(_noted(Store(db or Store.default_url())))
+
+
+def writable(store: "Store") -> "Store":
+    """``store``, once its write probe passed (``Store.check_writable``); closed and refused (one line) otherwise."""
+    try:
+        store.check_writable()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _noted(store: "Store") -> "Store":
+    """Say (on stderr: stdout may be JSON) when opening the store recorded runs an earlier failed write spooled."""
+    if store.recovered:
+        from arena.cli.console import err_console
+        from arena.db.spool import spool_dir
+
+        err_console.print(f"[dim]recorded {len(store.recovered)} finished run(s) kept in {spool_dir()} by an earlier "
+                          "failed write[/dim]", highlight=False)
+    return store
 
 
 def existing_store(db: str | None) -> "Store | None":
@@ -100,7 +186,7 @@ def existing_store(db: str | None) -> "Store | None":
 
     url = db or Store.default_url()
     path = sqlite_file(url)
-    return None if path is not None and not path.exists() else Store(url)
+    return None if path is not None and not path.exists() else _noted(Store(url))
 
 
 def reading_store(db: str | None) -> "Store":

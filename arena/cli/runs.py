@@ -12,11 +12,13 @@ from rich.markup import escape
 
 from arena.cli import options as o
 from arena.cli.common import (
+    check_paired_seeds,
     existing_store,
     open_store,
     parse_hparams,
     run_options,
     spec_from_flags,
+    writable,
 )
 from arena.cli.console import console
 from arena.core.errors import ArenaError
@@ -45,6 +47,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
 ) -> None:
     """Train one variant under the spec with one seed (memoized in the store) and print the result."""
+    from arena.cli.console import err_console
     from arena.cli.progress import single_run_progress
     from arena.cli.views import print_result
     from arena.orchestration.entries import Entry, resolve_variant
@@ -63,13 +66,17 @@ def run(
     if store is not None:
         stored = store.get_run(entry.key(spec, seed, basis))
         if stored is not None and not rerun:
-            console.print(f"[dim]memoized: run #{stored.id} (use --rerun to recompute)[/dim]")
+            notes = err_console if as_json else console  # with --json, stdout holds the JSON and nothing else
+            notes.print(f"[dim]memoized: run #{stored.id} (use --rerun to recompute)[/dim]")
             _emit_result(stored.result, as_json)
+            if not as_json:
+                print_result(console, stored.result, spec)
             return
-    with single_run_progress(console, f"{loaded.name} seed {seed}", spec.steps) as on_event:
+    if store is not None:  # issue #16: a store that cannot be written fails now, not after training; the rows go
+        register(writable(store), spec, [entry])  # first, so that only the run can fail later (and is spooled)
+    with single_run_progress(err_console if as_json else console, f"{loaded.name} seed {seed}", spec.steps) as on_event:
         result = run_trial(spec, loaded, seed, entry.hparams, options=options, on_event=on_event, basis=basis)
     if store is not None:
-        register(store, spec, [entry])
         store.record_run(result, replace=rerun)
     _emit_result(result, as_json)
     if not as_json:
@@ -106,12 +113,14 @@ def submit(
     from arena.cli.views import print_outcome
     from arena.orchestration.contest import Contests
     from arena.orchestration.entries import Entry
-    from arena.orchestration.execute import register
+    from arena.orchestration.execute import prune_checkpoints, register
     from arena.runner.inspection import inspect_one
     from arena.runner.loader import read_file
     from arena.runner.provenance import basis_for
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
+    if not no_run:
+        check_paired_seeds(spec, "arena submit (its challenge)")  # issue #16: refused before anything trains
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
     found = inspect_one(read_file(file), file, spec, data_flag=data)
     loaded, n_params = found.loaded, found.n_params
@@ -133,6 +142,7 @@ def submit(
                         on_note=lambda text: console.print(f"  [dim]{text}[/dim]"))
     for outcome in contests.challenge(entry):
         print_outcome(console, outcome)
+    prune_checkpoints(store, spec, contests.checkpoint_dir)  # issue #16: only the champions' runs keep theirs
 
 
 def tournament(
@@ -160,10 +170,11 @@ def tournament(
     from arena.cli.progress import TournamentProgress
     from arena.cli.views import print_leaderboard, print_outcome
     from arena.core.home import checkpoints_dir
-    from arena.orchestration.execute import execute, register
+    from arena.orchestration.execute import execute, prune_checkpoints, register
     from arena.orchestration.tournament import decide, prepare
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
+    check_paired_seeds(spec, "a tournament")  # issue #16: refused before anything trains
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
     failed = parse_statuses(rerun_failed)
     store = existing_store(db)
@@ -173,6 +184,8 @@ def tournament(
         console.print(f"[yellow]skipped[/yellow] {escape(line)}", highlight=False)
     if store is None:
         store = open_store(db)
+    else:
+        writable(store)  # issue #16: a locked or read-only store fails now, before anything trains
     register(store, spec, the_plan.entries)
     leagues = ", ".join(f"{name} ({len(es)})" for name, es in the_plan.leagues.items())
     console.print(
@@ -190,6 +203,7 @@ def tournament(
     for outcome in decide(store, the_plan, options, checkpoint_dir=ckpt,
                           on_note=lambda text: console.print(f"  [dim]{escape(text)}[/dim]")):
         print_outcome(console, outcome)
+    prune_checkpoints(store, spec, ckpt)  # issue #16: decided; only the champions' runs keep their checkpoints
     print_leaderboard(console, store, spec.hash, "table")
 
 

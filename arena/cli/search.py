@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from arena.cli import options as o
-from arena.cli.common import open_store, run_options, spec_from_flags
+from arena.cli.common import check_tune_flags, open_store, run_options, spec_from_flags
 from arena.cli.console import console
 from arena.core.errors import ArenaError
 
@@ -78,6 +78,7 @@ def tune(
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, trial_timeout, workers, gpus, data, pinned_batches, fused_adamw)
     names = _params(params)
+    check_tune_flags(trials, timeout, storage)  # issue #16: before the store is opened, so nothing is written
     store = open_store(db)
     try:
         if every:
@@ -144,14 +145,18 @@ def dashboard(
     storage: o.Storage = None,
     db: o.Db = None,
 ) -> None:
-    """Serve optuna-dashboard on the search storage (history, importances, pruning curves) until Ctrl-C."""
+    """Serve optuna-dashboard on the search storage (history, importances, pruning curves) until Ctrl-C or SIGTERM.
+    With no study there yet it says how to make one and exits 1."""
     from arena.db.store import Store
     from arena.orchestration.dashboard import serve
     from arena.orchestration.search.storage import default_storage
 
-    code = serve(storage or default_storage(db or Store.default_url()), host, port)
-    if code:
-        raise ArenaError(f"optuna-dashboard exited with code {code}")
+    served = serve(storage or default_storage(db or Store.default_url()), host, port)
+    if served.stopped_by is not None:
+        console.print(f"dashboard stopped ({served.stopped_by})", highlight=False)
+        return
+    if served.code:
+        raise ArenaError(f"optuna-dashboard exited with code {served.code}")
 
 
 class _TrialProgress:

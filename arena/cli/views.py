@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,41 +105,103 @@ def print_leaderboard(console: Console, store: Any, spec_hash: str, form: str) -
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def show_target(console: Console, store: Any, what: str, spec_ref: str | None, plot: Path | None) -> None:
-    from arena.cli.plots import plot_curves
+def show_target(
+    console: Console, store: Any, what: Sequence[str], spec_ref: str | None, plot: Path | None, *,
+    plot_kind: str = "curves", vs: str | None = None, as_json: bool = False, curves: Path | None = None,
+    note: Console | None = None,
+) -> None:
+    """``arena show``: run ids (#12) or variant/entry names. Prints their tables (with ``as_json``: JSON only, on
+    stdout), writes ``curves`` (.csv or .json) and ``plot``: for run ids their curves; for names their comparison
+    on the leaderboard's basis and the tournament seeds (``arena.cli.compare``). Notes go to ``note``."""
+    from arena.cli import compare as cmp
+    from arena.orchestration.leaderboard import build
 
-    ident = what.lstrip("#")
-    if ident.isdigit():
-        stored = store.run(int(ident))
-        if stored is None:
-            raise ArenaError(f"no run #{ident}; see the run ids with: arena show VARIANT")
-        runs = [stored.result]
-        print_result(console, stored.result, store.spec(stored.result.spec_hash))
+    note = note or console
+    idents = [w.lstrip("#") for w in what]
+    by_id = all(i.isdigit() for i in idents)
+    if not by_id and any(i.isdigit() for i in idents):
+        raise ArenaError("arena show: give variant names or run ids (#12), not both")
+    if by_id:
+        shown = {f"#{i}": [_run_by_id(store, i)] for i in dict.fromkeys(idents)}
+        spec_hash = next(iter(shown.values()))[0].result.spec_hash
     else:
         spec_hash = find_spec_hash(store, spec_ref)
-        found = [r for r in store.runs(spec_hash) if r.result.variant == what]
-        if not found:
-            from arena.core.config import did_you_mean
-
-            names = {r.result.variant for r in store.runs(spec_hash)}
-            raise ArenaError(f"no runs of '{what}' under spec {spec_hash[:8]}{did_you_mean(what, names)}")
-        t = Table(title=f"{what} · spec {spec_hash[:8]}")
-        for col in ("run", "seed", "status", "val loss", "bits/char", "tok/s", "curve", "study/trial"):
-            t.add_column(col)
-        from arena.cli.render import sparkline
-
-        for s in sorted(found, key=lambda r: (r.study_name or "", r.result.seed)):
-            r = s.result
-            t.add_row(f"#{s.id}", str(r.seed), r.status, fmt(r.final_val_loss), fmt(r.final_val_bpc),
-                      fmt(r.tokens_per_s, ",.0f"), sparkline([v for _, v in r.val_curve], 24),
-                      f"{s.study_name}/{s.trial_number}" if s.study_name else "")
-        console.print(t)
-        runs = [s.result for s in found if s.study_name is None]
-        if runs:
-            print_result(console, min(runs, key=lambda r: r.final_val_loss or math.inf), store.spec(spec_hash))
+        shown = {name: _runs_of(store, spec_hash, name) for name in dict.fromkeys(what)}
+    spec = store.spec(spec_hash)
+    if as_json:
+        board = build(store, spec_hash)
+        basis = (board.code_digest, board.stack_id)
+        seeds = spec.seeds if spec else ()
+        runs = [cmp.run_record(s, basis=basis, seeds=seeds) for found in shown.values() for s in found]
+        sys.stdout.write(cmp.as_json({"spec_hash": spec_hash, "spec": spec.label if spec else None,
+                                      "basis": {"code_digest": basis[0], "stack_id": basis[1]}, "runs": runs}))
+    else:
+        for name, found in shown.items():  # a run id is shown under its own spec
+            own = store.spec(found[0].result.spec_hash) if by_id else spec
+            _print_runs(console, name, spec_hash, own, found, detail=by_id or len(shown) == 1)
+    if curves is not None:
+        n = cmp.write_curves(curves, [s for found in shown.values() for s in found])
+        note.print(f"wrote {n} curve points to {curves}", highlight=False)
     if plot is not None:
-        out = plot_curves(runs, plot, title=what)
-        console.print(f"wrote {out}")
+        out = _plot(store, spec_hash, shown, plot, by_id=by_id, kind=plot_kind, vs=vs)
+        note.print(f"wrote {out}", highlight=False)
+
+
+def _run_by_id(store: Any, ident: str) -> Any:
+    stored = store.run(int(ident))
+    if stored is None:
+        raise ArenaError(f"no run #{ident}; see the run ids with: arena show VARIANT")
+    return stored
+
+
+def _runs_of(store: Any, spec_hash: str, name: str) -> list[Any]:
+    """The runs of a variant name, or of an entry name (``gf_mh@tuned-30``: its variant version and hparams)."""
+    from arena.core.result import hparams_key
+
+    runs = store.runs(spec_hash)
+    found = [r for r in runs if r.result.variant == name]
+    entry = None if found else store.entry(name)
+    if entry is not None:
+        found = [r for r in runs if r.result.variant_sha == entry.variant_sha
+                 and hparams_key(r.result.hparams) == hparams_key(entry.hparams)]
+    if not found:
+        from arena.core.config import did_you_mean
+
+        names = {r.result.variant for r in runs} | {e.name for e in store.entries()}
+        raise ArenaError(f"no runs of '{name}' under spec {spec_hash[:8]}{did_you_mean(name, names)}")
+    return found
+
+
+def _print_runs(console: Console, name: str, spec_hash: str, spec: Spec | None, found: list[Any], *,
+                detail: bool) -> None:
+    """A run id: the whole result. A name: a table of its runs, and with ``detail`` its best non-search run."""
+    from arena.cli.render import sparkline
+
+    if name.startswith("#"):
+        print_result(console, found[0].result, spec)
+        return
+    t = Table(title=f"{name} · spec {spec_hash[:8]}")
+    for col in ("run", "seed", "status", "val loss", "bits/char", "tok/s", "curve", "study/trial"):
+        t.add_column(col)
+    for s in sorted(found, key=lambda r: (r.study_name or "", r.result.seed)):
+        r = s.result
+        t.add_row(f"#{s.id}", str(r.seed), r.status, fmt(r.final_val_loss), fmt(r.final_val_bpc),
+                  fmt(r.tokens_per_s, ",.0f"), sparkline([v for _, v in r.val_curve], 24),
+                  f"{s.study_name}/{s.trial_number}" if s.study_name else "")
+    console.print(t)
+    runs = [s.result for s in found if s.study_name is None]
+    if runs and detail:
+        print_result(console, min(runs, key=lambda r: r.final_val_loss or math.inf), spec)
+
+
+def _plot(store: Any, spec_hash: str, shown: dict[str, list[Any]], path: Path, *, by_id: bool, kind: str,
+          vs: str | None) -> Path:
+    from arena.cli import plots
+    from arena.cli.compare import compare
+
+    if by_id:
+        return plots.plot_curves([s.result for found in shown.values() for s in found], path, title=" ".join(shown))
+    return plots.save(plots.comparison_figure(compare(store, spec_hash, list(shown), vs), kind), path)
 
 
 OUTCOME_STYLE = {"default": "bold", "promoted": "bold green", "kept": "yellow", "holds": "", "none": "", "current": "",

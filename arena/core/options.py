@@ -61,3 +61,22 @@ class RunOptions:
             raise ArenaError(f"--workers must be at least 1, got {self.workers}")
         if any(g < 0 for g in self.gpus):
             raise ArenaError(f"--gpus must list non-negative GPU indices, got {list(self.gpus)}")
+        # Combinations that can only fail inside the worker, after a progress bar and with a crashed run stored:
+        if self.device == "cpu" and self.backend == "kernel":
+            raise ArenaError("--backend kernel needs a CUDA device, not --device cpu; use --backend torch_chunk")
+        if self.device == "cpu" and self.mode == "graph":
+            raise ArenaError("--mode graph needs a CUDA device, not --device cpu; use --mode auto or eager")
+
+    def cuda_flags(self, env_backend: str = "auto") -> list[str]:
+        """The flags that need a CUDA device (``--device cuda``, ``--backend kernel``, ``--mode graph``, ``--gpus``),
+        as the user would type them; ``env_backend`` is ``ARENA_BACKEND``, which stands in for ``--backend auto``.
+        Pure: whether this machine has CUDA is the caller's question (the CLI asks torch)."""
+        backend = env_backend if self.backend == "auto" else self.backend
+        flags = [f"--device {self.device}"] if self.device.startswith("cuda") else []
+        if backend == "kernel":
+            flags.append("--backend kernel" if self.backend == "kernel" else "ARENA_BACKEND=kernel")
+        if self.mode == "graph":
+            flags.append("--mode graph")
+        if self.gpus:
+            flags.append(f"--gpus {','.join(map(str, self.gpus))}")
+        return flags

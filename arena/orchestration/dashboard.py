@@ -4,7 +4,9 @@ The dashboard is started as its own process (the ``optuna-dashboard`` CLI of thi
 same storage spec the search uses (``arena.orchestration.search.storage.open_storage``: a path is a journal
 file, ``sqlite:///`` and
 ``postgresql…://`` are RDB, ``redis://`` the Redis journal), so it can be stopped by PID without touching the
-caller. It only reads the storage; starting it never changes a study.
+caller. Starting it refuses a storage with no study (it would serve an empty page) and creates no file; the one
+thing it writes is the objective's name on arena's studies made before they had one (``search.study.name_objective``).
+In the foreground (``serve``) the dashboard runs in its own process group, which Ctrl-C or SIGTERM to arena stops.
 """
 
 from __future__ import annotations
@@ -46,29 +48,86 @@ def url_of(host: str, port: int) -> str:
 
 
 def _prepare(storage: str) -> None:
-    """Fail early with one line on a storage that cannot be opened (and create an empty journal file)."""
-    from arena.orchestration.search.storage import open_storage
+    """Fail early with one line on a storage that cannot be opened or holds no study yet; a journal or SQLite file
+    that does not exist is not created. Names the objective of arena's studies that have no name yet."""
+    import optuna
 
-    open_storage(storage)
+    from arena.db.engine import display, sqlite_file
+    from arena.orchestration.search.storage import open_storage, storage_kind
+    from arena.orchestration.search.study import name_objective
+
+    no_study = (f"no study in {display(storage)} yet, so the dashboard would be empty; make one with: "
+                "arena tune VARIANT --trials N (e.g. arena tune gf_mh --trials 20), or pass --storage")
+    kind = storage_kind(storage)
+    if kind == "journal" and not Path(storage).expanduser().is_file():
+        raise ArenaError(no_study)
+    sqlite = sqlite_file(storage) if kind == "rdb" else None
+    if sqlite is not None and not sqlite.exists():
+        raise ArenaError(no_study)
+    opened = open_storage(storage)
+    studies = opened.get_all_studies()
+    if not studies:
+        raise ArenaError(no_study)
+    for frozen in studies:
+        if frozen.study_name.startswith("tune/"):
+            name_objective(optuna.load_study(study_name=frozen.study_name, storage=opened))
 
 
-def serve(storage: str, host: str = "127.0.0.1", port: int = 8080, *, echo: Callable[[str], None] = print) -> int:
-    """Serve the dashboard in the foreground until Ctrl-C; print the URL first. Returns the server's exit code
-    (0 after Ctrl-C). Binding to a non-loopback host exposes every study to the network: say so explicitly."""
+@dataclass(frozen=True)
+class Served:
+    """How ``serve`` ended: stopped by ``"Ctrl-C"`` or ``"SIGTERM"`` (the dashboard's process group was stopped
+    first), or, with ``stopped_by`` None, the dashboard exited by itself with ``code``."""
+
+    code: int
+    stopped_by: str | None = None
+
+
+class _Terminated(Exception):
+    """Raised by ``serve``'s SIGTERM handler, so that the way out stops the dashboard like Ctrl-C does."""
+
+
+def serve(storage: str, host: str = "127.0.0.1", port: int = 8080, *, echo: Callable[[str], None] = print) -> Served:
+    """Serve the dashboard in the foreground until Ctrl-C or SIGTERM; print the URL first. The dashboard runs in its
+    own session: a terminal's Ctrl-C reaches only this process (no traceback from the child), and either signal
+    stops the child's whole process group before ``serve`` returns, so nothing keeps listening on ``port``.
+    Binding to a non-loopback host exposes every study to the network: say so explicitly."""
     _prepare(storage)
     argv = dashboard_argv(storage, host, port)
-    echo(f"optuna-dashboard on {storage}: {url_of(host, port)}  (Ctrl-C stops it)")
-    proc = subprocess.Popen(argv)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        return proc.wait()
+        echo(f"optuna-dashboard on {storage}: {url_of(host, port)}  (Ctrl-C stops it)")
+        proc = subprocess.Popen(argv, start_new_session=True)
+        return Served(proc.wait())
     except KeyboardInterrupt:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        return 0
+        return Served(0, "Ctrl-C")
+    except _Terminated:
+        return Served(0, "SIGTERM")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+        if proc is not None:
+            stop_group(proc)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGTERM to the process group led by ``proc`` (started with ``start_new_session``), SIGKILL after
+    ``timeout_s``; reaps ``proc``. A group whose leader already exited and was reaped is left alone (its id may
+    have been reused)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @dataclass

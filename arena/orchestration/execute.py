@@ -10,17 +10,21 @@ written. Only this process writes to the store; workers only compute.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.core.stack import Basis
+from arena.db.spool import pid_alive
 from arena.db.store import Store
 from arena.orchestration.entries import Entry, Job
 from arena.runner.worker import MachineryFailure, Worker, run_checked
@@ -50,7 +54,27 @@ def _run_group(
         if on_progress:
             on_progress(by_seed[seed], event)
 
-    done = run_checked(worker, spec, entry.loaded, list(by_seed), entry.hparams, options, on_event=progress,
+    started = time.time()
+    try:
+        done = _train_group(spec, worker, entry, list(by_seed), options, basis, ckpts, progress)
+    except BaseException:  # nothing of the group is stored: its checkpoints would only fill the disk
+        _remove_new(ckpts.values(), started)
+        raise
+    for result in done:
+        result.variant = entry.name if entry.origin == "file" else entry.loaded.name
+        path = ckpts.get(result.seed)
+        if path is not None:  # a worker killed while saving leaves a temporary file; a rejected run, a checkpoint
+            _remove_new([path], started, keep=result.status == "ok")
+        if result.status != "ok":
+            result.checkpoint_path = None
+    return [(by_seed[r.seed], r) for r in done]
+
+
+def _train_group(
+    spec: Spec, worker: Worker, entry: Entry, seeds: list[int], options: RunOptions, basis: Basis,
+    ckpts: dict[int, str], progress: Callable[[int, dict[str, Any]], None],
+) -> list[RunResult]:
+    done = run_checked(worker, spec, entry.loaded, seeds, entry.hparams, options, on_event=progress,
                        checkpoint_paths=ckpts, basis=basis)
     # A SIGKILL is what the OOM killer sends, whoever used the memory: run such a seed once more in a fresh
     # process before its crash counts (a variant that needs the memory itself is killed again).
@@ -62,9 +86,46 @@ def _run_group(
         for r in again.values():
             r.env["retried"] = "after SIGKILL"
         done = [again.get(r.seed, r) for r in done]
-    for result in done:
-        result.variant = entry.name if entry.origin == "file" else entry.loaded.name
-    return [(by_seed[r.seed], r) for r in done]
+    return done
+
+
+def _remove_new(paths: Iterable[str], since: float, keep: bool = False) -> None:
+    """Delete the temporary files of these checkpoints, and (unless ``keep``) the checkpoints written since
+    ``since``; older ones belong to stored runs (``--rerun`` writes to the same name) and are left."""
+    for path in paths:
+        for p in [*([] if keep else [Path(path)]), *Path(path).parent.glob(f"{Path(path).name}.tmp-*")]:
+            with contextlib.suppress(OSError):
+                if p.stat().st_mtime >= since - 1:
+                    p.unlink()
+
+
+def prune_checkpoints(store: Store, spec: Spec, checkpoint_dir: str | Path) -> int:
+    """After a spec's champion decisions: delete the checkpoints (``<checkpoint_dir>/<run key>.pt``) of the spec's
+    stored runs that belong to no current champion (of any league), and the temporary files of writers that died.
+    Nothing a decision or ``arena champions show`` reads is lost: a champion's artifact folder holds its own copy of
+    its best seed (``Registry.keep_artifacts``), and the champions' runs keep theirs. Runs not stored yet and other
+    specs' runs are left alone (a submit of the same spec deciding at this moment in another process may find its
+    checkpoint gone: its champion folder then says it kept none). Returns how many files were deleted."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return 0
+    keep: set[str] = set()
+    for league in {d.league for d in store.decisions(spec.hash)}:
+        champ = store.champion(spec.hash, league)
+        if champ is not None:
+            keep |= {r.key for r in store.runs(spec.hash, variant_sha=champ.challenger_sha,
+                                                hparams=champ.challenger_hparams)}
+    removed = 0
+    for run in store.runs(spec.hash):
+        if run.key not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / f"{run.key}.pt").unlink()
+                removed += 1
+    for tmp in folder.glob("*.pt.tmp-*"):  # runner.train._save names them <file>.tmp-<pid>
+        if not pid_alive(tmp.name.rsplit("-", 1)[1]):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def register(store: Store, spec: Spec, entries: Iterable[Entry]) -> None:
@@ -126,12 +187,8 @@ def execute(
 
     def run_group(slot: int, worker: Worker, group: list[Job]) -> None:
         progress = (lambda job, event: on_progress(slot, job, event)) if on_progress else None
-        for job, result in _run_group(spec, worker, group, options, basis, checkpoint_dir, progress):
-            with lock:
-                store.record_run(result, replace=rerun)
-                results.append(result)
-            if on_done:
-                on_done(slot, job, result)
+        done = _run_group(spec, worker, group, options, basis, checkpoint_dir, progress)
+        _record_all(store, done, lock, results, rerun, (lambda job, r: on_done(slot, job, r)) if on_done else None)
 
     def work(slot: int) -> None:
         env: dict[str, str] = {}
@@ -154,7 +211,14 @@ def execute(
                     stop.set()
                     return
 
-    pool = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n_workers)]
+    def guarded(slot: int) -> None:
+        try:
+            work(slot)
+        except BaseException as exc:  # starting a worker failed (a full disk): one line, not a thread's traceback
+            errors.append(exc)
+            stop.set()
+
+    pool = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(n_workers)]
     for t in pool:
         t.start()
     try:
@@ -165,5 +229,35 @@ def execute(
         stop.set()
         raise
     if errors:
-        raise errors[0]
+        raise _one_line(errors[0])
     return results
+
+
+def _record_all(
+    store: Store, done: list[tuple[Job, RunResult]], lock: threading.Lock, results: list[RunResult], rerun: bool,
+    on_done: Callable[[Job, RunResult], None] | None,
+) -> None:
+    """Record a group's finished runs. A failed write (``record_run`` keeps that run in the spool) does not stop the
+    others from being tried, so none is lost; the first failure is raised afterwards."""
+    failed: ArenaError | None = None
+    for job, result in done:
+        try:
+            with lock:
+                store.record_run(result, replace=rerun)
+                results.append(result)
+        except ArenaError as exc:
+            failed = failed or exc
+            continue
+        if on_done:
+            on_done(job, result)
+    if failed is not None:
+        raise failed
+
+
+def _one_line(exc: BaseException) -> BaseException:
+    """An OSError of arena's own files (a full disk, a permission) as the one-line ArenaError the CLI prints."""
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return ArenaError(f"{where}{exc.strerror or exc}: arena could not write its own files; free some space (or "
+                          "fix the permissions) and run the command again: finished runs are stored")
+    return exc

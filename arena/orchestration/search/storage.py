@@ -70,10 +70,29 @@ def default_storage(db_url: str) -> str:
     return str((path.parent if path is not None else arena_home()) / "optuna.journal")
 
 
+def check_storage(storage: str) -> None:
+    """For ``--storage`` as typed (the CLI calls this before it writes anything): refuse, in one line naming the
+    flag and the fix, an unknown scheme, a journal path that is a folder, or one whose folder does not exist. A
+    folder the user names is not created for them (a typo would silently start a second search elsewhere); only
+    folders under the arena home, arena's own, are. ``open_storage`` itself still creates a journal's folder."""
+    from arena.db.engine import sqlite_file
+
+    kind = storage_kind(storage)
+    path = Path(storage).expanduser() if kind == "journal" else sqlite_file(storage)
+    if path is None:  # a server: whether it answers is found out when it is opened
+        return
+    if path.is_dir():
+        raise ArenaError(f"--storage {path} is a folder; give a journal file such as {path / 'optuna.journal'}")
+    folder = path.parent
+    if not folder.is_dir() and not folder.absolute().is_relative_to(arena_home().absolute()):
+        raise ArenaError(f"--storage {path}: its folder {folder} does not exist; create it (mkdir -p {folder}) or "
+                         "give another path")
+
+
 def open_storage(storage: str) -> BaseStorage:
     """Open an Optuna storage from its one-string spec (see ``storage_kind``); ArenaError with one line if it
     cannot be opened. RDB storages get heartbeats (stale trials are failed and retried by Optuna); SQLite gets a
-    30 s busy timeout. A journal file and its folder are created."""
+    30 s busy timeout. A journal file and its folder are created (``check_storage`` checks a user's path first)."""
     kind = storage_kind(storage)
     try:
         if kind == "redis":

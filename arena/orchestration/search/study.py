@@ -3,6 +3,7 @@ adoption of the best trial as a tuned entry."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,9 @@ from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant
 from arena.db.store import Store
 from arena.orchestration.search.storage import default_storage, open_storage, study_name
+
+# What optuna-dashboard calls the one objective (without a name it shows "Objective 0").
+OBJECTIVE_NAME = "tuning val loss (nats)"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ def open_study(
         }
         for key, value in attrs.items():
             study.set_user_attr(key, value)
+        name_objective(study)
         return study
     except DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -59,12 +64,21 @@ def open_study(
             f"study '{name}' already exists in {where} ({len(study.trials)} trials); pass --resume to continue it"
         )
     check_study(study, loaded, where)
+    name_objective(study)  # a study made before the objective had a name gets it when it is resumed
     if study.user_attrs.get("params") not in (None, params):
         raise ArenaError(
             f"study '{name}' searches {', '.join(study.user_attrs['params'])}, not {', '.join(params)}; "
             f"resume with --params {','.join(study.user_attrs['params'])} or use another --storage"
         )
     return study
+
+
+def name_objective(study: optuna.Study) -> None:
+    """Name the study's one objective ``OBJECTIVE_NAME`` for the dashboard; a study that has names keeps them."""
+    if study.metric_names is None and len(study.directions) == 1:
+        with warnings.catch_warnings():  # set_metric_names is "experimental" since optuna 3.2, and stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE_NAME])
 
 
 def check_study(study: optuna.Study, loaded: LoadedVariant, where: str) -> None:

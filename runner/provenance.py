@@ -81,7 +81,9 @@ def local_stack(options: RunOptions) -> dict[str, Any]:
     return info
 
 
+@functools.cache
 def local_basis(options: RunOptions) -> Basis:
+    """This process's basis for ``options``, computed once (the worker and ``train`` both ask for it per run)."""
     return Basis.of(code_digest(), local_stack(options))
 
 

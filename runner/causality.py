@@ -54,11 +54,13 @@ def random_steps(steps: int, k: int) -> set[int]:
 
 
 def gradient_leak(embeddings: torch.Tensor, logits: torch.Tensor, t0: int) -> Leak:
-    """The leak seen by the gradient of ``logits[:, :t0+1]`` (B, T, V) w.r.t. ``embeddings[:, t0+1:]`` (B, T, D) of the
-    same forward. Keeps the graph, so the step's own backward can follow."""
-    weights = torch.randn(logits[:, : t0 + 1].shape, device=logits.device, dtype=torch.float32,
+    """The leak seen by the gradient of ``logits[..., :t0+1, :]`` (B, T, V) w.r.t. ``embeddings[..., t0+1:, :]``
+    (B, T, D) of the same forward; a pack's tensors carry a leading K (every member is checked at once, each only
+    through its own forward). Keeps the graph, so the step's own backward can follow."""
+    weights = torch.randn(logits[..., : t0 + 1, :].shape, device=logits.device, dtype=torch.float32,
                           generator=torch.Generator(device=logits.device).manual_seed(_ENTROPY.getrandbits(62)))
-    (grad,) = torch.autograd.grad((logits[:, : t0 + 1].float() * weights).sum(), embeddings, retain_graph=True)
+    (grad,) = torch.autograd.grad((logits[..., : t0 + 1, :].float() * weights).sum(), embeddings, retain_graph=True)
+    grad = grad.reshape(-1, *grad.shape[-2:])  # (B, T, D); a pack's members as more rows
     later = grad[:, t0 + 1 :].detach().abs()  # (B, T − t0 − 1, D)
     earlier = grad[:, : t0 + 1].detach().abs()
     if not (bool(torch.isfinite(logits).all()) and bool(torch.isfinite(earlier).all())):

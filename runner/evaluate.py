@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from arena.model.lm import HybridLM
+from arena.model.pack import PackedLM
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -16,6 +17,53 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 def loss_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over targeted positions; logits (B, T, V), y (B, T) with -100 where no loss is taken."""
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=-100)
+
+
+def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each pack member's mean cross-entropy over its own targeted positions: logits (K, B, T, V), y (K, B, T) →
+    (K,). Member k's value is ``loss_of(logits[k], y[k])``."""
+    k = logits.shape[0]
+    per_token = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=-100,
+                                reduction="none").view(k, -1)  # (K, B·T); 0 where ignored
+    counts = (y.reshape(k, -1) != -100).sum(1).clamp(min=1)  # (K,)
+    return per_token.sum(1) / counts  # (K,)
+
+
+def evaluate_members(model: HybridLM | PackedLM, batches: list[list[Batch]], device: torch.device,
+                     autocast: bool) -> list[tuple[float, float | None]]:
+    """``evaluate`` for every member: a plain model's one (``batches[0]``), or a pack's K members in one pass each
+    batch, member k on ``batches[k]`` (members of one track get the same batches)."""
+    if not isinstance(model, PackedLM):
+        return [evaluate(model, batches[0], device, autocast)]
+    return _evaluate_pack(model, batches, device, autocast)
+
+
+@torch.no_grad()
+def _evaluate_pack(model: PackedLM, batches: list[list[Batch]], device: torch.device,
+                   autocast: bool) -> list[tuple[float, float | None]]:
+    k = model.k
+    model.eval()
+    total = torch.zeros(k, device=device, dtype=torch.float64)
+    count = torch.zeros(k, device=device, dtype=torch.float64)
+    correct = torch.zeros(k, device=device, dtype=torch.float64)
+    for pairs in zip(*batches, strict=True):
+        x = torch.stack([bx for bx, _ in pairs]).to(device)  # (K, B, T)
+        y = torch.stack([by for _, by in pairs]).to(device)  # (K, B, T)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(x)  # (K, B, T, V)
+        flat_y = y.reshape(k, -1)  # (K, B·T)
+        flat_logits = logits.reshape(k, flat_y.shape[1], -1).float()  # (K, B·T, V)
+        loss = F.cross_entropy(flat_logits.reshape(-1, flat_logits.shape[-1]), flat_y.reshape(-1),
+                               ignore_index=-100, reduction="none").view(k, -1)  # (K, B·T)
+        mask = flat_y != -100
+        total += loss.double().sum(1)
+        count += mask.sum(1)
+        correct += ((flat_logits.argmax(-1) == flat_y) & mask).sum(1)
+    model.train()
+    out = []
+    for t, n, c in zip(total.tolist(), count.tolist(), correct.tolist(), strict=True):
+        out.append((t / max(n, 1.0), c / max(n, 1.0)))
+    return out
 
 
 @torch.no_grad()
@@ -51,7 +99,7 @@ def grad_norms(model: HybridLM) -> dict[str, float]:
     return {k: math.sqrt(v) for k, v in sq.items()}
 
 
-def snapshot(model: HybridLM) -> dict[str, torch.Tensor]:
+def snapshot(model: HybridLM | PackedLM) -> dict[str, torch.Tensor]:
     """A copy of every parameter, on its device: θ₀ for ``movement`` (a second copy of the weights)."""
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 

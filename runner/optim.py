@@ -25,6 +25,7 @@ from torch import nn
 
 from arena.core.spec import Spec
 from arena.model.lm import HybridLM
+from arena.model.pack import PackedLM
 
 
 def lr_at(spec: Spec, step: int) -> float:
@@ -56,12 +57,14 @@ def decayed(model: nn.Module) -> set[str]:
 
 
 def make_optimizer(
-    model: HybridLM, spec: Spec, lr_mult: float, capturable: bool, fused: bool = False, lr_scale: float = 1.0
+    model: HybridLM | PackedLM, spec: Spec, lr_mult: float, capturable: bool, fused: bool = False,
+    lr_scale: float = 1.0,
 ) -> torch.optim.AdamW:
     """AdamW with weight decay by role (``decayed``), every group's learning rate scaled by ``lr_scale`` (the
-    ``lr_scale`` hyperparameter) and the Mamba pathway's by ``lr_mult`` on top."""
-    decay_names = decayed(model)
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    ``lr_scale`` hyperparameter) and the Mamba pathway's by ``lr_mult`` on top. A pack's stacked parameters carry
+    their plain names, so they fall into the same groups; AdamW is elementwise, so each member is updated as alone."""
+    decay_names = decayed(model.template if isinstance(model, PackedLM) else model)
+    groups: dict[tuple[bool, bool], list[torch.Tensor]] = {}
     for name, p in model.named_parameters():
         decay = name in decay_names
         mamba = model.part_of(name) == "mamba2"
@@ -77,6 +80,18 @@ def make_optimizer(
         )
     implementation = {"fused": True} if fused else {"foreach": True}  # one kernel, or multi-tensor launches
     return torch.optim.AdamW(param_groups, betas=(spec.beta1, spec.beta2), capturable=capturable, **implementation)
+
+
+def clip_per_member(params: list[torch.Tensor], max_norm: float, eps: float = 1e-6) -> torch.Tensor:
+    """``clip_grad_norm_`` for each member of a pack: every parameter is (K, ...), member k's gradient norm is over
+    its slices of all of them, and only its own slices are scaled. Returns the K norms (before clipping)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    per_tensor = torch.stack([g.detach().flatten(1).float().norm(dim=1) for g in grads])  # (n_tensors, K)
+    norms = per_tensor.norm(dim=0)  # (K,)
+    coef = (max_norm / (norms + eps)).clamp(max=1.0)  # (K,): 1 where the norm is within max_norm
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))  # scales member k's slice by coef[k]
+    return norms
 
 
 def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:

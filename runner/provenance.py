@@ -29,7 +29,7 @@ from arena.core.stack import Basis
 CODE_MODULES: tuple[str, ...] = (
     "arena.core.spec", "arena.core.hparams", "arena.core.variant", "arena.core.fusions", "arena.core.result",
     "arena.model.lm", "arena.model.rwkv6", "arena.model.wkv", "arena.model.mamba2", "arena.model.ssd",
-    "arena.model.attention", "arena.model.backend",
+    "arena.model.attention", "arena.model.backend", "arena.model.fold", "arena.model.pack",
     "arena.runner.tracks", "arena.runner.corpus", "arena.runner.mqar", "arena.runner.data", "arena.runner.feed",
     "arena.runner.train", "arena.runner.optim", "arena.runner.evaluate", "arena.runner.check",
     "arena.runner.causality", "arena.runner.verify",
@@ -78,6 +78,8 @@ def local_stack(options: RunOptions) -> dict[str, Any]:
         }
     else:
         info["mode"] = "eager"
+    if options.execution.pack > 1:  # a plain run's stack is what it was before packing existed
+        info["pack"] = options.execution.pack
     return info
 
 

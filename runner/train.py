@@ -18,7 +18,7 @@ import os
 import resource
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -32,14 +32,15 @@ from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant, Variant
 from arena.model import autotune
 from arena.model.backend import prepare_cuda
-from arena.model.lm import build_model, count_params
+from arena.model.lm import HybridLM, build_model, count_params
+from arena.model.pack import PackedLM
 from arena.runner import causality
 from arena.runner.check import Violation, audit_model, reference_params, unmatched_reason
 from arena.runner.data import Track, load_track
 from arena.runner.env import environment
-from arena.runner.evaluate import diagnostics, evaluate, loss_of, snapshot
+from arena.runner.evaluate import diagnostics, evaluate_members, loss_of, member_losses, snapshot
 from arena.runner.feed import BatchFeeder
-from arena.runner.optim import lr_at, make_optimizer, set_lr
+from arena.runner.optim import clip_per_member, lr_at, make_optimizer, set_lr
 from arena.runner.provenance import local_basis
 
 EventFn = Callable[[dict[str, Any]], bool | None]
@@ -85,41 +86,78 @@ def train(
     """Train and evaluate; never raises for a failure of the variant itself (crash, divergence, a broken rule are
     results).
 
-    ``on_event`` receives ``{"type": "step", "step", "loss", "tok_s"}`` every few steps and ``{"type": "eval",
-    "step", "val_loss"}`` at each eval; returning True from an eval event stops the run (status ``pruned``).
+    ``on_event`` receives ``{"type": "step", "step", "loss", "tok_s", "seed"}`` every few steps, ``{"type":
+    "eval", "step", "val_loss", "seed"}`` at each eval and ``{"type": "phase", "phase"}`` when the run moves on
+    (compiling, training, evaluating); returning True from an eval event stops the run (status ``pruned``).
     ``track``: the data, when the caller loaded it already (a worker loads it before the variant is imported).
     ``state_path``: where an ok run leaves its final weights for the clean-process check (``runner.verify``).
     While it trains, the run checks causality on the real forward of a few unpredictable eager steps and that every
     trained value is a parameter the model had when it was built.
+    With ``options.execution.pack`` K > 1 this is one member of a pack of K (the others are copies of this seed,
+    whose results are dropped): what a run of this seed under that execution computes.
     """
     options = options or RunOptions()
+    pack = options.execution.pack
+    seeds = [seed] * pack
+    return train_pack(spec, loaded, seeds, hparams, options=options, on_event=on_event,
+                      checkpoint_paths=[checkpoint_path] + [None] * (pack - 1), track=track,
+                      state_paths=[state_path] + [None] * (pack - 1), report=1)[0]
+
+
+def train_pack(
+    spec: Spec,
+    loaded: LoadedVariant,
+    seeds: Sequence[int],
+    hparams: Mapping[str, float] | None = None,
+    *,
+    options: RunOptions | None = None,
+    on_event: EventFn | None = None,
+    checkpoint_paths: Sequence[str | None] | None = None,
+    track: Track | None = None,
+    state_paths: Sequence[str | None] | None = None,
+    report: int | None = None,
+) -> list[RunResult]:
+    """Train ``seeds`` of one variant together as one packed model (``arena.model.pack``) when there are several,
+    as the plain model when there is one; one result per seed (``train`` describes them). ``report``: how many of
+    the seeds (the first ones) are real; the others are ballast that fills a pack to its size, and neither send
+    events nor return results."""
+    options = options or RunOptions()
+    seeds = list(seeds)
+    report = len(seeds) if report is None else report
     hp = hparams if isinstance(hparams, HParams) else resolve(loaded.variant.hparams, hparams, loaded.name)
     basis = local_basis(options)  # a worker stamps the basis it checked against the driver's (the same)
-    result = RunResult(
+    results = [RunResult(
         variant=loaded.name, variant_sha=loaded.sha256, spec_hash=spec.hash, seed=seed, hparams=hp.to_dict(),
         code_digest=basis.code, stack_id=basis.stack,
-    )
+    ) for seed in seeds]
     wall0 = time.perf_counter()
     dev, mode = placement(options)
-    result.env = environment(dev) | {"mode": mode, "device_requested": options.device,
-                                     "backend_requested": options.backend}
-    if dev.type == "cuda":
-        result.env["execution"] = asdict(options.execution)
+    for i, result in enumerate(results):
+        result.env = environment(dev) | {"mode": mode, "device_requested": options.device,
+                                         "backend_requested": options.backend}
+        if dev.type == "cuda":
+            result.env["execution"] = asdict(options.execution)
+        if len(seeds) > 1:
+            result.env["pack"] = {"size": len(seeds), "index": i}
     try:
-        run = _Run(spec, loaded, seed, hp, dev, mode, options, on_event, result, track)
+        run = _Run(spec, loaded, seeds, hp, dev, mode, options, on_event, results, track, report)
         run.loop()
-        run.finish(checkpoint_path, state_path)
+        run.finish(list(checkpoint_paths or [None] * len(seeds)), list(state_paths or [None] * len(seeds)))
     except MachineryError:
         raise
     except (Rejected, Violation, UndeclaredHParam) as exc:  # a leak, hidden state, an undeclared hyperparameter
-        result.status = "rejected"
-        result.error = str(exc)
+        for result in results:
+            result.status = "rejected"
+            result.error = str(exc)
     except (Exception, SystemExit) as exc:  # the variant (or the hardware) failed: a result, not an exception
-        result.status = "crashed"
-        result.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
-    result.wall_s = time.perf_counter() - wall0
-    _record_hardware(result, dev)
-    return result
+        for result in results:
+            result.status = "crashed"
+            result.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+    wall = time.perf_counter() - wall0
+    for result in results:
+        result.wall_s = wall
+        _record_hardware(result, dev)
+    return results[:report]
 
 
 def _record_hardware(result: RunResult, dev: torch.device) -> None:
@@ -133,15 +171,20 @@ def _record_hardware(result: RunResult, dev: torch.device) -> None:
 
 
 class _Run:
-    """One training run, step by step. Each method is one named phase of the protocol."""
+    """One training run of K members (K = 1: the plain model; K > 1: a pack), step by step. Each method is one
+    named phase of the protocol. Tensors of a pack carry a leading K; a plain run's do not."""
 
     def __init__(
-        self, spec: Spec, loaded: LoadedVariant, seed: int, hp: HParams, dev: torch.device, mode: str,
-        options: RunOptions, on_event: EventFn | None, result: RunResult, track: Track | None = None,
+        self, spec: Spec, loaded: LoadedVariant, seeds: list[int], hp: HParams, dev: torch.device, mode: str,
+        options: RunOptions, on_event: EventFn | None, results: list[RunResult], track: Track | None = None,
+        report: int | None = None,
     ) -> None:
-        self.spec, self.loaded, self.seed, self.hp, self.dev = spec, loaded, seed, hp, dev
+        self.spec, self.loaded, self.seeds, self.hp, self.dev = spec, loaded, seeds, hp, dev
+        self.k = len(seeds)
+        self.report_k = self.k if report is None else report
         self.graph = mode == "graph"
-        self.on_event, self.result = on_event, result
+        self.on_event, self.results = on_event, results
+        self.active = [True] * self.k  # False once a member diverged or was pruned: its results are final
         self.autocast = spec.precision == "bf16"
         self.n_warm = min(max(3, spec.steps // 20), spec.steps)  # excluded from steady-state throughput
         # The gradient check runs on the real forward of a few eager steps the variant cannot predict (a graph
@@ -152,143 +195,210 @@ class _Run:
 
     # -- build ------------------------------------------------------------------------------------------------
     def build(self, options: RunOptions, track: Track | None) -> None:
-        """The data, the model (seeded per component), the optimizer and the batch feeder."""
+        """The data, the model (each member seeded per component), the optimizer and the batch feeders."""
         spec, dev = self.spec, self.dev
-        self.track = (track if track is not None else load_track(spec, options.data_flag)).for_seed(self.seed)
+        base = track if track is not None else load_track(spec, options.data_flag)
+        self.tracks = [base.for_seed(seed) for seed in self.seeds]
         if dev.type == "cuda":
             prepare_cuda()
         variant = self.loaded.variant
         assert isinstance(variant, Variant), "train runs the variant: call it in a worker, on a loaded file"
         target = reference_params(spec.dims, spec.reference_variant)
-        self.model = build_model(spec.dims, variant, self.hp, seed=self.seed, backend=options.backend,
-                                 match_params_to=target).to(dev)
-        self.model.train()
-        self.result.params_total = count_params(self.model)
-        self.result.params_target = target if variant.match_params else None
-        self.param_ids = {id(p) for p in self.model.parameters()}
-        if self.result.params_total > spec.param_budget:
-            raise Rejected(f"{self.result.params_total:,} parameters exceed the spec's budget of {spec.param_budget:,}")
-        mismatch = unmatched_reason(variant, self.result.params_total, target)
+        members = [build_model(spec.dims, variant, self.hp, seed=seed, backend=options.backend,
+                               match_params_to=target).to(dev) for seed in self.seeds]
+        solo = members[0]
+        n_params = count_params(solo)
+        for result in self.results:
+            result.params_total = n_params
+            result.params_target = target if variant.match_params else None
+        if n_params > spec.param_budget:
+            raise Rejected(f"{n_params:,} parameters exceed the spec's budget of {spec.param_budget:,}")
+        mismatch = unmatched_reason(variant, n_params, target)
         if mismatch:
             raise Rejected(mismatch)
-        self.result.params_by_part = self.model.params_by_part()
+        for result in self.results:
+            result.params_by_part = solo.params_by_part()
+        self.model: HybridLM | PackedLM = PackedLM(members) if self.k > 1 else solo
+        self.model.train()
+        self.solo = solo  # the plain model (a pack's template): the one the audits and diagnostics see
+        self.param_ids = {id(p) for p in solo.parameters()}
+        self.params = list(self.model.parameters())
+        self.trained_ids = {id(p) for p in self.params}
         lr_mult = self.hp.to_dict().get("lr_mult", 1.0)  # a variant without a Mamba pathway declares none
         fused = dev.type == "cuda" and options.execution.fused_adamw
         lr_scale = self.hp.to_dict().get("lr_scale", 1.0)  # declared by every shipped variant; 1 if a file has none
         self.opt = make_optimizer(self.model, spec, lr_mult, capturable=self.graph, fused=fused, lr_scale=lr_scale)
-        self.feed = BatchFeeder(self.track, self.seed, dev, pinned=options.execution.pinned_batches)
-        self.val_batches = self.track.val_batches(final=False)
-        self.params = list(self.model.parameters())
+        self.feeds = [BatchFeeder(t, seed, dev, pinned=options.execution.pinned_batches)
+                      for t, seed in zip(self.tracks, self.seeds, strict=True)]
+        self.val_batches = [t.val_batches(final=False) for t in self.tracks]
         self.initial = snapshot(self.model)  # θ₀ on the device: how far each group moved, at every eval
-        self.losses = torch.zeros(spec.steps, device=dev)  # per-step train loss, read back at sync points only
+        self.losses = torch.zeros(self.k, spec.steps, device=dev)  # per-step train losses, read at sync points only
         self.cuda_graph: torch.cuda.CUDAGraph | None = None
-        self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # x, y, loss of the graph
+        self.graph_stream: torch.cuda.Stream | None = None
+        self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # x, y, losses of the graph
         self.synced_upto = 0
         self.t_mark = 0.0
         self.timed_s = 0.0
 
     # -- one step ---------------------------------------------------------------------------------------------
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's batch: (B, T) each for a plain run, (K, B, T) — every member its own seed's — for a pack."""
+        if self.k == 1:
+            return self.feeds[0](step)
+        xs, ys = zip(*(feed(step) for feed in self.feeds), strict=True)
+        return torch.stack(xs), torch.stack(ys)  # (K, B, T) each
+
     def step_eager(self, x: torch.Tensor, y: torch.Tensor, check: bool = False) -> torch.Tensor:
-        """Forward, backward, clipping and AdamW on one batch (B, T); the loss, detached. With ``check``, the same
-        forward's early logits are differentiated with respect to its later embeddings first (must be zero)."""
+        """Forward, backward, clipping and AdamW on one batch; the members' losses (K,), detached. With ``check``,
+        the same forward's early logits are differentiated with respect to its later embeddings first (must be
+        zero)."""
         self.opt.zero_grad(set_to_none=not self.graph)
         with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.autocast):
-            embeddings, logits = self.model.embed_forward(x)  # (B, T, D), (B, T, V)
+            embeddings, logits = self.model.embed_forward(x)  # (B, T, D), (B, T, V); a pack: (K, B, T, ·)
         if check:
-            leak = causality.gradient_leak(embeddings, logits, causality.random_t0(x.shape[1]))
+            leak = causality.gradient_leak(embeddings, logits, causality.random_t0(x.shape[-1]))
             if leak.leaks:
                 raise Rejected(f"{leak.describe()} (on a training step)")
-        loss = loss_of(logits, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, self.spec.grad_clip, foreach=True)
+        if self.k == 1:
+            losses = loss_of(logits, y).unsqueeze(0)  # (1,)
+            losses.sum().backward()
+            torch.nn.utils.clip_grad_norm_(self.params, self.spec.grad_clip, foreach=True)
+        else:
+            losses = member_losses(logits, y)  # (K,): each member's mean over its own targets
+            losses.sum().backward()  # members share no parameter: each gets its own loss's gradient
+            clip_per_member(self.params, self.spec.grad_clip)
         self.opt.step()
-        return loss.detach()
+        return losses.detach()
 
     def capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Capture the whole step in one CUDA graph over static input buffers (after the eager warm-up)."""
+        """Capture the whole step in one CUDA graph over static input buffers (after the eager warm-up).
+
+        On a stream of its own: PyTorch keys cuBLAS workspaces by the capture stream and frees a stream's
+        workspaces when a graph captured on it is made or destroyed, so two graphs on the shared default capture
+        stream break each other (replaying the first after capturing the second reads freed memory:
+        ``illegal memory access``; pytorch/pytorch#193402). Each graph keeps its stream alive with it."""
         static_x, static_y = x.clone(), y.clone()
         self.cuda_graph = torch.cuda.CUDAGraph()
+        self.graph_stream = torch.cuda.Stream(self.dev)
         self.opt.zero_grad(set_to_none=False)
-        with torch.cuda.graph(self.cuda_graph):
-            static_loss = self.step_eager(static_x, static_y)
-        self.static = (static_x, static_y, static_loss)
+        with torch.cuda.graph(self.cuda_graph, stream=self.graph_stream):
+            static_losses = self.step_eager(static_x, static_y)
+        self.static = (static_x, static_y, static_losses)
 
     def step(self, step: int) -> None:
         """Training step ``step``: eager during the warm-up (and in eager mode), a graph replay after it."""
         set_lr(self.opt, lr_at(self.spec, step))
-        x, y = self.feed(step)  # (B, T) each on dev, identical for every variant at this seed
+        x, y = self.batch(step)  # identical for every variant at this seed
         if self.graph and step >= self.n_warm:
             if self.cuda_graph is None:
+                self.phase("compiling")
                 self.capture(x, y)
+                self.phase("training")
             assert self.cuda_graph is not None and self.static is not None
-            static_x, static_y, static_loss = self.static
+            static_x, static_y, static_losses = self.static
             static_x.copy_(x)
             static_y.copy_(y)
             self.cuda_graph.replay()
-            self.losses[step].copy_(static_loss)
+            self.losses[:, step].copy_(static_losses)
         else:
-            self.losses[step].copy_(self.step_eager(x, y, check=step in self.check_steps))
+            self.losses[:, step].copy_(self.step_eager(x, y, check=step in self.check_steps))
         if step == 0:
-            audit_model(self.model, self.param_ids, "after the first training step")
+            self.audit("after the first training step")
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
     def sync(self) -> None:
         if self.dev.type == "cuda":
             torch.cuda.synchronize(self.dev)
 
+    def phase(self, name: str) -> None:
+        if self.on_event:
+            self.on_event({"type": "phase", "phase": name})
+
+    def audit(self, where: str) -> None:
+        """The plain model's parameters are those it was built with, and a pack trains exactly its stacked ones."""
+        audit_model(self.solo, self.param_ids, where)
+        if {id(p) for p in self.model.parameters()} != self.trained_ids:
+            raise Violation(f"the trained parameters changed {where}")
+
     def check_upto(self, step: int) -> bool:
-        """Read the losses up to ``step`` (exclusive) into the train curve; False at a non-finite one (divergence)."""
-        result, start = self.result, self.synced_upto
-        vals = self.losses[start:step].tolist()
+        """Read the losses up to ``step`` (exclusive) into the train curves; a member whose loss is not finite has
+        diverged there. False when no member is left training."""
+        start = self.synced_upto
+        vals = self.losses[:, start:step].tolist()  # one host sync for every member
         self.synced_upto = step
-        for i, v in enumerate(vals):
-            if not math.isfinite(v):
-                result.status = "diverged"
-                result.error = f"non-finite train loss ({v}) at step {start + i}"
-                return False
-            result.train_curve.append((start + i, v))
-        return True
+        for k, result in enumerate(self.results):
+            if not self.active[k]:
+                continue
+            for i, v in enumerate(vals[k]):
+                if not math.isfinite(v):
+                    result.status = "diverged"
+                    result.error = f"non-finite train loss ({v}) at step {start + i}"
+                    result.steps_done = step
+                    self.active[k] = False
+                    break
+                result.train_curve.append((start + i, v))
+        return any(self.active)
 
     def report(self, done: int) -> None:
-        if self.on_event:
-            elapsed = time.perf_counter() - self.t_mark
-            tok_s = (done - (self.n_warm if done > self.n_warm else 0)) * self.spec.tokens_per_step / max(elapsed, 1e-9)
-            self.on_event({"type": "step", "step": done, "loss": self.result.train_curve[-1][1], "tok_s": tok_s})
+        if not self.on_event:
+            return
+        elapsed = time.perf_counter() - self.t_mark
+        tok_s = (done - (self.n_warm if done > self.n_warm else 0)) * self.spec.tokens_per_step / max(elapsed, 1e-9)
+        for k in range(self.report_k):
+            if self.active[k] and self.results[k].train_curve:
+                self.on_event({"type": "step", "step": done, "loss": self.results[k].train_curve[-1][1],
+                               "tok_s": tok_s, "seed": self.seeds[k]})
 
     # -- evaluation -------------------------------------------------------------------------------------------
     def evaluate_at(self, done: int) -> bool:
-        """Diagnostics and the intermediate val loss at an eval point; True when the run must stop."""
-        result = self.result
+        """Diagnostics and the intermediate val loss at an eval point; True when no member is left training."""
         self.sync()
         pause = time.perf_counter()
-        diag = diagnostics(self.model, done, self.val_batches[:1], self.dev, self.autocast, initial=self.initial)
+        self.phase("evaluating")
         # Σ lr so far (lr_mult × this for the Mamba group): how far Adam, about lr a step, could have moved anything.
         scale = self.hp.to_dict().get("lr_scale", 1.0)
-        diag["lr_sum"] = self.spec.lr * scale * sum(lr_at(self.spec, s) for s in range(done))
-        result.diagnostics.append(diag)
-        val_loss, _ = evaluate(self.model, self.val_batches, self.dev, self.autocast)
-        result.val_curve.append((done, val_loss))
-        result.steps_done = done
-        stop = False
-        if not math.isfinite(val_loss):
-            result.status = "diverged"
-            result.error = f"non-finite val loss at step {done}"
-            stop = True
-        elif self.on_event and self.on_event({"type": "eval", "step": done, "val_loss": val_loss}):
-            result.status = "pruned"
-            stop = True
+        lr_sum = self.spec.lr * scale * sum(lr_at(self.spec, s) for s in range(done))
+        for k, result in enumerate(self.results):
+            if not self.active[k]:
+                continue
+            if isinstance(self.model, PackedLM):  # diagnostics read one plain model: member k, loaded into it
+                model, initial = self.model.load_member(k), {n: t[k] for n, t in self.initial.items()}
+            else:
+                model, initial = self.model, self.initial
+            diag = diagnostics(model, done, self.val_batches[k][:1], self.dev, self.autocast, initial=initial)
+            diag["lr_sum"] = lr_sum
+            result.diagnostics.append(diag)
+        val = evaluate_members(self.model, self.val_batches, self.dev, self.autocast)
+        for k, result in enumerate(self.results):
+            if not self.active[k]:
+                continue
+            val_loss = val[k][0]
+            result.val_curve.append((done, val_loss))
+            result.steps_done = done
+            if not math.isfinite(val_loss):
+                result.status = "diverged"
+                result.error = f"non-finite val loss at step {done}"
+                self.active[k] = False
+            elif (k < self.report_k and self.on_event
+                  and self.on_event({"type": "eval", "step": done, "val_loss": val_loss, "seed": self.seeds[k]})):
+                result.status = "pruned"
+                self.active[k] = False
+        self.phase("training")
         self.sync()
         self.t_mark += time.perf_counter() - pause  # evaluation is not training time
-        return stop
+        return not any(self.active)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def loop(self) -> None:
         """Every training step, with host syncs every REPORT_EVERY steps and evaluation every eval_every."""
         spec = self.spec
+        self.phase("training")
         for step in range(spec.steps):
             if step == self.n_warm:
                 self.sync()
-                self.result.warmup_s = time.perf_counter() - self.t_mark if self.t_mark else None
+                warm = time.perf_counter() - self.t_mark if self.t_mark else None
+                for result in self.results:
+                    result.warmup_s = warm
                 self.t_mark = time.perf_counter()
             if step == 0:
                 self.t_mark = time.perf_counter()
@@ -298,41 +408,57 @@ class _Run:
             if done % REPORT_EVERY == 0 or is_eval:
                 self.sync()
                 if not self.check_upto(done):
-                    self.result.steps_done = done
                     break
                 self.report(done)
             if is_eval and self.evaluate_at(done):
                 break
             if done > self.n_warm:
                 self.timed_s = time.perf_counter() - self.t_mark
-        result = self.result
-        result.steps_done = max(result.steps_done, self.synced_upto)
-        result.backend = self.model.backends_used()
-        if result.steps_done > self.n_warm and self.timed_s > 0:
-            result.tokens_per_s = (result.steps_done - self.n_warm) * spec.tokens_per_step / self.timed_s
+        backends = self.model.backends_used()
+        for result in self.results:
+            result.steps_done = max(result.steps_done, min(self.synced_upto, len(result.train_curve)))
+            result.backend = backends
+            if result.steps_done > self.n_warm and self.timed_s > 0:
+                # Each member saw its own tokens in this time: a member's throughput is the pack's wall rate.
+                result.tokens_per_s = (result.steps_done - self.n_warm) * spec.tokens_per_step / self.timed_s
+                if self.k > 1:
+                    result.env["pack"]["aggregate_tok_s"] = result.tokens_per_s * self.k
 
     # -- finish -----------------------------------------------------------------------------------------------
-    def finish(self, checkpoint_path: str | None, state_path: str | None = None) -> None:
-        """The final evaluation over the whole val split, and the checkpoint (for an ok run only)."""
-        result = self.result
-        if result.status != "ok":
+    def finish(self, checkpoint_paths: list[str | None], state_paths: list[str | None]) -> None:
+        """The final evaluation over the whole val split, and the checkpoints (for ok members only)."""
+        if not any(r.status == "ok" for r in self.results):
             return
-        audit_model(self.model, self.param_ids, "at the end of training")
-        final_loss, acc = evaluate(self.model, self.track.val_batches(final=True), self.dev, self.autocast)
-        result.final_val_loss = final_loss
-        result.final_val_bpc = final_loss / math.log(2) if math.isfinite(final_loss) else None
-        result.final_val_acc = acc if self.track.kind == "mqar" else None
-        if not math.isfinite(final_loss):
-            result.status = "diverged"
-            result.error = "non-finite final val loss"
-        if state_path and result.status == "ok":
-            _save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, state_path)
-        if checkpoint_path:
-            state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-            meta = {"variant": self.loaded.name, "variant_sha": self.loaded.sha256, "spec": self.spec.to_dict(),
-                    "seed": self.seed, "hparams": self.hp.to_dict()}
-            _save({"state_dict": state, "meta": meta}, checkpoint_path)
-            result.checkpoint_path = checkpoint_path
+        self.audit("at the end of training")
+        self.phase("evaluating")
+        finals = evaluate_members(self.model, [t.val_batches(final=True) for t in self.tracks], self.dev,
+                                  self.autocast)
+        for k, result in enumerate(self.results[: self.report_k]):
+            if result.status != "ok":
+                continue
+            final_loss, acc = finals[k]
+            result.final_val_loss = final_loss
+            result.final_val_bpc = final_loss / math.log(2) if math.isfinite(final_loss) else None
+            result.final_val_acc = acc if self.tracks[k].kind == "mqar" else None
+            if not math.isfinite(final_loss):
+                result.status = "diverged"
+                result.error = "non-finite final val loss"
+            state_path, checkpoint_path = state_paths[k], checkpoint_paths[k]
+            if not (state_path and result.status == "ok") and not checkpoint_path:
+                continue
+            weights = self._member_state(k)
+            if state_path and result.status == "ok":
+                _save(weights, state_path)
+            if checkpoint_path:
+                meta = {"variant": self.loaded.name, "variant_sha": self.loaded.sha256, "spec": self.spec.to_dict(),
+                        "seed": self.seeds[k], "hparams": self.hp.to_dict()}
+                _save({"state_dict": weights, "meta": meta}, checkpoint_path)
+                result.checkpoint_path = checkpoint_path
+
+    def _member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's weights on the CPU, as the plain model's state dict (a pack's member is a plain model)."""
+        state = self.model.member_state(k) if isinstance(self.model, PackedLM) else self.model.state_dict()
+        return {n: v.detach().cpu() for n, v in state.items()}
 
 
 def _save(obj: Any, path: str) -> None:

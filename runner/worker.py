@@ -21,7 +21,7 @@ from typing import Any
 
 from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
-from arena.core.result import RunResult
+from arena.core.result import RunResult, Status
 from arena.core.spec import Spec
 from arena.core.stack import Basis
 from arena.core.variant import LoadedVariant
@@ -56,13 +56,21 @@ class Task:
     variant_path: str
     variant_name: str
     variant_sha: str
-    seed: int
+    seeds: tuple[int, ...]  # one seed, or the seeds of one pack (at most options.execution.pack of them)
     hparams: dict[str, float] = field(default_factory=dict)
     options: RunOptions = field(default_factory=RunOptions)
-    checkpoint_path: str | None = None
-    state_path: str | None = None  # where an ok run leaves its weights for the clean-process check
+    checkpoint_paths: tuple[str | None, ...] = ()  # per seed (empty: none)
+    state_paths: tuple[str | None, ...] = ()  # per seed: where an ok run leaves its weights for the clean check
     policy: bool = True  # the static policy; False only in tests of the run-time guards
     basis: Basis | None = None  # the code and stack the driver keyed the run on (None: whatever this worker has)
+
+    @property
+    def seed(self) -> int:
+        return self.seeds[0]
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) > self.options.execution.pack:
+            raise ValueError(f"{len(self.seeds)} seeds do not fit a pack of {self.options.execution.pack}")
 
 
 def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> None:
@@ -112,7 +120,7 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
             loaded = load_source(task.variant_source, task.variant_path, policy=task.policy)
             guard.check_untampered(before, "while importing")
         except ArenaError as exc:
-            conn.send(("result", _refused(task, spec, str(exc)).to_dict()))
+            conn.send(("results", [_refused(task, spec, seed, str(exc)).to_dict() for seed in task.seeds]))
             continue
         conn.send(("event", {"type": "phase", "phase": "training"}))
         _train_and_send(conn, task, spec, loaded, tracks[spec.hash], basis, before)
@@ -123,21 +131,28 @@ def _train_and_send(conn: Connection, task: Task, spec: Spec, loaded: LoadedVari
     """Train one task in this worker and send its result: rejected if the variant patched anything meanwhile, keyed
     on this worker's basis; nothing for an interruption or a failure of arena's own machinery."""
     from arena.runner import guard
-    from arena.runner.train import MachineryError, train
+    from arena.runner.train import MachineryError, train_pack
 
+    n = len(task.seeds)
+    # A pack short of seeds is filled with copies of its first (ballast: trained, never reported), so that every
+    # run of this execution is trained in a pack of exactly its size.
+    seeds = list(task.seeds) + [task.seeds[0]] * (task.options.execution.pack - n)
+    fill: list[str | None] = [None] * (len(seeds) - n)
     try:
-        result = train(spec, loaded, task.seed, task.hparams, options=task.options, on_event=_events(conn),
-                       checkpoint_path=task.checkpoint_path, track=track, state_path=task.state_path)
+        results = train_pack(spec, loaded, seeds, task.hparams, options=task.options, on_event=_events(conn),
+                             checkpoint_paths=[*(task.checkpoint_paths or [None] * n), *fill], track=track,
+                             state_paths=[*(task.state_paths or [None] * n), *fill], report=n)
     except KeyboardInterrupt:
         os._exit(INTERRUPTED_EXIT)  # the parent stores nothing for an interrupted run
     except MachineryError as exc:  # arena's failure, not the variant's: no result
         conn.send(("machinery", str(exc)))
         return
     changed = guard.tampered(before, guard.snapshot())
-    if changed:
-        result.status, result.error = "rejected", f"the variant patched {', '.join(changed[:3])} while training"
-    result.code_digest, result.stack_id = basis.code, basis.stack
-    conn.send(("result", result.to_dict()))
+    for result in results:
+        if changed:
+            result.status, result.error = "rejected", f"the variant patched {', '.join(changed[:3])} while training"
+        result.code_digest, result.stack_id = basis.code, basis.stack
+    conn.send(("results", [r.to_dict() for r in results]))
 
 
 def _events(conn: Connection) -> Callable[[dict[str, Any]], bool]:
@@ -177,9 +192,9 @@ def _check_basis(task: Task, here: Basis) -> None:
                      f"{here.info}); run the command again")
 
 
-def _refused(task: Task, spec: Spec, reason: str) -> RunResult:
+def _refused(task: Task, spec: Spec, seed: int, reason: str) -> RunResult:
     code, stack = (task.basis.code, task.basis.stack) if task.basis else ("", "")
-    return RunResult(variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec.hash, seed=task.seed,
+    return RunResult(variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec.hash, seed=seed,
                      hparams=dict(task.hparams), status="rejected", error=reason, code_digest=code, stack_id=stack)
 
 
@@ -228,14 +243,19 @@ class Worker:
         self.close()
 
     def run(self, task: Task, on_event: EventFn | None = None) -> RunResult:
-        """Run one task within ``task.options.timeout_s``; a timeout or a dead child is a result, not an error."""
+        """Run a one-seed task (``run_pack`` for a pack); a timeout or a dead child is a result, not an error."""
+        return self.run_pack(task, on_event)[0]
+
+    def run_pack(self, task: Task, on_event: EventFn | None = None) -> list[RunResult]:
+        """Run one task (one seed, or a pack of seeds trained together) within ``task.options.timeout_s``; one
+        result per seed. A timeout or a dead child is every seed's result, not an error. Events carry ``seed``."""
         timeout_s = task.options.timeout_s
         spec_hash = Spec.from_dict(task.spec).hash
         code, stack = (task.basis.code, task.basis.stack) if task.basis else ("", "")
-        partial = RunResult(
-            variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec_hash, seed=task.seed,
+        partials = {seed: RunResult(
+            variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec_hash, seed=seed,
             hparams=dict(task.hparams), code_digest=code, stack_id=stack,
-        )
+        ) for seed in task.seeds}
         conn = self._ensure(task.variant_sha)
         conn.send(task)
         t0 = time.monotonic()
@@ -245,16 +265,11 @@ class Worker:
             wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
             if importing_until is not None and time.monotonic() >= importing_until:
                 self.kill()
-                partial.status = "rejected"
-                partial.error = f"{task.variant_path}: timed out after {import_limit_s():.0f} s while importing"
-                partial.wall_s = time.monotonic() - t0
-                return partial
+                return self._all(partials, t0, "rejected",
+                                 f"{task.variant_path}: timed out after {import_limit_s():.0f} s while importing")
             if deadline is not None and time.monotonic() >= deadline:
                 self.kill()
-                partial.status = "timeout"
-                partial.error = f"timed out after {timeout_s:.0f} s (at step {partial.steps_done})"
-                partial.wall_s = time.monotonic() - t0
-                return partial
+                return self._all(partials, t0, "timeout", f"timed out after {timeout_s:.0f} s (at step {{step}})")
             try:
                 ready = conn.poll(wait)
                 msg = conn.recv() if ready else None
@@ -271,32 +286,42 @@ class Worker:
                 if on_event:
                     on_event(payload)
             elif kind == "event" and isinstance(payload, dict):
-                _track(partial, payload)
+                partial = partials.get(int(payload.get("seed", task.seed)))
+                if partial is not None:
+                    _track(partial, payload)
                 stop = on_event(payload) if on_event else None
                 if payload.get("type") == "eval":
                     conn.send(("ack", bool(stop)))
-            elif kind == "result" and isinstance(payload, dict):
-                return RunResult.from_dict(payload)
+            elif kind == "results" and isinstance(payload, list):
+                return [RunResult.from_dict(r) for r in payload]
             elif kind == "error":
                 raise ArenaError(str(payload))
             elif kind == "machinery":
-                raise MachineryFailure(f"{task.variant_name} seed {task.seed}: {payload}")
+                raise MachineryFailure(f"{task.variant_name} seed {', '.join(map(str, task.seeds))}: {payload}")
             else:  # the child died without a word: segfault, os._exit, the OOM killer
                 if self._proc is not None:
                     # The pipe closes a moment before the OS reaps the child; its exit code is None until then.
                     self._proc.join(timeout=10)
-                return self._died(partial, t0)
+                return self._died(partials, t0)
 
-    def _died(self, partial: RunResult, t0: float) -> RunResult:
-        """The result of a child that died without a word (segfault, os._exit, the OOM killer)."""
+    @staticmethod
+    def _all(partials: dict[int, RunResult], t0: float, status: Status, error: str) -> list[RunResult]:
+        """Every seed of the task ends with ``status``; ``{step}`` in ``error`` becomes the seed's last step."""
+        out = []
+        for partial in partials.values():
+            partial.status = status
+            partial.error = error.replace("{step}", str(partial.steps_done))
+            partial.wall_s = time.monotonic() - t0
+            out.append(partial)
+        return out
+
+    def _died(self, partials: dict[int, RunResult], t0: float) -> list[RunResult]:
+        """The results of a child that died without a word (segfault, os._exit, the OOM killer)."""
         code = self._proc.exitcode if self._proc is not None else None
         self.kill()
         if interrupted(code):  # Ctrl-C or a kill of the run: not the variant's failure, and not a result
             raise Interrupted(f"the run was interrupted ({_describe_exit(code)})")
-        partial.status = "crashed"
-        partial.error = _describe_exit(code)
-        partial.wall_s = time.monotonic() - t0
-        return partial
+        return self._all(partials, t0, "crashed", _describe_exit(code))
 
 
 def _track(partial: RunResult, event: dict[str, Any]) -> None:
@@ -323,14 +348,21 @@ def _describe_exit(code: int | None) -> str:
 
 
 def make_task(
-    spec: Spec, loaded: LoadedVariant, seed: int, hparams: Mapping[str, float] | None = None,
+    spec: Spec, loaded: LoadedVariant, seed: int | Sequence[int], hparams: Mapping[str, float] | None = None,
     options: RunOptions | None = None, checkpoint_path: str | None = None, basis: Basis | None = None,
 ) -> Task:
+    """A task for one seed (or, with a sequence, for the seeds of one pack)."""
+    seeds = (seed,) if isinstance(seed, int) else tuple(seed)
     return Task(
         spec=spec.to_dict(), variant_source=loaded.source, variant_path=loaded.path, variant_name=loaded.name,
-        variant_sha=loaded.sha256, seed=seed, hparams=dict(hparams or {}), options=options or RunOptions(),
-        checkpoint_path=checkpoint_path, basis=basis,
+        variant_sha=loaded.sha256, seeds=seeds, hparams=dict(hparams or {}), options=options or RunOptions(),
+        checkpoint_paths=(checkpoint_path,) if checkpoint_path else (), basis=basis,
     )
+
+
+def packs(seeds: Sequence[int], size: int) -> list[list[int]]:
+    """``seeds`` in order, in packs of ``size`` (the last one may be short: the worker fills it)."""
+    return [list(seeds[i : i + size]) for i in range(0, len(seeds), size)]
 
 
 def run_checked(
@@ -338,25 +370,30 @@ def run_checked(
     options: RunOptions, *, on_event: Callable[[int, dict[str, Any]], Any] | None = None,
     checkpoint_paths: Mapping[int, str] | None = None, policy: bool = True, basis: Basis | None = None,
 ) -> list[RunResult]:
-    """Train one variant on ``seeds`` in ``worker`` (one process for the variant), then check every ok run in a
-    clean process (``runner.verify``): the results as they are to be recorded, keyed on ``basis`` (default: the
-    basis the worker reports for ``options``)."""
+    """Train one variant on ``seeds`` in ``worker`` (one process for the variant; ``options.execution.pack`` seeds
+    at a time, as one packed model), then check every ok run in a clean process (``runner.verify``): the results
+    as they are to be recorded, keyed on ``basis`` (default: the basis the worker reports for ``options``)."""
     from arena.runner.provenance import basis_for
     from arena.runner.verify import verify
 
     with tempfile.TemporaryDirectory(prefix="arena-states-") as folder:
         results, states = [], []
-        for seed in seeds:
-            state = str(Path(folder) / f"seed{seed}.pt")
-            task = make_task(spec, loaded, seed, hparams, options, (checkpoint_paths or {}).get(seed),
-                             basis or basis_for(options, worker.env))
-            task = replace(task, state_path=state, policy=policy)
+        for pack in packs(list(seeds), options.execution.pack):
+            paths = [str(Path(folder) / f"seed{seed}.pt") for seed in pack]
+            task = make_task(spec, loaded, pack, hparams, options, None, basis or basis_for(options, worker.env))
+            task = replace(task, state_paths=tuple(paths), policy=policy,
+                           checkpoint_paths=tuple((checkpoint_paths or {}).get(seed) for seed in pack))
 
-            def forward(event: dict[str, Any], seed: int = seed) -> Any:
-                return on_event(seed, event) if on_event else None
+            def forward(event: dict[str, Any], pack: list[int] = pack) -> Any:
+                if on_event is None:
+                    return None
+                if "seed" not in event:  # a phase of the whole pack: every seed in it is in that phase
+                    for seed in pack[1:]:
+                        on_event(seed, event)
+                return on_event(int(event.get("seed", pack[0])), event)
 
-            results.append(worker.run(task, forward))
-            states.append(state)
+            results.extend(worker.run_pack(task, forward))
+            states.extend(paths)
         return verify(spec, loaded.source, loaded.path, results, states, options, policy=policy)
 
 

@@ -29,13 +29,13 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[RunOptions]:
     """Worker.run replaced by a recorder that returns an ok result (no child process, no training)."""
     tasks: list[RunOptions] = []
 
-    def fake_run(self: worker.Worker, task: worker.Task, on_event: Any = None) -> RunResult:
+    def fake_run(self: worker.Worker, task: worker.Task, on_event: Any = None) -> list[RunResult]:
         tasks.append(task.options)
-        return RunResult(variant=task.variant_name, variant_sha=task.variant_sha,
-                         spec_hash=Spec.from_dict(task.spec).hash, seed=task.seed, hparams=dict(task.hparams),
-                         status="ok", final_val_loss=2.0 + 0.01 * task.seed, val_curve=[(1, 2.0)])
+        return [RunResult(variant=task.variant_name, variant_sha=task.variant_sha,
+                          spec_hash=Spec.from_dict(task.spec).hash, seed=seed, hparams=dict(task.hparams),
+                          status="ok", final_val_loss=2.0 + 0.01 * seed, val_curve=[(1, 2.0)]) for seed in task.seeds]
 
-    monkeypatch.setattr(worker.Worker, "run", fake_run)
+    monkeypatch.setattr(worker.Worker, "run_pack", fake_run)
     monkeypatch.setattr(verify, "verify", lambda spec, source, path, results, *a, **k: list(results))
     return tasks
 

@@ -13,6 +13,7 @@ from arena.core.errors import ArenaError
 
 BACKENDS: tuple[str, ...] = ("auto", "kernel", "torch_chunk", "torch_recurrent")
 MODES: tuple[str, ...] = ("auto", "eager", "graph")
+ENGINES: tuple[str, ...] = ("local", "ray")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -24,10 +25,18 @@ class Execution:
       the next step while the GPU runs this one;
     * ``fused_adamw``: torch's single-kernel AdamW instead of the multi-tensor (foreach) one: the same update rule,
       a few kernels a step instead of dozens; floating-point results differ in the last bits.
+    * ``pack``: how many seeds of one entry train together as one horizontally fused model (``arena.model.pack``).
+      Each member computes its solo function, with other floating-point orders in places: every run of a pack of
+      K is keyed on K (part of its stack), on the CPU too, and a pack short of seeds is filled with copies.
     """
 
     pinned_batches: bool = True
     fused_adamw: bool = True
+    pack: int = 1
+
+    def __post_init__(self) -> None:
+        if self.pack < 1:
+            raise ArenaError(f"--pack must be at least 1 (seeds of one entry trained as one model), got {self.pack}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,9 @@ class RunOptions:
     workers: int = 1
     gpus: tuple[int, ...] = ()
     data_flag: str | None = None
+    engine: str = "local"  # local: worker processes here; ray: Ray tasks (arena.orchestration.engines)
+    ray_address: str | None = None  # the Ray cluster (None: a local Ray instance for the command)
+    gpu_share: float | None = None  # GPUs one Ray task asks for (None: 1 on CUDA, 0 on the CPU)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -61,6 +73,14 @@ class RunOptions:
             raise ArenaError(f"--workers must be at least 1, got {self.workers}")
         if any(g < 0 for g in self.gpus):
             raise ArenaError(f"--gpus must list non-negative GPU indices, got {list(self.gpus)}")
+        if self.engine not in ENGINES:
+            raise ArenaError(f"--engine must be one of {', '.join(ENGINES)}, not '{self.engine}'")
+        if self.engine != "ray" and (self.ray_address is not None or self.gpu_share is not None):
+            raise ArenaError(f"--{'ray-address' if self.ray_address is not None else 'gpu-share'} needs --engine ray")
+        if self.engine == "ray" and self.gpus:
+            raise ArenaError("--gpus is for --engine local; on Ray each task gets its GPUs from Ray (see --gpu-share)")
+        if self.gpu_share is not None and not self.gpu_share >= 0:
+            raise ArenaError(f"--gpu-share must be a non-negative number of GPUs, got {self.gpu_share:g}")
         # Combinations that can only fail inside the worker, after a progress bar and with a crashed run stored:
         if self.device == "cpu" and self.backend == "kernel":
             raise ArenaError("--backend kernel needs a CUDA device, not --device cpu; use --backend torch_chunk")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arena.core.spec import ModelDims
+from arena.model.fold import fold_heads
 
 
 def _rotary(x: torch.Tensor) -> torch.Tensor:
@@ -38,5 +39,7 @@ class CausalSelfAttention(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)  # 3×(B,H,T,Dh)
         q, k = _rotary(q), _rotary(k)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, Dh)
+        # Packed (under vmap): the K models' batches as one call (arena.model.fold); torch has no batching rule.
+        y = fold_heads(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v),
+                       (0, 0, 0), (0,))  # (B, H, T, Dh)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, d))  # (B, T, D)

@@ -44,20 +44,52 @@ class _MatmulGradEmbedding(torch.autograd.Function):
 
     Why: CUDA's embedding backward sums the rows of repeated tokens in a varying order; on an H100 one identical
     forward+backward of the phase2 model gave ``embed.weight`` gradients 2e-8 apart and nothing else (bench/results).
-    For char-level vocabularies the one-hot matrix is small (4,096 × 65 at phase2).
+    For char-level vocabularies the one-hot matrix is small (4,096 × 65 at phase2). In a packed model (under vmap)
+    the K lookups are one batched matmul each way (``_PackedEmbedding``).
     """
 
     @staticmethod
-    def forward(ctx: Any, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def forward(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.embedding(idx, weight)  # (B, T, D)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor], output: torch.Tensor) -> None:
+        idx, weight = inputs
         ctx.save_for_backward(idx)
         ctx.num_embeddings = weight.shape[0]
-        return F.embedding(idx, weight)  # (B, T, D)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         (idx,) = ctx.saved_tensors
         one_hot = F.one_hot(idx.reshape(-1), ctx.num_embeddings).to(grad.dtype)  # (B·T, V); no host sync on CUDA
         return None, one_hot.t() @ grad.reshape(-1, grad.shape[-1])  # (V, D)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, int | None], idx: torch.Tensor,
+             weight: torch.Tensor) -> tuple[torch.Tensor, int]:
+        k = info.batch_size
+        idx = idx.movedim(in_dims[0], 0) if in_dims[0] is not None else idx.expand(k, *idx.shape)  # (K, B, T)
+        weight = weight.movedim(in_dims[1], 0) if in_dims[1] is not None else weight.expand(k, *weight.shape)
+        return _PackedEmbedding.apply(idx, weight), 0  # (K, B, T, D)
+
+
+class _PackedEmbedding(torch.autograd.Function):
+    """K lookups ``weight[k][idx[k]]`` (K, B, T) × (K, V, D) → (K, B, T, D); weight gradient one_hot ᵀ @ grad per k."""
+
+    @staticmethod
+    def forward(ctx: Any, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx)
+        ctx.num_embeddings = weight.shape[1]
+        k, v = weight.shape[:2]
+        offset = torch.arange(k, device=idx.device).view(k, *([1] * (idx.dim() - 1))) * v  # (K, 1, 1)
+        return F.embedding(idx + offset, weight.reshape(k * v, -1))  # (K, B, T, D)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        (idx,) = ctx.saved_tensors
+        k = idx.shape[0]
+        one_hot = F.one_hot(idx.reshape(k, -1), ctx.num_embeddings).to(grad.dtype)  # (K, B·T, V)
+        return None, one_hot.transpose(1, 2) @ grad.reshape(k, -1, grad.shape[-1])  # (K, V, D)
 
 
 def embed_tokens(idx: torch.Tensor, weight: torch.Tensor, fixed_order: bool) -> torch.Tensor:
@@ -121,6 +153,8 @@ class Block(nn.Module):
             for lin in (up, down):
                 nn.init.normal_(lin.weight, std=0.02)
             self.ffn = nn.Sequential(up, nn.GELU(), down)
+        # A packed model (arena.model.pack) sets this to call a fusion that cannot run under vmap once per member.
+        self.packed_fusion: Callable[..., torch.Tensor] | None = None
         self.record = False  # when True, forward stores pathway output norms and amplitudes for diagnostics
         self.last_norms: dict[str, float] = {}
         self.last_amplitude: dict[str, float | None] = {}
@@ -132,7 +166,8 @@ class Block(nn.Module):
             (y,) = outs.values()  # (B, T, D): a baseline's one mixer
         else:
             # By name: a variant that lists its mixers in the other order cannot swap the pathways.
-            y = self.fusion(rwkv=outs["rwkv6"], mamba=outs["mamba2"], x=h)  # (B, T, D)
+            fuse = self.fusion if self.packed_fusion is None else self.packed_fusion
+            y = fuse(rwkv=outs["rwkv6"], mamba=outs["mamba2"], x=h)  # (B, T, D)
         if self.record:
             self.last_norms = {n: float(o.detach().float().pow(2).mean().sqrt()) for n, o in outs.items()}
             if self.fusion is not None:

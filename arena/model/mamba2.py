@@ -16,6 +16,7 @@ from torch import nn
 
 from arena.core.spec import ModelDims
 from arena.model import backend as _backend
+from arena.model.fold import fold_heads
 from arena.model.ssd import ssd, ssd_backend
 
 __all__ = ["GatedRMSNorm", "Mamba2Mixer"]
@@ -94,7 +95,11 @@ class Mamba2Mixer(nn.Module):
                 self.conv_backend_used = "causal_conv1d"
                 # Channel-first contiguous: the channel-last layout the kernel also takes needs C % 8 == 0 and a
                 # row stride % 8 == 0, which a slice of in_proj's output does not have at our small sizes.
-                out = conv_fn(xBC.transpose(1, 2).contiguous(), weight, self.conv1d.bias, activation="silu")
+                def call(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+                    return conv_fn(x, w, b, activation="silu")  # (B, C, T)
+
+                # Packed (under vmap): the K models' channels as one depthwise call (arena.model.fold).
+                out = fold_heads(call, (xBC.transpose(1, 2).contiguous(), weight, self.conv1d.bias), (1, 0, 0), (1,))
                 return out.transpose(1, 2)  # (B, T, C)
         self.conv_backend_used = "torch"
         # padding = W-1 on both sides; keeping the first T outputs makes position t see only t-W+1..t.

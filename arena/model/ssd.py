@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from arena.model import backend as _backend
+from arena.model.fold import fold_heads
 
 __all__ = ["ssd", "ssd_backend", "ssd_chunk_ref", "ssd_recurrent_ref"]
 
@@ -206,15 +207,18 @@ def ssd(
     Returns ``(y [b,l,h,p] in x.dtype, backend used)``.
     """
     used = ssd_backend(backend, x)
-    if used == "kernel":
-        kernel = _backend.mamba_chunk_scan_combined()
-        y = kernel(
-            x, dt_raw, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True, dt_limit=dt_limit
-        )  # (b, l, h, p)
-        return y, used
-    dt = _discretize_dt(dt_raw, dt_bias, dt_limit)  # (b, l, h)
-    if used == "torch_recurrent":
-        y, _ = ssd_recurrent_ref(x, dt, A, B, C, D)
-    else:
-        y, _ = ssd_chunk_ref(x, dt, A, B, C, D, chunk_size=chunk_size)
+
+    def call(x: torch.Tensor, dt_raw: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+             D: torch.Tensor | None, dt_bias: torch.Tensor) -> torch.Tensor:
+        if used == "kernel":
+            kernel = _backend.mamba_chunk_scan_combined()
+            return kernel(x, dt_raw, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True,
+                          dt_limit=dt_limit)  # (b, l, h, p)
+        dt = _discretize_dt(dt_raw, dt_bias, dt_limit)  # (b, l, h)
+        if used == "torch_recurrent":
+            return ssd_recurrent_ref(x, dt, A, B, C, D)[0]
+        return ssd_chunk_ref(x, dt, A, B, C, D, chunk_size=chunk_size)[0]
+
+    # In a packed model (under vmap) the K models' heads and groups run as one call (arena.model.fold).
+    y = fold_heads(call, (x, dt_raw, A, B, C, D, dt_bias), (2, 2, 0, 2, 2, 0, 0), (2,))  # (b, l, h, p)
     return y, used

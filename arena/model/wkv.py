@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from arena.model import backend as _backend
+from arena.model.fold import fold_heads
 
 __all__ = ["wkv6", "wkv6_chunk_ref", "wkv6_recurrent_ref"]
 
@@ -158,10 +159,14 @@ def wkv6(
     """
     kernel: Any = _backend.fla_chunk_rwkv6() if r.is_cuda or backend == "kernel" else "not a CUDA tensor"
     used = _backend.resolve(backend, r, kernel)
-    if used == "kernel":
-        o, _ = kernel(r, k, v, w, u, scale=1.0)
-    elif used == "torch_recurrent":
-        o, _ = wkv6_recurrent_ref(r, k, v, w, u)
-    else:
-        o, _ = wkv6_chunk_ref(r, k, v, w, u, chunk_size=CPU_CHUNK)
+
+    def call(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if used == "kernel":
+            return kernel(r, k, v, w, u, scale=1.0)[0]
+        if used == "torch_recurrent":
+            return wkv6_recurrent_ref(r, k, v, w, u)[0]
+        return wkv6_chunk_ref(r, k, v, w, u, chunk_size=CPU_CHUNK)[0]
+
+    # In a packed model (under vmap) the K models' heads run as one call of K·H heads (arena.model.fold).
+    o = fold_heads(call, (r, k, v, w, u), (2, 2, 2, 2, 0), (2,))  # [B,T,H,V]
     return o, used

@@ -1,0 +1,92 @@
+"""Sequence operators under ``torch.func.vmap``: the pack dimension folded into the heads.
+
+A packed run (``arena.model.pack``) trains K seeds of one variant as one model: its forward runs under
+``vmap`` over stacked parameters, so every tensor carries a hidden leading K. Plain torch ops batch by
+themselves, but the Triton kernels (FLA's ``chunk_rwkv6``, mamba-ssm's ``mamba_chunk_scan_combined``) cannot
+run under ``vmap``. Their heads are independent, though, so K models of H heads are one call with K·H heads:
+``r [B,T,H,K]`` of K models is ``[B,T,K·H,K]``, the bonus ``u [H,K]`` is ``[K·H,K]``, Mamba's ``A``, ``D`` and
+``dt_bias`` ``[H]`` are ``[K·H]`` and its groups ``[B,T,G,N]`` are ``[B,T,K·G,N]`` (head k·H+h reads group
+k·G + h·G/H, the group of head h in model k). Each head computes what it computes alone; only the launch is shared.
+
+``fold_heads(fn, args, head_dims)`` calls ``fn`` on such folded arguments when any of them is batched, and
+unfolds its outputs; outside ``vmap`` it is ``fn(*args)``. The fold runs at the level below ``vmap`` on the
+physical tensors, so ordinary autograd records the kernel's own backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch._C._functorch import is_batchedtensor
+
+__all__ = ["fold_heads", "is_batched"]
+
+
+def is_batched(*tensors: torch.Tensor | None) -> bool:
+    """Whether any tensor is a vmap-batched one (the forward runs inside a packed model)."""
+    return any(t is not None and is_batchedtensor(t) for t in tensors)
+
+
+def _fold(t: torch.Tensor, bdim: int | None, head_dim: int | None, k: int) -> torch.Tensor:
+    """Physical ``t`` (pack dim at ``bdim``) → the same tensor with the pack merged into ``head_dim`` (an index
+    into the logical shape); an unbatched argument is repeated for every pack member."""
+    if head_dim is None:
+        if bdim is not None:
+            raise ValueError("an argument without a head dimension must be the same for every pack member")
+        return t
+    t = t.unsqueeze(0).expand(k, *t.shape) if bdim is None else t.movedim(bdim, 0)  # (K, *logical)
+    h = head_dim % (t.dim() - 1)
+    t = t.movedim(0, h)  # (..., K, H, ...): the pack just before the heads
+    return t.flatten(h, h + 1)  # (..., K·H, ...)
+
+
+def _unfold(t: torch.Tensor, head_dim: int, k: int) -> torch.Tensor:
+    """A folded output ``(..., K·H, ...)`` → ``(K, ..., H, ...)`` (pack dim 0)."""
+    h = head_dim % t.dim()
+    return t.unflatten(h, (k, t.shape[h] // k)).movedim(h, 0)
+
+
+class _Folded(torch.autograd.Function):
+    """Only its ``vmap`` rule is used: it folds, calls ``fn`` on plain tensors and unfolds."""
+
+    @staticmethod
+    def forward(fn: Callable[..., Any], in_heads: tuple[int | None, ...], out_heads: tuple[int, ...],
+                *args: Any) -> Any:
+        return fn(*args)  # never reached with autograd: fold_heads calls fn directly outside vmap
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:  # pragma: no cover - the fold runs under vmap only
+        raise RuntimeError("fold_heads is differentiated through the folded call, not through _Folded")
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], fn: Callable[..., Any], in_heads: tuple[int | None, ...],
+             out_heads: tuple[int, ...], *args: Any) -> tuple[Any, Any]:
+        k = info.batch_size
+        arg_dims = in_dims[3:]
+        folded = [a if not isinstance(a, torch.Tensor) else _fold(a, d, h, k)
+                  for a, d, h in zip(args, arg_dims, in_heads, strict=True)]
+        out = fn(*folded)
+        outs = out if isinstance(out, tuple) else (out,)
+        unfolded = tuple(_unfold(o, h, k) for o, h in zip(outs, out_heads, strict=True))
+        if isinstance(out, tuple):
+            return unfolded, tuple(0 for _ in unfolded)
+        return unfolded[0], 0
+
+
+def fold_heads(fn: Callable[..., Any], args: Sequence[Any], in_heads: Sequence[int | None],
+               out_heads: Sequence[int]) -> Any:
+    """``fn(*args)``; under ``vmap``, one call of ``fn`` with the pack folded into each argument's head dimension.
+
+    ``in_heads[i]``: the head dimension of ``args[i]`` in its logical (per-model) shape, or None for a
+    non-tensor argument; ``out_heads[j]``: the head dimension of output j. Outputs keep their logical shapes.
+    """
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not is_batched(*tensors):
+        return fn(*args)
+    return _Folded.apply(fn, tuple(in_heads), tuple(out_heads), *args)

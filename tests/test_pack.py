@@ -1,0 +1,213 @@
+"""Packed training (arena.model.pack): K seeds of one variant as one horizontally fused model.
+
+Each member must compute its solo model's function: the same logits and gradients on its own batch, the same
+training run within fp32 tolerance, isolated from the other members' divergence; the causality check still sees
+a leak inside a pack; a pack short of seeds is filled and reports only its real seeds; the worker trains packs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from arena.core.options import Execution, RunOptions
+from arena.core.spec import PRESETS
+from arena.model.fold import fold_heads
+from arena.model.lm import build_model
+from arena.model.pack import PackedLM
+from arena.runner import causality
+from arena.runner.evaluate import loss_of, member_losses
+from arena.runner.loader import builtin, load_source
+from arena.runner.optim import clip_per_member
+from arena.runner.provenance import local_stack
+from arena.runner.train import train, train_pack
+from arena.runner.worker import Worker, packs, run_checked
+
+SMOKE = PRESETS["smoke"]
+FP32 = {"atol": 2e-6, "rtol": 1e-5}
+
+
+def _members(name: str, seeds: list[int]) -> list[torch.nn.Module]:
+    v = builtin(name).variant
+    return [build_model(SMOKE.dims, v, None, seed=s, backend="torch_chunk") for s in seeds]
+
+
+# -- the fold --------------------------------------------------------------------------------------------------------
+class _Opaque(torch.autograd.Function):
+    """A stand-in for a Triton kernel: an old-style Function torch cannot vmap. r (B, T, H, D), u (H, D)."""
+
+    @staticmethod
+    def forward(ctx, r, u):  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(r, u)
+        return (r * u).cumsum(1)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        r, u = ctx.saved_tensors
+        rev = g.flip(1).cumsum(1).flip(1)
+        return rev * u, (rev * r).sum((0, 1))
+
+
+def test_fold_heads_runs_an_unvmappable_kernel_once_with_k_times_the_heads() -> None:
+    k, b, t, h, d = 3, 2, 5, 4, 6
+    r = torch.randn(k, b, t, h, d, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(k, h, d, dtype=torch.float64, requires_grad=True)
+    calls: list[tuple[int, ...]] = []
+
+    def kernel(r: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(r.shape))
+        return _Opaque.apply(r, u)
+
+    out = torch.func.vmap(lambda r, u: fold_heads(kernel, (r, u), (2, 0), (2,)))(r, u)
+    assert calls == [(b, t, k * h, d)]  # one call, the pack folded into the heads
+    out.square().sum().backward()
+    for i in range(k):
+        ri, ui = r[i].detach().requires_grad_(), u[i].detach().requires_grad_()
+        solo = _Opaque.apply(ri, ui)
+        solo.square().sum().backward()
+        torch.testing.assert_close(out[i], solo)
+        torch.testing.assert_close(r.grad[i], ri.grad)
+        torch.testing.assert_close(u.grad[i], ui.grad)
+
+
+# -- the packed model ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["gf", "hy", "cp", "gru_arbiter", "mamba2_only", "rwkv6_only", "gpt"])
+def test_each_member_computes_its_solo_models_logits_and_gradients(name: str) -> None:
+    seeds = [0, 1, 2]
+    pack = PackedLM(_members(name, seeds))
+    solo = _members(name, seeds)
+    x = torch.randint(0, SMOKE.dims.vocab_size, (3, 2, 24))  # (K, B, T): every member its own batch
+    _, logits = pack.embed_forward(x)
+    member_losses(logits, x).sum().backward()
+    for i, model in enumerate(solo):
+        ref = model(x[i])
+        loss_of(ref, x[i]).backward()
+        torch.testing.assert_close(logits[i], ref, **FP32)
+        for n, p in model.named_parameters():
+            torch.testing.assert_close(pack.params[n].grad[i], p.grad, **FP32, msg=f"{name} {n}")
+    if name == "gru_arbiter":  # nn.GRU has no batching rule: the fusion runs once per member instead
+        assert pack.looped == list(range(SMOKE.dims.n_layer))
+    elif name in ("gf", "hy", "cp"):
+        assert pack.looped == []
+
+
+def test_member_losses_are_each_members_mean_over_its_own_targets() -> None:
+    logits = torch.randn(3, 2, 5, 7)
+    y = torch.randint(0, 7, (3, 2, 5))
+    y[1, 0, :3] = -100  # member 1 has fewer targets
+    got = member_losses(logits, y)
+    for i in range(3):
+        torch.testing.assert_close(got[i], loss_of(logits[i], y[i]))
+
+
+def test_clipping_is_per_member_as_clip_grad_norm_is_for_a_solo_model() -> None:
+    stacked = [torch.zeros(3, 4, 5, requires_grad=True), torch.zeros(3, 6, requires_grad=True)]
+    grads = [torch.randn(3, 4, 5) * torch.tensor([0.01, 10.0, 100.0]).view(3, 1, 1), torch.randn(3, 6)]
+    for p, g in zip(stacked, grads, strict=True):
+        p.grad = g.clone()
+    clip_per_member(stacked, 1.0)
+    for i in range(3):
+        solo = [torch.zeros(4, 5, requires_grad=True), torch.zeros(6, requires_grad=True)]
+        for p, g in zip(solo, grads, strict=True):
+            p.grad = g[i].clone()
+        torch.nn.utils.clip_grad_norm_(solo, 1.0, foreach=True)
+        for p, q in zip(stacked, solo, strict=True):
+            torch.testing.assert_close(p.grad[i], q.grad)
+
+
+def test_a_diverging_member_leaves_the_others_untouched() -> None:
+    seeds = [0, 1]
+    pack = PackedLM(_members("gf", seeds))
+    with torch.no_grad():
+        pack.params["blocks.0.ffn.0.weight"][1].fill_(float("nan"))  # member 1 is broken
+    x = torch.randint(0, SMOKE.dims.vocab_size, (2, 2, 16))
+    _, logits = pack.embed_forward(x)
+    losses = member_losses(logits, x)
+    losses.sum().backward()
+    clip_per_member(list(pack.parameters()), 1.0)
+    assert not math.isfinite(float(losses[1])) and math.isfinite(float(losses[0]))
+    solo = _members("gf", [0])[0]
+    loss_of(solo(x[0]), x[0]).backward()
+    torch.nn.utils.clip_grad_norm_(list(solo.parameters()), 1.0, foreach=True)
+    for n, p in solo.named_parameters():
+        assert torch.isfinite(pack.params[n].grad[0]).all(), n
+        torch.testing.assert_close(pack.params[n].grad[0], p.grad, **FP32)
+
+
+NON_CAUSAL = '''"""peek: looks at the future."""
+
+import torch
+
+from arena.api import GatedFusion, Variant, gate_init, lr_mult
+
+
+class Peek(GatedFusion):
+    def forward(self, rwkv, mamba, x):
+        return super().forward(rwkv, mamba, x) + torch.flip(mamba, dims=[1])  # (B, T, D)
+
+
+VARIANT = Variant(name="peek", kind="fusion", summary="peeks ahead", fusion=Peek,
+                  hparams={"gate_init": gate_init(), "lr_mult": lr_mult()}, match_params=False)
+'''
+
+
+def test_the_gradient_check_sees_a_leak_inside_a_pack() -> None:
+    peek = load_source(NON_CAUSAL, "peek.py").variant
+    pack = PackedLM([build_model(SMOKE.dims, peek, None, seed=s, backend="torch_chunk") for s in (0, 1)])
+    x = torch.randint(0, SMOKE.dims.vocab_size, (2, 2, 16))
+    emb, logits = pack.embed_forward(x)
+    assert causality.gradient_leak(emb, logits, 5).leaks
+    honest = PackedLM(_members("gf", [0, 1]))
+    emb, logits = honest.embed_forward(x)
+    assert not causality.gradient_leak(emb, logits, 5).leaks
+
+
+# -- training ---------------------------------------------------------------------------------------------------------
+CPU = RunOptions(device="cpu")
+
+
+def test_k_packed_seeds_train_as_k_solo_runs_within_fp32_tolerance(tiny_spec) -> None:  # type: ignore[no-untyped-def]
+    gf = builtin("gf")
+    packed = train_pack(tiny_spec, gf, [0, 1, 2], options=RunOptions(device="cpu", execution=Execution(pack=3)))
+    for r in packed:
+        solo = train(tiny_spec, gf, r.seed, options=CPU)
+        assert r.status == solo.status == "ok", (r.error, solo.error)
+        assert r.env["pack"]["size"] == 3
+        assert abs(r.final_val_loss - solo.final_val_loss) < 1e-5
+        assert [s for s, _ in r.train_curve] == [s for s, _ in solo.train_curve]
+        for (_, a), (_, b) in zip(r.train_curve, solo.train_curve, strict=True):
+            assert abs(a - b) < 1e-5
+        for (_, a), (_, b) in zip(r.val_curve, solo.val_curve, strict=True):
+            assert abs(a - b) < 1e-5
+        assert len(r.diagnostics) == len(solo.diagnostics)
+        assert r.diagnostics[-1]["gates"][0]["mean"] == pytest.approx(solo.diagnostics[-1]["gates"][0]["mean"],
+                                                                     abs=1e-5)
+
+
+def test_a_short_pack_is_filled_and_reports_only_its_seeds(tiny_spec) -> None:  # type: ignore[no-untyped-def]
+    options = RunOptions(device="cpu", execution=Execution(pack=3))
+    full = train_pack(tiny_spec, builtin("gf"), [4, 5, 4], options=options)
+    short = train_pack(tiny_spec, builtin("gf"), [4, 5, 4], options=options, report=2)
+    assert [r.seed for r in short] == [4, 5]
+    assert [r.final_val_loss for r in short] == [r.final_val_loss for r in full[:2]]  # bit for bit on the CPU
+
+
+def test_pack_size_is_part_of_the_stack() -> None:
+    assert "pack" not in local_stack(CPU)
+    assert local_stack(RunOptions(device="cpu", execution=Execution(pack=4)))["pack"] == 4
+    assert packs([0, 1, 2, 3, 4], 2) == [[0, 1], [2, 3], [4]]
+
+
+def test_a_worker_trains_seeds_in_packs_and_checks_each_run(tiny_spec, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    options = RunOptions(device="cpu", execution=Execution(pack=2), timeout_s=300)
+    seen: list[tuple[int, str]] = []
+    with Worker(threads=1) as worker:
+        results = run_checked(worker, tiny_spec, builtin("gf"), [0, 1, 2], None, options,
+                              on_event=lambda seed, e: seen.append((seed, e["type"])))
+    assert [r.seed for r in results] == [0, 1, 2]
+    assert all(r.status == "ok" and r.env.get("verified") for r in results), [r.error for r in results]
+    assert {r.env["pack"]["size"] for r in results} == {2}
+    assert {seed for seed, kind in seen if kind == "eval"} == {0, 1, 2}  # the ballast of the last pack sends nothing

@@ -45,6 +45,7 @@ from arena.runner.provenance import local_basis
 
 EventFn = Callable[[dict[str, Any]], bool | None]
 REPORT_EVERY = 10  # steps between host syncs for progress and divergence checks
+WARM_STEPS = 3
 CHECKED_STEPS = 3  # eager training steps whose forward is checked for causality (chosen from the OS's entropy)
 
 
@@ -186,7 +187,9 @@ class _Run:
         self.on_event, self.results = on_event, results
         self.active = [True] * self.k  # False once a member diverged or was pruned: its results are final
         self.autocast = spec.precision == "bf16"
-        self.n_warm = min(max(3, spec.steps // 20), spec.steps)  # excluded from steady-state throughput
+        # Eager steps before the graph is captured (cuBLAS, autotuning and the allocator settle in them); excluded
+        # from the steady-state throughput. Three suffice: the step's shapes never change.
+        self.n_warm = min(WARM_STEPS, spec.steps)
         # The gradient check runs on the real forward of a few eager steps the variant cannot predict (a graph
         # replay runs no Python of the variant: its behaviour is the captured one).
         eager = self.n_warm if self.graph else spec.steps

@@ -73,6 +73,22 @@ def test_fold_heads_runs_an_unvmappable_kernel_once_with_k_times_the_heads() -> 
         torch.testing.assert_close(u.grad[i], ui.grad)
 
 
+def test_the_fixed_order_embedding_runs_per_member_under_vmap() -> None:
+    from arena.model.lm import _MatmulGradEmbedding
+
+    idx = torch.randint(0, 7, (3, 4, 64))  # (K, B, T): 256 rows a member, the reduction split in two
+    w = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
+    out = torch.func.vmap(_MatmulGradEmbedding.apply)(idx, w)  # (K, B, T, D)
+    weights = torch.randn(out.shape, dtype=torch.float64)
+    (out * weights).sum().backward()
+    for i in range(3):
+        wi = w[i].detach().requires_grad_()
+        solo = _MatmulGradEmbedding.apply(idx[i], wi)
+        (solo * weights[i]).sum().backward()
+        assert torch.equal(out[i], solo)
+        torch.testing.assert_close(w.grad[i], wi.grad)
+
+
 # -- the packed model ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["gf", "hy", "cp", "gru_arbiter", "mamba2_only", "rwkv6_only", "gpt"])
 def test_each_member_computes_its_solo_models_logits_and_gradients(name: str) -> None:

@@ -349,7 +349,8 @@ def test_layer_matches_fla_layer(fla_layer_on_cpu: Any, T: int) -> None:
 @pytest.mark.parametrize("n_rows", [4096, 256, 100])
 def test_slot_mix_gradient_split_is_the_einsum(n_rows: int) -> None:
     """The CUDA slot mix (weight gradient over row chunks) equals the einsum it replaces, values and gradients."""
-    from arena.model.rwkv6 import _SlotMix, _weight_grad_chunks
+    from arena.model.fold import split_rows
+    from arena.model.rwkv6 import _SlotMix
 
     g = torch.Generator().manual_seed(n_rows)
     z = torch.randn(n_rows, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)  # [N,S,R]
@@ -362,5 +363,5 @@ def test_slot_mix_gradient_split_is_the_einsum(n_rows: int) -> None:
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     torch.testing.assert_close(gz, ref_gz, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(gw, ref_gw, rtol=1e-12, atol=1e-12)
-    assert _weight_grad_chunks(n_rows) == {4096: 16, 256: 2, 100: 1}[n_rows]
+    assert split_rows(n_rows) == {4096: 16, 256: 2, 100: 1}[n_rows]
     assert torch.autograd.gradcheck(_SlotMix.apply, (z[:6].detach().requires_grad_(), w))

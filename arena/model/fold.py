@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch._C._functorch import is_batchedtensor
 
-__all__ = ["fold_heads", "is_batched"]
+__all__ = ["fold_heads", "is_batched", "on_pack", "split_rows"]
 
 
 def is_batched(*tensors: torch.Tensor | None) -> bool:
@@ -90,3 +90,45 @@ def fold_heads(fn: Callable[..., Any], args: Sequence[Any], in_heads: Sequence[i
     if not is_batched(*tensors):
         return fn(*args)
     return _Folded.apply(fn, tuple(in_heads), tuple(out_heads), *args)
+
+
+class _OnPack(torch.autograd.Function):
+    """Only its ``vmap`` rule is used: every tensor argument with the pack moved to dim 0 (an unbatched one
+    repeated), then ``fn`` on those physical tensors, whose output carries the pack at dim 0."""
+
+    @staticmethod
+    def forward(fn: Callable[..., torch.Tensor], *args: Any) -> Any:  # pragma: no cover - vmap only
+        raise RuntimeError("on_pack runs under vmap only")
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:  # pragma: no cover - vmap only
+        raise RuntimeError("on_pack is differentiated through fn")
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], fn: Callable[..., torch.Tensor],
+             *args: Any) -> tuple[torch.Tensor, int]:
+        k = info.batch_size
+        phys = [a if not isinstance(a, torch.Tensor) else
+                (a.movedim(d, 0) if d is not None else a.expand(k, *a.shape)) for a, d in zip(args, in_dims[1:],
+                                                                                              strict=True)]
+        return fn(*phys), 0
+
+
+def on_pack(fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+    """Under vmap: ``fn`` called once on the physical tensors, every one with the pack at dim 0 — (K, *shape) — and
+    returning (K, *out_shape). For operations whose batched form autograd would compute badly (see
+    ``split_rows``). Outside vmap it is an error: call the plain operation there."""
+    out: torch.Tensor = _OnPack.apply(fn, *args)
+    return out
+
+
+def split_rows(n_rows: int) -> int:
+    """How many row chunks a long reduction is split into (each at least 128 rows): the weight gradient of a map
+    applied to N = B·T rows is a GEMM with a tiny output and an N-long reduction, which cuBLAS runs on a handful of
+    SMs, batched over a pack even worse (a [K, 128, 4096] × [K, 4096, 128] bmm took 141 µs on an H200; bench/results).
+    Chunks give it parallelism; a small sum follows. The reduction order changes, not the math."""
+    return next((c for c in (16, 8, 4, 2) if n_rows % c == 0 and n_rows // c >= 128), 1)

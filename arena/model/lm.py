@@ -25,6 +25,7 @@ from arena.core.spec import ModelDims
 from arena.core.variant import MIXERS, Fusion, Variant
 from arena.model.attribution import amplitude
 from arena.model.backend import deterministic
+from arena.model.fold import split_rows
 
 PARTS = ("embed", "rwkv6", "mamba2", "attention", "fusion", "ffn", "norm")
 _PART_RE = re.compile(r"blocks\.\d+\.(?:mixers\.(rwkv6|mamba2|attention)|(fusion|ffn))\.")
@@ -87,9 +88,11 @@ class _PackedEmbedding(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         (idx,) = ctx.saved_tensors
-        k = idx.shape[0]
-        one_hot = F.one_hot(idx.reshape(k, -1), ctx.num_embeddings).to(grad.dtype)  # (K, B·T, V)
-        return None, one_hot.transpose(1, 2) @ grad.reshape(k, -1, grad.shape[-1])  # (K, V, D)
+        k, n, d = idx.shape[0], idx[0].numel(), grad.shape[-1]
+        c = split_rows(n)  # the B·T-long reduction in chunks (arena.model.fold.split_rows)
+        one_hot = F.one_hot(idx.reshape(k * c, n // c), ctx.num_embeddings).to(grad.dtype)  # (K·c, B·T/c, V)
+        parts = one_hot.transpose(1, 2) @ grad.reshape(k * c, n // c, d)  # (K·c, V, D)
+        return None, parts.view(k, c, -1, d).sum(1)  # (K, V, D)
 
 
 def embed_tokens(idx: torch.Tensor, weight: torch.Tensor, fixed_order: bool) -> torch.Tensor:

@@ -26,16 +26,12 @@ from torch import nn
 
 from arena.core.errors import ArenaError
 from arena.core.spec import ModelDims
+from arena.model.fold import is_batched, on_pack, split_rows
 from arena.model.wkv import wkv6
 
 __all__ = ["RWKV6TimeMix"]
 
 _SLOTS = ("r", "w", "k", "v", "g")  # FLA's order of the 5 data-dependent mixes (RWKV-LM uses w,k,v,r,g)
-
-
-def _weight_grad_chunks(n_rows: int) -> int:
-    """How many row chunks the slot-mix weight gradient is split into (each at least 128 rows)."""
-    return next((c for c in (16, 8, 4, 2) if n_rows % c == 0 and n_rows // c >= 128), 1)
 
 
 class _SlotMix(torch.autograd.Function):
@@ -59,14 +55,39 @@ class _SlotMix(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z, w = ctx.saved_tensors  # type: ignore[attr-defined]  # [N,S,R], [D,S,R]
         N, S, R = z.shape
-        c = _weight_grad_chunks(N)
+        c = split_rows(N)
         gz = torch.einsum("bnd,dnr->bnr", g, w.to(g.dtype))  # [N,S,R]
         gw = torch.einsum("cbnd,cbnr->cdnr", g.reshape(c, N // c, S, -1), z.to(g.dtype).reshape(c, N // c, S, R))
         return gz, gw.sum(0).to(w.dtype)  # [N,S,R], [D,S,R]
 
 
+class _PackedSlotMix(torch.autograd.Function):
+    """``_SlotMix`` for every member of a pack at once: z [K,N,S,R], w [K,D,S,R] → [K,N,S,D], the weight gradient's
+    rows split the same way (``split_rows``)."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx: torch.autograd.function.FunctionCtx, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z, w)
+        return torch.einsum("kbnr,kdnr->kbnd", z, w)  # [K,N,S,D]
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z, w = ctx.saved_tensors  # type: ignore[attr-defined]  # [K,N,S,R], [K,D,S,R]
+        K, N, S, R = z.shape
+        c = split_rows(N)
+        gz = torch.einsum("kbnd,kdnr->kbnr", g, w.to(g.dtype))  # [K,N,S,R]
+        gw = torch.einsum("kcbnd,kcbnr->kcdnr", g.reshape(K, c, N // c, S, -1),
+                          z.to(g.dtype).reshape(K, c, N // c, S, R))
+        return gz, gw.sum(1).to(w.dtype)  # [K,N,S,R], [K,D,S,R]
+
+
 def slot_mix(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``einsum('bnr,dnr->bnd', z [N,S,R], w [D,S,R]) -> [N,S,D]``; on CUDA through ``_SlotMix``."""
+    """``einsum('bnr,dnr->bnd', z [N,S,R], w [D,S,R]) -> [N,S,D]``; on CUDA through ``_SlotMix``; in a pack (under
+    vmap) through ``_PackedSlotMix``."""
+    if is_batched(z, w):
+        return on_pack(_PackedSlotMix.apply, z, w)
     if z.is_cuda:
         out: torch.Tensor = _SlotMix.apply(z, w)
         return out

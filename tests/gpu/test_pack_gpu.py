@@ -1,0 +1,88 @@
+"""Packed training on CUDA with the kernels: each member against its solo model, and several CUDA graphs per process.
+
+Skipped without CUDA or the kernel packages; results in bench/results/.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from arena.core.options import Execution, RunOptions
+from arena.core.spec import PRESETS
+from arena.model import backend
+from arena.model.lm import build_model
+from arena.model.pack import PackedLM
+from arena.runner.evaluate import loss_of, member_losses
+from arena.runner.loader import builtin
+from arena.runner.train import _Run, placement, train, train_pack
+
+pytestmark = pytest.mark.gpu
+
+PHASE2 = PRESETS["phase2"]
+SHORT = PHASE2.derive(steps=60, warmup_steps=10, eval_every=30)
+
+
+def _need_kernels() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    for name, kernel in (("fla", backend.fla_chunk_rwkv6()), ("mamba_ssm", backend.mamba_chunk_scan_combined())):
+        if isinstance(kernel, str):
+            pytest.skip(f"{name} does not import: {kernel}")
+
+
+@pytest.mark.parametrize("name", ["gf", "hy", "gru_arbiter", "gpt"])
+def test_packed_members_match_their_solo_models_with_the_kernels(name: str) -> None:
+    _need_kernels()
+    backend.prepare_cuda()
+    v = builtin(name).variant
+    members = [build_model(PHASE2.dims, v, None, seed=s).cuda() for s in range(3)]
+    solo = [build_model(PHASE2.dims, v, None, seed=s).cuda() for s in range(3)]
+    pack = PackedLM(members)
+    x = torch.randint(0, PHASE2.dims.vocab_size, (3, 8, 64), device="cuda")
+    _, logits = pack.embed_forward(x)
+    member_losses(logits, x).sum().backward()
+    for i, m in enumerate(solo):
+        ref = m(x[i])
+        loss_of(ref, x[i]).backward()
+        torch.testing.assert_close(logits[i], ref, atol=2e-4, rtol=2e-4)
+        for n, p in m.named_parameters():
+            torch.testing.assert_close(pack.params[n].grad[i], p.grad, atol=2e-4, rtol=5e-3, msg=n)
+
+
+def test_two_graphs_in_one_process_replay_in_any_order() -> None:
+    """Each run captures its step on its own stream: capturing run B's graph leaves run A's replayable."""
+    _need_kernels()
+    opts = RunOptions(device="cuda", mode="graph")
+    dev, mode = placement(opts)
+    gf = builtin("gf")
+    from arena.core.hparams import resolve
+    from arena.core.result import RunResult
+
+    hp = resolve(gf.variant.hparams, None, gf.name)
+    runs = []
+    for seed in (0, 1):
+        r = RunResult(variant="gf", variant_sha=gf.sha256, spec_hash=SHORT.hash, seed=seed)
+        run = _Run(SHORT, gf, [seed], hp, dev, mode, opts, None, [r])
+        for step in range(run.n_warm):
+            run.step(step)
+        x, y = run.batch(run.n_warm)
+        run.capture(x, y)
+        runs.append(run)
+    for _ in range(3):
+        for run in runs:  # A after B was captured, then B
+            assert run.cuda_graph is not None
+            run.cuda_graph.replay()
+    torch.cuda.synchronize()
+    assert all(torch.isfinite(run.static[2]).all() for run in runs if run.static is not None)
+
+
+def test_a_packed_run_repeats_bit_for_bit_and_stays_near_its_solo_run() -> None:
+    _need_kernels()
+    gf = builtin("gf")
+    packed = RunOptions(device="cuda", execution=Execution(pack=3))
+    a = train_pack(SHORT, gf, [0, 1, 2], options=packed)
+    b = train_pack(SHORT, gf, [0, 1, 2], options=packed)
+    assert [r.final_val_loss for r in a] == [r.final_val_loss for r in b]
+    solo = train(SHORT, gf, 1, options=RunOptions(device="cuda"))
+    assert abs(a[1].final_val_loss - solo.final_val_loss) < 5e-3, (a[1].final_val_loss, solo.final_val_loss)

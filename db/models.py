@@ -181,3 +181,15 @@ class TournamentModel(Base):
     outcome_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     started: Mapped[datetime] = mapped_column(UTCDateTime)
     finished: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ClaimModel(Base):
+    """A run being trained by one driver (revision 0004): ``db.claims`` takes, refreshes, expires and drops these."""
+
+    __tablename__ = "arena_claims"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # the run key
+    owner: Mapped[str] = mapped_column(String(300), index=True)  # host:pid:start-time of the driver
+    claimed: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires: Mapped[datetime] = mapped_column(UTCDateTime)

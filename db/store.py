@@ -32,6 +32,7 @@ from arena.core.errors import ArenaError
 from arena.core.result import RunResult, hparams_key
 from arena.core.spec import Spec
 from arena.db import schema, spool
+from arena.db.claims import Claimed, ClaimRow, ClaimsMixin
 from arena.db.engine import (
     SQLITE_BEGIN,
     default_url,
@@ -62,7 +63,8 @@ from arena.db.records import (
     variant_row,
 )
 
-__all__ = ["DecisionRecord", "DecisionRow", "EntryRow", "SpecRow", "Store", "StoredRun", "TournamentRow", "VariantRow",
+__all__ = ["ClaimRow", "Claimed", "DecisionRecord", "DecisionRow", "EntryRow", "SpecRow", "Store", "StoredRun",
+           "TournamentRow", "VariantRow",
            "display",
            "schema_status", "upgrade"]
 T = TypeVar("T")
@@ -70,7 +72,7 @@ DEFAULT_TIMEOUT_S = 30.0
 # Held by the migrating connection on PostgreSQL so that two processes opening a blank database do not race.
 _PG_MIGRATION_LOCK = 0x4172656E61  # "Arena"
 
-class Store:
+class Store(ClaimsMixin):
     """The arena database behind one narrow API. This docstring is the contract.
 
     - ``Store(url)`` opens a SQLite file (``sqlite:///PATH``; parent folders are created) or a PostgreSQL database
@@ -92,6 +94,8 @@ class Store:
     - Idempotence: ``add_variant``, ``add_spec``, ``add_entry`` (same content) and ``record_run`` (same key) may be
       repeated, also concurrently from several processes, without creating duplicates.
     - Champion decisions are append-only: the store has no way to update or delete them.
+    - Run claims (``db.claims``): ``claim_runs``, ``heartbeat_claims``, ``release_claims``, ``claims``; a run is
+      claimed before it is trained, so two drivers on one store never train it twice.
     - Safe to share across threads; after ``fork`` open a new Store in the child.
     - Optuna may use the same database: arena only touches ``arena_*`` tables and ``arena_alembic_version``.
     """

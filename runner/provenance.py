@@ -31,7 +31,7 @@ CODE_MODULES: tuple[str, ...] = (
     "arena.model.lm", "arena.model.rwkv6", "arena.model.wkv", "arena.model.mamba2", "arena.model.ssd",
     "arena.model.attention", "arena.model.backend", "arena.model.fold", "arena.model.pack",
     "arena.runner.tracks", "arena.runner.corpus", "arena.runner.mqar", "arena.runner.data", "arena.runner.feed",
-    "arena.runner.train", "arena.runner.optim", "arena.runner.evaluate", "arena.runner.check",
+    "arena.runner.train", "arena.runner.loop", "arena.runner.optim", "arena.runner.evaluate", "arena.runner.check",
     "arena.runner.causality", "arena.runner.verify",
 )
 

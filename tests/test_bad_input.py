@@ -93,6 +93,19 @@ def test_bad_tune_flags_write_nothing(flag: str, value: str, home: Path) -> None
     nothing_written(home)
 
 
+@pytest.mark.parametrize("command", list(TRAINING))
+def test_a_timeout_the_estimate_cannot_meet_is_refused(command: str, home: Path) -> None:
+    """Issue #16: a limit shorter than the estimate of a run would only store `timeout` results (even a smoke run
+    takes a second or two; tests/test_estimate.py has the phase2 case, where the fix names --preset smoke)."""
+    flag = timeout_flag(command)
+    r = arena(*TRAINING[command], "--preset", "smoke", "--device", "cpu", flag, "0.1")
+    assert_one_line_error(r, f"{flag} 0.1:", "would time out", f"give {flag} 600", f"leave {flag} out")
+    # The estimate needs the inspected variant (its sha, its entry's key): only inspection's own content-addressed
+    # cache of checks may exist; no store, spec or run.
+    written = [p for p in home.rglob("*") if p.is_file()] if home.exists() else []
+    assert all(p.is_relative_to(home / "cache" / "inspections") for p in written), written
+
+
 # -- output paths ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["missing-folder", "a-folder", "a-folder-name"])
 def test_show_plot_path_is_checked_before_any_work(where: str, tmp_path: Path, home: Path) -> None:
@@ -176,7 +189,7 @@ def test_read_only_postgres_database_fails_before_training(home: Path, monkeypat
         if pg_required():
             pytest.fail(why)
         pytest.skip(why)
-    monkeypatch.setattr("arena.runner.worker.run_trial", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr("arena.runner.trials.run_trial", lambda *a, **k: pytest.fail("trained"))
     with fresh_pg_database() as url:
         Store(url).close()  # migrated, then made read-only (as a standby would be)
         admin = create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
@@ -222,7 +235,7 @@ def test_locked_store_fails_before_training(locked_db: Path, monkeypatch: pytest
     def must_not_train(*args: object, **kwargs: object) -> None:
         raise AssertionError("trained although the store cannot take the result")
 
-    monkeypatch.setattr("arena.runner.worker.run_trial", must_not_train)
+    monkeypatch.setattr("arena.runner.trials.run_trial", must_not_train)
     monkeypatch.setattr("arena.orchestration.execute.execute", must_not_train)
     for command in (["run", "gf"], ["tournament", "--variants", "gf"]):
         assert_one_line_error(arena(*command, *tiny_flags, "--db", f"sqlite:///{locked_db}"), "locked")

@@ -44,8 +44,8 @@ def migrate_to(url: str, rev: str) -> list[str]:
 
 
 def test_revisions_are_named_and_ordered() -> None:
-    assert schema.known_revisions() == ["0001_initial", "0002_search", "0003_basis"]
-    assert schema.head_revision() == "0003_basis"
+    assert schema.known_revisions() == ["0001_initial", "0002_search", "0003_basis", "0004_claims"]
+    assert schema.head_revision() == "0004_claims"
     files = sorted(p.name for p in (schema.MIGRATIONS_DIR / "versions").glob("0*.py"))
     assert [f.removesuffix(".py") for f in files] == schema.known_revisions()  # file name = revision id, in order
 
@@ -53,8 +53,8 @@ def test_revisions_are_named_and_ordered() -> None:
 def test_migrate_from_blank_then_models_match(url: str) -> None:
     with Store(url) as store:
         assert store.schema_status() == {
-            "current": "0003_basis",
-            "head": "0003_basis",
+            "current": "0004_claims",
+            "head": "0004_claims",
             "pending": [],
             "state": "current",
         }
@@ -69,6 +69,7 @@ def test_migrate_from_blank_then_models_match(url: str) -> None:
             "arena_runs",
             "arena_champion_decisions",
             "arena_tournaments",
+            "arena_claims",
         }
         with engine.connect() as conn:
             diff = compare_metadata(schema.migration_context(conn), Base.metadata)
@@ -95,15 +96,15 @@ def test_models_match_with_optuna_tables_present(url: str) -> None:
 
 def test_older_schema_needs_explicit_upgrade(url: str) -> None:
     assert migrate_to(url, "0001_initial") == ["0001_initial"]
-    with pytest.raises(ArenaError, match=r"schema 0001_initial, this arena needs 0003_basis: run `arena db upgrade`"):
+    with pytest.raises(ArenaError, match=r"schema 0001_initial, this arena needs 0004_claims: run `arena db upgrade`"):
         Store(url)
     assert schema_status(url) == {
         "current": "0001_initial",
-        "head": "0003_basis",
-        "pending": ["0002_search", "0003_basis"],
+        "head": "0004_claims",
+        "pending": ["0002_search", "0003_basis", "0004_claims"],
         "state": "pending",
     }  # refused, and left as it was
-    assert upgrade(url) == ["0002_search", "0003_basis"]
+    assert upgrade(url) == ["0002_search", "0003_basis", "0004_claims"]
     assert upgrade(url) == []
     with Store(url) as store:
         assert store.schema_status()["state"] == "current"
@@ -118,7 +119,7 @@ def test_upgrade_from_committed_v0_database(tmp_path: Path) -> None:
     with pytest.raises(ArenaError, match="arena db upgrade"):
         Store(url)
     with Store(url, upgrade=True) as store:
-        assert store.schema_status()["current"] == "0003_basis"
+        assert store.schema_status()["current"] == "0004_claims"
         assert [v.name for v in store.variants()] == ["gf", "gf_mh"]
         (spec_row,) = store.specs()
         assert spec_row.name == "smoke" and spec_row.n_runs == 3

@@ -24,7 +24,8 @@ from arena.runner.loader import builtin, load_source
 from arena.runner.optim import clip_per_member
 from arena.runner.provenance import local_stack
 from arena.runner.train import train, train_pack
-from arena.runner.worker import Worker, packs, run_checked
+from arena.runner.trials import packs, run_checked
+from arena.runner.worker import Worker
 
 SMOKE = PRESETS["smoke"]
 FP32 = {"atol": 2e-6, "rtol": 1e-5}

@@ -21,7 +21,8 @@ from arena.runner import train as train_mod
 from arena.runner.data import load_track
 from arena.runner.loader import builtin, load_source
 from arena.runner.train import train
-from arena.runner.worker import Worker, make_task, run_trial
+from arena.runner.trials import run_trial
+from arena.runner.worker import Worker, make_task
 
 GF = builtin("gf")
 CPU_120 = RunOptions(device="cpu", timeout_s=120)

@@ -42,7 +42,8 @@ class Execution:
 @dataclass(frozen=True)
 class RunOptions:
     """Every runner option: where (device, gpus), how (backend, mode, execution), how long (timeout) and how many
-    at once (workers); ``data_flag`` is the ``--data`` path the runner resolves the corpus from."""
+    at once (workers), on which engine (``engine``: local worker processes or Ray tasks, ``ray_address``,
+    ``gpu_share``); ``data_flag`` is the ``--data`` path the runner resolves the corpus from."""
 
     device: str = "auto"
     backend: str = "auto"

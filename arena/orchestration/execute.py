@@ -1,18 +1,17 @@
 """Plan and execute runs: memoized on (variant sha, spec hash, seed, hyperparameters, code, stack), parallel over
-workers.
+the slots of an engine (worker processes here, or Ray tasks on a cluster: ``engines``).
 
 Variant code runs only in worker processes; this process writes the store.
 
 A run is written to the store in one transaction after it finished, so an interrupted tournament (Ctrl-C,
 kill -9, power loss) resumes where it stopped: finished runs are found and skipped, unfinished ones were never
-written. Only this process writes to the store; workers only compute.
+written. Only this process writes to the store; workers (and Ray tasks) only compute. Runs are claimed before they
+train (``schedule``), so several drivers on one store share the work instead of repeating it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,16 +25,13 @@ from arena.core.spec import Spec
 from arena.core.stack import Basis
 from arena.db.spool import pid_alive
 from arena.db.store import Store
+from arena.orchestration.engines import Runner, open_engine
 from arena.orchestration.entries import Entry, Job
-from arena.runner.worker import MachineryFailure, Worker, run_checked
+from arena.orchestration.schedule import Schedule, by_entry
+from arena.runner.trials import run_checked
+from arena.runner.worker import MachineryFailure, Worker
 
-
-def _groups(jobs: Sequence[Job]) -> list[list[Job]]:
-    """The jobs of each entry together (first-come order of entries, seeds in the given order)."""
-    groups: dict[tuple[str, str], list[Job]] = {}
-    for job in jobs:
-        groups.setdefault((job.entry.name, job.entry.loaded.sha256), []).append(job)
-    return list(groups.values())
+_groups = by_entry  # the jobs of each entry together (first-come order of entries, seeds in the given order)
 
 
 def _run_group(
@@ -121,7 +117,7 @@ def prune_checkpoints(store: Store, spec: Spec, checkpoint_dir: str | Path) -> i
             with contextlib.suppress(FileNotFoundError):
                 (folder / f"{run.key}.pt").unlink()
                 removed += 1
-    for tmp in folder.glob("*.pt.tmp-*"):  # runner.train._save names them <file>.tmp-<pid>
+    for tmp in folder.glob("*.pt.tmp-*"):  # runner.loop._save names them <file>.tmp-<pid>
         if not pid_alive(tmp.name.rsplit("-", 1)[1]):
             tmp.unlink(missing_ok=True)
             removed += 1
@@ -168,57 +164,81 @@ def execute(
     on_skip: SkipFn | None = None,
     rerun: bool = False,
 ) -> list[RunResult]:
-    """Run the jobs on ``options.workers`` worker threads, each owning a worker process; record the results.
+    """Run the jobs on the engine of ``options`` (``engines``: worker processes here, or Ray tasks), one slot
+    thread per group in flight; record the results here, the one writer of the store.
 
     The jobs of one entry run together in one process (a fresh one per variant) and are then checked in a clean
     process (``runner.verify``) before they are recorded: an interrupted group leaves nothing half-checked in the
-    store. With ``checkpoint_dir``, each ok run leaves its final weights there as ``<run key>.pt``. When arena's own
-    machinery fails (``MachineryFailure``: e.g. a full disk for checkpoints) the entry's runs are not stored, never
-    as the variant's crash: ``on_skip`` hears of them, the others go on, and the next command runs them again."""
-    todo: queue.Queue[list[Job]] = queue.Queue()
-    for group in _groups(jobs):
-        todo.put(group)
+    store. Each group is claimed in the store before it trains (``schedule``): a run another live driver is
+    training is waited for and its stored result used, never trained twice. With ``checkpoint_dir``, each ok run
+    leaves its final weights there as ``<run key>.pt`` (on the node that trained it). When arena's own machinery
+    fails (``MachineryFailure``: e.g. a full disk for checkpoints, a Ray task whose workers kept dying) the entry's
+    runs are not stored, never as the variant's crash: ``on_skip`` hears of them, the others go on, and the next
+    command runs them again."""
+    groups = _groups(jobs)
     results: list[RunResult] = []
     lock = threading.Lock()
     stop = threading.Event()
-    n_workers = max(1, min(options.workers, todo.qsize() or 1))
-    threads_each = max(1, (os.cpu_count() or 1) // n_workers)
     errors: list[BaseException] = []
+    if not groups:
+        return results
+    with open_engine(options) as engine, Schedule(store, spec, basis, groups) as schedule:
+        n_slots = max(1, min(engine.slots, len(groups)))
 
-    def run_group(slot: int, worker: Worker, group: list[Job]) -> None:
-        progress = (lambda job, event: on_progress(slot, job, event)) if on_progress else None
-        done = _run_group(spec, worker, group, options, basis, checkpoint_dir, progress)
-        _record_all(store, done, lock, results, rerun, (lambda job, r: on_done(slot, job, r)) if on_done else None)
+        def run_group(slot: int, run: Runner, group: list[Job]) -> None:
+            by_seed = {job.seed: job for job in group}
+            progress = (lambda seed, event: on_progress(slot, by_seed[seed], event)) if on_progress else None
+            try:
+                done = run(_group_in_worker, (spec, group, options, basis, checkpoint_dir), progress)
+                _record_all(store, [(by_seed[r.seed], r) for r in done], lock, results, rerun,
+                            (lambda job, r: on_done(slot, job, r)) if on_done else None)
+            finally:
+                schedule.release_jobs(group)
 
-    def work(slot: int) -> None:
-        env: dict[str, str] = {}
-        if options.gpus:  # one GPU per worker slot, round-robin: several workers may share a GPU
-            env["CUDA_VISIBLE_DEVICES"] = str(options.gpus[slot % len(options.gpus)])
-        with Worker(threads=threads_each, env=env) as worker:
-            while not stop.is_set():
-                try:
-                    group = todo.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    run_group(slot, worker, group)
-                except MachineryFailure as exc:
-                    worker.kill()
-                    if on_skip:
-                        on_skip(group, str(exc))
-                except BaseException as exc:  # an ArenaError (e.g. data) stops the whole tournament
-                    errors.append(exc)
-                    stop.set()
-                    return
+        def work(slot: int) -> None:
+            with engine.slot(slot, n_slots) as run:
+                while not stop.is_set():
+                    handout = schedule.next(stop)
+                    if handout is None:
+                        return
+                    _deliver(handout.stored, lock, results, (lambda job, r: on_done(slot, job, r)) if on_done
+                             else None)
+                    if not handout.train:
+                        continue
+                    try:
+                        run_group(slot, run, handout.train)
+                    except MachineryFailure as exc:
+                        if on_skip:
+                            on_skip(handout.train, str(exc))
+
+        _run_slots(work, n_slots, stop, errors)
+    if errors:
+        raise _one_line(errors[0])
+    return results
+
+
+def _group_in_worker(
+    worker: Worker, spec: Spec, group: list[Job], options: RunOptions, basis: Basis, checkpoint_dir: str | None,
+    on_event: Callable[[int, dict[str, Any]], Any] | None,
+) -> list[RunResult]:
+    """One group in ``worker`` (here or in a Ray task): its results as they are to be recorded. Events go out as
+    (seed, event), so a Ray task sends no variant source with each of them."""
+    progress = (lambda job, event: on_event(job.seed, event)) if on_event else None
+    return [r for _, r in _run_group(spec, worker, group, options, basis, checkpoint_dir, progress)]
+
+
+def _run_slots(work: Callable[[int], None], n_slots: int, stop: threading.Event, errors: list[BaseException]) -> None:
+    """``work(slot)`` on one thread per slot until all return; the first error (an ArenaError such as bad data,
+    a worker that cannot start) stops the others and lands in ``errors``; Ctrl-C stops them all."""
 
     def guarded(slot: int) -> None:
         try:
             work(slot)
-        except BaseException as exc:  # starting a worker failed (a full disk): one line, not a thread's traceback
+        except BaseException as exc:  # one line, not a thread's traceback
             errors.append(exc)
             stop.set()
 
-    pool = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(n_workers)]
+    pool = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(n_slots)]
     for t in pool:
         t.start()
     try:
@@ -228,9 +248,16 @@ def execute(
     except KeyboardInterrupt:
         stop.set()
         raise
-    if errors:
-        raise _one_line(errors[0])
-    return results
+
+
+def _deliver(stored: list[tuple[Job, RunResult]], lock: threading.Lock, results: list[RunResult],
+             on_done: Callable[[Job, RunResult], None] | None) -> None:
+    """Runs another driver trained and recorded while this one waited: results like ours, trained once."""
+    for job, result in stored:
+        with lock:
+            results.append(result)
+        if on_done:
+            on_done(job, result)
 
 
 def _record_all(

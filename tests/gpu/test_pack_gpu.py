@@ -15,7 +15,8 @@ from arena.model.lm import build_model
 from arena.model.pack import PackedLM
 from arena.runner.evaluate import loss_of, member_losses
 from arena.runner.loader import builtin
-from arena.runner.train import _Run, placement, train, train_pack
+from arena.runner.loop import Run
+from arena.runner.train import placement, train, train_pack
 
 pytestmark = pytest.mark.gpu
 
@@ -63,7 +64,7 @@ def test_two_graphs_in_one_process_replay_in_any_order() -> None:
     runs = []
     for seed in (0, 1):
         r = RunResult(variant="gf", variant_sha=gf.sha256, spec_hash=SHORT.hash, seed=seed)
-        run = _Run(SHORT, gf, [seed], hp, dev, mode, opts, None, [r])
+        run = Run(SHORT, gf, [seed], hp, dev, mode, opts, None, [r])
         for step in range(run.n_warm):
             run.step(step)
         x, y = run.batch(run.n_warm)

@@ -9,6 +9,7 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +24,12 @@ from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant, VariantInfo
 from arena.db.store import Store
+from arena.orchestration.engines import Engine, local_slot
 from arena.orchestration.search.space import make_pruner, make_sampler, search_space
 from arena.orchestration.search.storage import open_storage, recover_stale_trials, worker_owner
 from arena.orchestration.search.study import best_trial
-from arena.runner.worker import Worker, run_checked
+from arena.runner.trials import run_checked
+from arena.runner.worker import Worker
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STARTED = (TrialState.RUNNING, *FINISHED)
@@ -108,8 +111,10 @@ def _first_line(text: str | None) -> str:
     return next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
 
 
-def optimize(job: Job, store: Store | None, stop: Callable[[], bool], after_trial: Callable[[], None]) -> None:
-    """Run trials of ``job.study`` until the call's budget is used, the deadline passes or ``stop()``."""
+def optimize(job: Job, store: Store | None, stop: Callable[[], bool], after_trial: Callable[[], None],
+             engine: Engine | None = None) -> None:
+    """Run trials of ``job.study`` until the call's budget is used, the deadline passes or ``stop()``; each trial
+    trains in this optimizer's runner Worker, or (``engine``: Ray) as a task of the cluster."""
     storage = open_storage(job.storage)
     spec = Spec.from_dict(job.spec)
     # The declaration as plain data: variant code runs only in the runner Worker's child, not here (we write).
@@ -123,7 +128,7 @@ def optimize(job: Job, store: Store | None, stop: Callable[[], bool], after_tria
     owner = worker_owner()
     seed = spec.tuning_seeds[0]
     lock = _BudgetLock(job.lock_path)
-    with Worker(threads=job.threads, env=job.env) as worker:
+    with engine.slot(0, 1) if engine is not None else local_slot(job.threads, job.env) as run:
 
         def objective(trial: optuna.Trial) -> float:
             trial.set_user_attr("call", job.call_id)
@@ -141,8 +146,7 @@ def optimize(job: Job, store: Store | None, stop: Callable[[], bool], after_tria
                 return trial.should_prune()
 
             # Trained in the worker's process, then checked in a clean one, like every run that is recorded.
-            result = run_checked(worker, spec, loaded, [seed], hp, job.options,
-                                 on_event=lambda _seed, event: on_event(event))[0]
+            result = run(_train_trial, (spec, loaded, seed, hp, job.options), on_event)[0]
             if store is not None:
                 store.record_run(result, study_name=job.study, trial_number=trial.number)
             trial.set_user_attr("run_key", result.key)
@@ -160,6 +164,13 @@ def optimize(job: Job, store: Store | None, stop: Callable[[], bool], after_tria
             finally:
                 lock.release()
             after_trial()
+
+
+def _train_trial(worker: Worker, spec: Spec, loaded: LoadedVariant, seed: int, hp: dict[str, float],
+                 options: RunOptions, on_event: Callable[[dict[str, Any]], bool] | None) -> list[RunResult]:
+    """One trial's run in ``worker`` (here, or in a Ray task), checked in a clean process."""
+    return run_checked(worker, spec, loaded, [seed], hp, options,
+                       on_event=(lambda _seed, event: on_event(event)) if on_event else None)
 
 
 def _value(trial: optuna.Trial, result: RunResult) -> float:
@@ -223,6 +234,38 @@ class Reporter:
                         error=t.user_attrs.get("error"),
                     )
                 )
+
+
+def run_threads(jobs: list[Job], study: optuna.Study, reporter: Reporter, store: Store | None, engine: Engine) -> None:
+    """The optimizers of a search on Ray: one thread each here (this process writes the store), each trial a task
+    of ``engine``; the global budget is counted under the same lock as across processes."""
+    stop = threading.Event()
+    messages: list[str] = []
+
+    def one(job: Job) -> None:
+        try:
+            optimize(job, store, stop.is_set, lambda: None, engine)
+        except ArenaError as exc:
+            messages.append(str(exc))
+        except Exception as exc:
+            messages.append(f"{type(exc).__name__}: {exc}")
+        if messages:
+            stop.set()
+
+    threads = [threading.Thread(target=one, args=(job,), name=f"arena-tune-{i}", daemon=True)
+               for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.25 / len(threads))
+            reporter.poll()
+    except BaseException:
+        stop.set()
+        raise
+    if messages:
+        raise ArenaError(messages[0])
 
 
 def run_processes(jobs: list[Job], study: optuna.Study, reporter: Reporter) -> None:

@@ -13,6 +13,8 @@ Contracts callers may rely on (docs/search.md explains the choices):
 * ``trials`` is the budget of this call, global across ``workers`` processes and exact: a trial only starts
   while fewer than ``trials`` trials of this call have started (checked under a file lock).
 * Every finished run is also an ordinary arena run record (``store.record_run(..., study_name, trial_number)``).
+* With ``options.engine == "ray"`` the optimizers are threads of this process (so it stays the store's one writer)
+  and each trial is a Ray task; the budget, the pruning and the storage are the same.
 * Stale trials of dead workers are recovered (``arena.orchestration.search.storage.recover_stale_trials``) at the
   start of every call and worker.
 """
@@ -35,7 +37,8 @@ from arena.core.options import RunOptions
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant, VariantInfo
 from arena.db.store import Store
-from arena.orchestration.search.optimize import Job, Reporter, TrialEvent, optimize, run_processes
+from arena.orchestration.engines import open_engine
+from arena.orchestration.search.optimize import Job, Reporter, TrialEvent, optimize, run_processes, run_threads
 from arena.orchestration.search.space import DEFAULT_PARAMS, sampler_seed, search_space
 from arena.orchestration.search.storage import (
     default_storage,
@@ -97,26 +100,30 @@ def tune(
     if on_start is not None:
         on_start(name, spec_string)
     call_id = uuid.uuid4().hex[:12]
-    lock_path = str(Path(tempfile.gettempdir()) / f"arena-tune-{call_id}.lock") if options.workers > 1 else None
-    template = Job(
-        storage=spec_string, study=name, call_id=call_id, budget=trials,
-        deadline=time.time() + timeout_s if timeout_s else None, variant_source=loaded.source,
-        variant_path=loaded.path, variant_sha=loaded.sha256, variant_info=_info(loaded).to_dict(),
-        spec=spec.to_dict(), params=tuple(space), sampler_seed=0, lock_path=lock_path,
-        store_url=store.url if store is not None else None, options=options,
-        verbosity=optuna.logging.get_verbosity(),
-    )
-    jobs = _per_process(template, options, seed, len(study.trials))
-    reporter = Reporter(study, call_id, trials, on_trial)
-    try:
-        if len(jobs) == 1:
-            optimize(jobs[0], store, lambda: False, reporter.poll)
-        else:
-            run_processes(jobs, study, reporter)
-    finally:
-        if lock_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(lock_path)
+    with open_engine(options) as engine:  # Ray: joined (or started) once for the whole call
+        n = engine.slots  # optimizers: --workers processes here; with Ray, what the cluster runs at once
+        lock_path = str(Path(tempfile.gettempdir()) / f"arena-tune-{call_id}.lock") if n > 1 else None
+        template = Job(
+            storage=spec_string, study=name, call_id=call_id, budget=trials,
+            deadline=time.time() + timeout_s if timeout_s else None, variant_source=loaded.source,
+            variant_path=loaded.path, variant_sha=loaded.sha256, variant_info=_info(loaded).to_dict(),
+            spec=spec.to_dict(), params=tuple(space), sampler_seed=0, lock_path=lock_path,
+            store_url=store.url if store is not None else None, options=options,
+            verbosity=optuna.logging.get_verbosity(),
+        )
+        jobs = _per_process(template, replace(options, workers=n), seed, len(study.trials))
+        reporter = Reporter(study, call_id, trials, on_trial)
+        try:
+            if options.engine == "ray":
+                run_threads(jobs, study, reporter, store, engine)
+            elif len(jobs) == 1:
+                optimize(jobs[0], store, lambda: False, reporter.poll)
+            else:
+                run_processes(jobs, study, reporter)
+        finally:
+            if lock_path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_path)
     reporter.poll()
     return summarize(study, spec_string, ran=len(reporter.seen), seconds=time.monotonic() - t0)
 

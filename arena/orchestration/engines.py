@@ -1,0 +1,111 @@
+"""Engines: where groups of trials train. ``local`` (today's worker processes on this machine) or ``ray`` (Ray
+tasks on any node of a cluster: ``arena.orchestration.ray_engine``, imported only when asked for).
+
+The contract both keep:
+
+* ``open_engine(options)`` is a context manager yielding the engine of ``options.engine``; nested calls (a champion
+  contest inside a tournament) share the engine already open, so one command starts (or joins) Ray once.
+* ``engine.slots`` is how many groups may train at once; ``engine.slot(i, n)`` (a context manager, slot ``i`` of the
+  ``n`` in use) yields a ``Runner``. ``runner(fn, args, on_event)`` returns ``fn(worker, *args, events)``, computed
+  with a runner ``Worker`` of its own (an isolated child process, so crashes, timeouts and divergence stay
+  results): here, or inside a Ray task. For Ray, ``fn`` is a module-level function and ``args`` plain data (both
+  pickle); ``events`` is ``on_event`` here, and in a Ray task a stand-in that calls ``on_event`` in this process
+  (an ``eval`` event waits for its answer: that is how a search prunes). Events from Ray carry ``node`` and ``gpu``.
+* ``fn`` only computes: this process records what it returns, so it stays the one writer of the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
+
+from arena.core.errors import ArenaError
+from arena.core.options import RunOptions
+from arena.runner.worker import MachineryFailure, Worker
+
+T = TypeVar("T")
+EventFn = Callable[..., Any]
+INSTALL_RAY = 'pip install "arena[ray]"'
+
+
+class Runner(Protocol):
+    def __call__(self, fn: Callable[..., T], args: tuple[Any, ...], on_event: EventFn | None) -> T: ...
+
+
+class Engine(Protocol):
+    name: str
+    slots: int
+
+    def slot(self, index: int, in_use: int) -> contextlib.AbstractContextManager[Runner]: ...
+
+    def label(self) -> str: ...
+
+
+@contextlib.contextmanager
+def local_slot(threads: int | None = None, env: dict[str, str] | None = None) -> Iterator[Runner]:
+    """A Runner over one Worker process of this machine (reused for the slot's groups, one child per variant)."""
+    with Worker(threads=threads, env=env) as worker:
+
+        def run(fn: Callable[..., T], args: tuple[Any, ...], on_event: EventFn | None) -> T:
+            try:
+                return fn(worker, *args, on_event)
+            except MachineryFailure:
+                worker.kill()  # whatever state arena's failure left in the child goes with it
+                raise
+
+        yield run
+
+
+class LocalEngine:
+    """``options.workers`` slots, each one Worker process here; the CPU threads are split among the slots in use
+    and the GPUs of ``options.gpus`` dealt round-robin (several slots may share one)."""
+
+    name = "local"
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.slots = max(1, options.workers)
+
+    def slot(self, index: int, in_use: int) -> contextlib.AbstractContextManager[Runner]:
+        gpus = self.options.gpus
+        env = {"CUDA_VISIBLE_DEVICES": str(gpus[index % len(gpus)])} if gpus else {}
+        return local_slot(max(1, (os.cpu_count() or 1) // max(1, in_use)), env)
+
+    def label(self) -> str:
+        return f"{self.slots} worker(s)"
+
+
+def check_engine(options: RunOptions) -> None:
+    """Refuse, in one line and before anything is written, ``--engine ray`` where Ray is not installed and a
+    ``--ray-address host:port`` where nothing answers (Ray itself would retry for minutes)."""
+    if options.engine != "ray":
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise ArenaError(f"--engine ray needs Ray, which is not installed: {INSTALL_RAY}")
+    address = options.ray_address or ""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # none (a local instance), "auto", ray://…: Ray's own resolution
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ArenaError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); start the head "
+                         "with `ray start --head --port PORT`, or leave --ray-address out for a local instance"
+                         ) from None
+
+
+@contextlib.contextmanager
+def open_engine(options: RunOptions) -> Iterator[Engine]:
+    """The engine ``options`` ask for (see the module docstring); a Ray instance this opens is stopped at the end."""
+    if options.engine != "ray":
+        yield LocalEngine(options)
+        return
+    check_engine(options)
+    from arena.orchestration import ray_engine
+
+    with ray_engine.session(options) as engine:
+        yield engine

@@ -1,0 +1,73 @@
+"""One variant's seeds trained in a worker (in packs when the execution packs them), then checked in a clean process:
+the results as they are to be recorded. The worker (``runner.worker``) runs one task; this is the sequence."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from arena.core.options import RunOptions
+from arena.core.result import RunResult
+from arena.core.spec import Spec
+from arena.core.stack import Basis
+from arena.core.variant import LoadedVariant
+from arena.runner.worker import EventFn, Worker, make_task
+
+
+def packs(seeds: Sequence[int], size: int) -> list[list[int]]:
+    """``seeds`` in order, in packs of ``size`` (the last one may be short: the worker fills it)."""
+    return [list(seeds[i : i + size]) for i in range(0, len(seeds), size)]
+
+
+def run_checked(
+    worker: Worker, spec: Spec, loaded: LoadedVariant, seeds: Sequence[int], hparams: Mapping[str, float] | None,
+    options: RunOptions, *, on_event: Callable[[int, dict[str, Any]], Any] | None = None,
+    checkpoint_paths: Mapping[int, str] | None = None, policy: bool = True, basis: Basis | None = None,
+) -> list[RunResult]:
+    """Train one variant on ``seeds`` in ``worker`` (one process for the variant; ``options.execution.pack`` seeds
+    at a time, as one packed model), then check every ok run in a clean process (``runner.verify``): the results
+    as they are to be recorded, keyed on ``basis`` (default: the basis the worker reports for ``options``)."""
+    from arena.runner.provenance import basis_for
+    from arena.runner.verify import verify
+
+    with tempfile.TemporaryDirectory(prefix="arena-states-") as folder:
+        results, states = [], []
+        for pack in packs(list(seeds), options.execution.pack):
+            paths = [str(Path(folder) / f"seed{seed}.pt") for seed in pack]
+            task = make_task(spec, loaded, pack, hparams, options, None, basis or basis_for(options, worker.env))
+            task = replace(task, state_paths=tuple(paths), policy=policy,
+                           checkpoint_paths=tuple((checkpoint_paths or {}).get(seed) for seed in pack))
+
+            def forward(event: dict[str, Any], pack: list[int] = pack) -> Any:
+                if on_event is None:
+                    return None
+                if "seed" not in event:  # a phase of the whole pack: every seed in it is in that phase
+                    for seed in pack[1:]:
+                        on_event(seed, event)
+                return on_event(int(event.get("seed", pack[0])), event)
+
+            results.extend(worker.run_pack(task, forward))
+            states.extend(paths)
+        return verify(spec, loaded.source, loaded.path, results, states, options, policy=policy)
+
+
+def run_trial(
+    spec: Spec,
+    loaded: LoadedVariant,
+    seed: int,
+    hparams: Mapping[str, float] | None = None,
+    *,
+    options: RunOptions | None = None,
+    on_event: EventFn | None = None,
+    checkpoint_path: str | None = None,
+    basis: Basis | None = None,
+) -> RunResult:
+    """Run one trial in a fresh worker process, checked in a clean one, and return its result."""
+    with Worker() as worker:
+        paths = {seed: checkpoint_path} if checkpoint_path else None
+        return run_checked(worker, spec, loaded, [seed], hparams, options or RunOptions(),
+                           on_event=(lambda _s, e: on_event(e)) if on_event else None, checkpoint_paths=paths,
+                           basis=basis)[0]

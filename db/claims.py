@@ -30,6 +30,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from arena.core.errors import ArenaError
+from arena.core.liveness import process_start
 from arena.db.models import ClaimModel
 from arena.db.records import now
 
@@ -51,19 +52,9 @@ def claim_ttl_s() -> float:
     return value
 
 
-def _start_time(pid: int) -> str | None:
-    """A process's start time (clock ticks since boot, Linux ``/proc``); None if it is gone, a zombie, or no /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
-
-
 @functools.cache
 def _this_process() -> tuple[str, int, str]:
-    return socket.gethostname(), os.getpid(), _start_time(os.getpid()) or "?"
+    return socket.gethostname(), os.getpid(), process_start(os.getpid()) or "?"
 
 
 def owner_id() -> str:
@@ -90,7 +81,7 @@ def owner_alive(owner: str) -> bool | None:
         return False
     except PermissionError:
         pass  # another user's process: alive, and its start time tells whether it is still the owner
-    now_start = _start_time(pid)
+    now_start = process_start(pid)
     if now_start is None:
         return not Path("/proc/self/stat").exists()  # a zombie on Linux; elsewhere the pid is all we know
     return start in ("?", now_start)

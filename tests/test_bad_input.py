@@ -252,7 +252,7 @@ def _failing_writes(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
         if left["n"] > 0:
             left["n"] -= 1
             raise ArenaError(f"database {self.display_url} is locked by another process (waited 30 s): locked")
-        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+        return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Store, "_record_run", record)
 

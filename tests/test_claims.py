@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from pgdb import fresh_pg_database, pg_admin_url, pg_required, pg_unavailable
 
-from arena.db.claims import _start_time, owner_alive, owner_id
+from arena.core.liveness import process_start
+from arena.db.claims import owner_alive, owner_id
 from arena.db.store import Store
 
 HOST = socket.gethostname()
@@ -47,7 +48,7 @@ def live_owner() -> Iterator[str]:
     proc = subprocess.Popen(["sleep", "300"])
     try:
         for _ in range(100):
-            start = _start_time(proc.pid)
+            start = process_start(proc.pid)
             if start is not None:
                 break
             time.sleep(0.01)
@@ -60,7 +61,7 @@ def live_owner() -> Iterator[str]:
 def dead_owner() -> str:
     """The owner id of a process of this host that has exited."""
     proc = subprocess.Popen(["sleep", "0.2"])
-    start = _start_time(proc.pid)
+    start = process_start(proc.pid)
     proc.wait(timeout=10)
     return f"{HOST}:{proc.pid}:{start}"
 

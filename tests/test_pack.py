@@ -16,7 +16,7 @@ import torch
 from arena.core.options import Execution, RunOptions
 from arena.core.spec import PRESETS
 from arena.model.fold import fold_heads
-from arena.model.lm import build_model
+from arena.model.lm import HybridLM, build_model
 from arena.model.pack import PackedLM
 from arena.runner import causality
 from arena.runner.evaluate import loss_of, member_losses
@@ -28,10 +28,15 @@ from arena.runner.trials import packs, run_checked
 from arena.runner.worker import Worker
 
 SMOKE = PRESETS["smoke"]
-FP32 = {"atol": 2e-6, "rtol": 1e-5}
+ATOL, RTOL = 2e-6, 1e-5  # fp32: a batched matmul sums in another order than K plain ones
 
 
-def _members(name: str, seeds: list[int]) -> list[torch.nn.Module]:
+def _grad(t: torch.Tensor) -> torch.Tensor:
+    assert t.grad is not None
+    return t.grad
+
+
+def _members(name: str, seeds: list[int]) -> list[HybridLM]:
     v = builtin(name).variant
     return [build_model(SMOKE.dims, v, None, seed=s, backend="torch_chunk") for s in seeds]
 
@@ -41,12 +46,12 @@ class _Opaque(torch.autograd.Function):
     """A stand-in for a Triton kernel: an old-style Function torch cannot vmap. r (B, T, H, D), u (H, D)."""
 
     @staticmethod
-    def forward(ctx, r, u):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, r, u):
         ctx.save_for_backward(r, u)
         return (r * u).cumsum(1)
 
     @staticmethod
-    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, g):
         r, u = ctx.saved_tensors
         rev = g.flip(1).cumsum(1).flip(1)
         return rev * u, (rev * r).sum((0, 1))
@@ -70,8 +75,8 @@ def test_fold_heads_runs_an_unvmappable_kernel_once_with_k_times_the_heads() -> 
         solo = _Opaque.apply(ri, ui)
         solo.square().sum().backward()
         torch.testing.assert_close(out[i], solo)
-        torch.testing.assert_close(r.grad[i], ri.grad)
-        torch.testing.assert_close(u.grad[i], ui.grad)
+        torch.testing.assert_close(_grad(r)[i], _grad(ri))
+        torch.testing.assert_close(_grad(u)[i], _grad(ui))
 
 
 def test_the_fixed_order_embedding_runs_per_member_under_vmap() -> None:
@@ -87,7 +92,7 @@ def test_the_fixed_order_embedding_runs_per_member_under_vmap() -> None:
         solo = _MatmulGradEmbedding.apply(idx[i], wi)
         (solo * weights[i]).sum().backward()
         assert torch.equal(out[i], solo)
-        torch.testing.assert_close(w.grad[i], wi.grad)
+        torch.testing.assert_close(_grad(w)[i], _grad(wi))
 
 
 # -- the packed model ------------------------------------------------------------------------------------------------
@@ -102,9 +107,9 @@ def test_each_member_computes_its_solo_models_logits_and_gradients(name: str) ->
     for i, model in enumerate(solo):
         ref = model(x[i])
         loss_of(ref, x[i]).backward()
-        torch.testing.assert_close(logits[i], ref, **FP32)
+        torch.testing.assert_close(logits[i], ref, atol=ATOL, rtol=RTOL)
         for n, p in model.named_parameters():
-            torch.testing.assert_close(pack.params[n].grad[i], p.grad, **FP32, msg=f"{name} {n}")
+            torch.testing.assert_close(_grad(pack.params[n])[i], _grad(p), atol=ATOL, rtol=RTOL, msg=f"{name} {n}")
     if name == "gru_arbiter":  # nn.GRU has no batching rule: the fusion runs once per member instead
         assert pack.looped == list(range(SMOKE.dims.n_layer))
     elif name in ("gf", "hy", "cp"):
@@ -132,7 +137,7 @@ def test_clipping_is_per_member_as_clip_grad_norm_is_for_a_solo_model() -> None:
             p.grad = g[i].clone()
         torch.nn.utils.clip_grad_norm_(solo, 1.0, foreach=True)
         for p, q in zip(stacked, solo, strict=True):
-            torch.testing.assert_close(p.grad[i], q.grad)
+            torch.testing.assert_close(_grad(p)[i], _grad(q))
 
 
 def test_a_diverging_member_leaves_the_others_untouched() -> None:
@@ -150,8 +155,8 @@ def test_a_diverging_member_leaves_the_others_untouched() -> None:
     loss_of(solo(x[0]), x[0]).backward()
     torch.nn.utils.clip_grad_norm_(list(solo.parameters()), 1.0, foreach=True)
     for n, p in solo.named_parameters():
-        assert torch.isfinite(pack.params[n].grad[0]).all(), n
-        torch.testing.assert_close(pack.params[n].grad[0], p.grad, **FP32)
+        assert torch.isfinite(_grad(pack.params[n])[0]).all(), n
+        torch.testing.assert_close(_grad(pack.params[n])[0], _grad(p), atol=ATOL, rtol=RTOL)
 
 
 NON_CAUSAL = '''"""peek: looks at the future."""
@@ -186,7 +191,7 @@ def test_the_gradient_check_sees_a_leak_inside_a_pack() -> None:
 CPU = RunOptions(device="cpu")
 
 
-def test_k_packed_seeds_train_as_k_solo_runs_within_fp32_tolerance(tiny_spec) -> None:  # type: ignore[no-untyped-def]
+def test_k_packed_seeds_train_as_k_solo_runs_within_fp32_tolerance(tiny_spec) -> None:
     gf = builtin("gf")
     packed = train_pack(tiny_spec, gf, [0, 1, 2], options=RunOptions(device="cpu", execution=Execution(pack=3)))
     for r in packed:
@@ -204,7 +209,7 @@ def test_k_packed_seeds_train_as_k_solo_runs_within_fp32_tolerance(tiny_spec) ->
                                                                      abs=1e-5)
 
 
-def test_a_short_pack_is_filled_and_reports_only_its_seeds(tiny_spec) -> None:  # type: ignore[no-untyped-def]
+def test_a_short_pack_is_filled_and_reports_only_its_seeds(tiny_spec) -> None:
     options = RunOptions(device="cpu", execution=Execution(pack=3))
     full = train_pack(tiny_spec, builtin("gf"), [4, 5, 4], options=options)
     short = train_pack(tiny_spec, builtin("gf"), [4, 5, 4], options=options, report=2)
@@ -218,7 +223,7 @@ def test_pack_size_is_part_of_the_stack() -> None:
     assert packs([0, 1, 2, 3, 4], 2) == [[0, 1], [2, 3], [4]]
 
 
-def test_a_worker_trains_seeds_in_packs_and_checks_each_run(tiny_spec, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_trains_seeds_in_packs_and_checks_each_run(tiny_spec, tmp_path: Path) -> None:
     options = RunOptions(device="cpu", execution=Execution(pack=2), timeout_s=300)
     seen: list[tuple[int, str]] = []
     with Worker(threads=1) as worker:

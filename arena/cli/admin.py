@@ -16,6 +16,7 @@ from arena.cli.common import (
     reading_store,
     run_options,
     spec_from_flags,
+    writable,
 )
 from arena.cli.console import console
 from arena.core.errors import ArenaError
@@ -223,7 +224,7 @@ def noise(
     device: o.Device = "auto",
     backend: o.Backend = "auto",
     mode: o.Mode = "auto",
-    timeout: o.Timeout = 3600.0,
+    timeout: o.Timeout = None,
     workers: o.Workers = 1,
     gpus: o.Gpus = None,
     pinned_batches: o.PinnedBatches = True,
@@ -238,8 +239,8 @@ def noise(
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
     if measure:
         check_paired_seeds(spec, "arena noise --measure")  # a spread needs two seeds: refused before training
-    store = open_store(db) if measure else reading_store(db)
     basis = basis_for(options)
+    store, options = _measure(db, spec, options, basis, timeout) if measure else (reading_store(db), options)
     contests = Contests(store, spec, options, basis)
     sigma = contests.noise(measure=measure)
     if sigma is None:
@@ -249,6 +250,25 @@ def noise(
     console.print(f"spec {spec.label}: noise floor σ = {sigma:.5f} nats ({spec.reference_variant}, "
                   f"{len(spec.seeds)} seeds, {basis.label}); "
                   f"promotion needs mean(d) ≥ δ = max(margin, σ) = {contests.settings.delta(sigma):.5f}")
+
+
+def _measure(db: str | None, spec: Any, options: Any, basis: Any, given: float | None) -> tuple[Any, Any]:
+    """``noise --measure``'s runs, never silent (issue #16): the reference's missing tournament seeds, estimated
+    before anything is written (a --timeout they cannot meet is refused), then trained under the progress display.
+    The store (opened for writing) and the options with the per-run limit."""
+    from arena.cli.plans import device_for, fit, missing_jobs, shas, train
+    from arena.core.home import checkpoints_dir
+    from arena.orchestration.entries import Entry, resolve_variant
+    from arena.orchestration.execute import register
+
+    store = existing_store(db)
+    ref = Entry.of(resolve_variant(spec.reference_variant, store, spec, options.data_flag))
+    todo = missing_jobs(store, spec, [ref], spec.seeds, basis)
+    options = fit(console, store, spec, shas(todo), options, device_for(options, basis), given, later=())
+    store = open_store(db) if store is None else writable(store)
+    register(store, spec, [ref])
+    train(console, store, spec, todo, options, basis, str(checkpoints_dir()), title=f"noise floor ({ref.name})")
+    return store, options
 
 
 @champions_app.callback()
@@ -268,23 +288,40 @@ def champions_history(
     if not rows:
         console.print("no champion decisions yet; a tournament crowns the first: arena tournament --preset smoke")
         return
-    t = Table(title="champion history (mean d and p: on the fresh confirmation seeds)")
-    for col in ("when", "spec", "league", "challenger", "champion", "decision", "mean d", "p"):
-        t.add_column(col)
-    t.add_column("why", overflow="fold")  # the rule's own words: wrapped, and folded rather than cut when narrow
+    console.print(_history_table(rows, console.width))
+
+
+def _history_table(rows: list[Any], width: int | None) -> Table:
+    """The decisions as a table within ``width``: the full one when it fits, else the compact one (shorter
+    dates, then fewer columns: spec, league, champion, p and mean d give way, in that order) whose "why" wraps
+    between words, never through a number (issue #16)."""
+    from arena.cli.render import Col, fitted
+
+    means, ps, decisions = [], [], []
     for r in rows:
         ev = r.evidence or {}
         confirmations = (ev.get("family") or {}).get("confirmations") or []
         conf: dict[str, Any] = next((c for c in confirmations if c.get("name") == r.challenger_name), {})
-        decision = "by default" if r.by_default else ("[green]promoted[/green]" if r.promoted else "kept")
+        decisions.append(Text("by default") if r.by_default else Text("promoted", "green") if r.promoted
+                         else Text("kept"))
         mean, p = conf.get("mean", ev.get("mean")), conf.get("p", ev.get("p"))
-        t.add_row(
-            r.decided_at.strftime("%Y-%m-%d %H:%M"), r.spec_hash[:8], r.league, r.challenger_name,
-            r.champion_name or "—", decision, "—" if mean is None else f"{mean:+.4f}",
-            "—" if p is None else (">0.999" if p > 0.999 else f"{p:.3g}"),  # "1" would read as certainty
-            Text(ev.get("message") or r.reason or ""),
-        )
-    console.print(t)
+        means.append("—" if mean is None else f"{mean:+.4f}")
+        ps.append("—" if p is None else (">0.999" if p > 0.999 else f"{p:.3g}"))  # "1" would read as certainty
+    why = [Text((r.evidence or {}).get("message") or r.reason or "") for r in rows]  # the rule's own words
+
+    def cols(when: str, keep: bool) -> list[Col]:
+        return [Col("when", "left", [r.decided_at.strftime(when) for r in rows]),
+                Col("spec", "left", [r.spec_hash[:8] for r in rows], keep=5 * keep),
+                Col("league", "left", [r.league for r in rows], keep=4 * keep),
+                Col("challenger", "left", [Text(r.challenger_name) for r in rows]),
+                Col("champion", "left", [Text(r.champion_name or "—") for r in rows], keep=3 * keep),
+                Col("decision", "left", decisions), Col("mean d", "right", means, keep=1 * keep),
+                Col("p", "right", ps, keep=2 * keep), Col("why", "left", why, wrap=True, min_width=24)]
+
+    title = "champion history (mean d and p: on the fresh confirmation seeds)"
+    table = fitted(cols("%Y-%m-%d %H:%M", False), width, title=title)
+    table = table or fitted(cols("%m-%d %H:%M", True), width, title=title)
+    return table or fitted(cols("%m-%d %H:%M", True), None, title=title) or Table()
 
 
 @champions_app.command("show")

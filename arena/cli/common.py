@@ -68,9 +68,12 @@ def spec_from_flags(
 def run_options(
     device: str = "auto", backend: str = "auto", mode: str = "auto", timeout: float | None = 3600.0,
     workers: int = 1, gpus: str | None = None, data: str | None = None, pinned_batches: bool = True,
-    fused_adamw: bool = True,
+    fused_adamw: bool = True, pack: str = "1", n_seeds: int = 1,
 ) -> "RunOptions":
-    """The one execution-options object the flags describe; validated (one line per bad flag)."""
+    """The one execution-options object the flags describe; validated (one line per bad flag). ``pack``: the
+    ``--pack`` flag (``auto``: ``n_seeds``, the seeds a command trains per entry, on a GPU; 1 on a CPU).
+    ``timeout`` None: the flag was left out; 3600 s stands in until the command's plan derives the limit from its
+    estimate (``arena.cli.plans.fit``)."""
     from arena.core.options import BACKENDS, Execution, RunOptions
 
     try:
@@ -78,8 +81,10 @@ def run_options(
     except ValueError:
         raise ArenaError(f"--gpus wants a comma list of GPU indices (0,1), got '{gpus}'") from None
     options = RunOptions(
-        device=device, backend=backend, mode=mode, timeout_s=timeout, workers=workers, gpus=gpu_list,
-        data_flag=data, execution=Execution(pinned_batches=pinned_batches, fused_adamw=fused_adamw),
+        device=device, backend=backend, mode=mode, timeout_s=3600.0 if timeout is None else timeout,
+        workers=workers, gpus=gpu_list,
+        data_flag=data, execution=Execution(pinned_batches=pinned_batches, fused_adamw=fused_adamw,
+                                            pack=_pack_size(pack, n_seeds, device)),
     )
     env_backend = os.environ.get("ARENA_BACKEND", "auto")
     if backend == "auto" and env_backend not in BACKENDS:  # else only the worker's model would find out
@@ -88,6 +93,27 @@ def run_options(
     if needs:
         _check_cuda(options, needs[0])
     return options
+
+
+MAX_AUTO_PACK = 16  # seeds per pack that --pack auto chooses at most (the GPU saturates before; bench/results)
+
+
+def _pack_size(flag: str, n_seeds: int, device: str) -> int:
+    """``--pack``: a positive number, or auto (every seed at once on a GPU, capped at MAX_AUTO_PACK; 1 on a CPU,
+    where a pack is no faster than its seeds one after another)."""
+    from arena.core.options import RunOptions
+    from arena.runner.provenance import resolved_device
+
+    if flag.strip().lower() == "auto":
+        on_gpu = resolved_device(RunOptions(device=device)) == "cuda"
+        return max(1, min(n_seeds, MAX_AUTO_PACK)) if on_gpu else 1
+    try:
+        value = int(flag)
+    except ValueError:
+        raise ArenaError(f"--pack wants a number of seeds (e.g. 5) or auto, got '{flag}'") from None
+    if value < 1:
+        raise ArenaError(f"--pack must be at least 1 (seeds trained together), got {value}")
+    return value
 
 
 # What to do instead when a flag needs CUDA that this machine does not have (keyed by the flag's name).
@@ -199,3 +225,15 @@ def reading_store(db: str | None) -> "Store":
         raise ArenaError(f"no arena store at {display(db or Store.default_url())} yet; "
                          "start with: arena tournament --preset smoke (or point --db / ARENA_DB at yours)")
     return store
+
+
+def on_engine(options: "RunOptions", engine: str, ray_address: str | None, gpu_share: float | None) -> "RunOptions":
+    """``options`` on the engine the flags name (``--engine``, ``--ray-address``, ``--gpu-share``), validated;
+    ``--engine ray`` without Ray installed is one line naming the extra."""
+    from dataclasses import replace
+
+    from arena.orchestration.engines import check_engine
+
+    options = replace(options, engine=engine, ray_address=ray_address, gpu_share=gpu_share)
+    check_engine(options)
+    return options

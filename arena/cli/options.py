@@ -35,7 +35,11 @@ Storage = Annotated[
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
 Backend = Annotated[str, typer.Option("--backend", help="auto | kernel | torch_chunk | torch_recurrent")]
 Mode = Annotated[str, typer.Option("--mode", help="auto | eager | graph (the whole step in one CUDA graph)")]
-Timeout = Annotated[float, typer.Option("--timeout", help="Per-run time limit in seconds; a run past it is a timeout.")]
+Timeout = Annotated[
+    float | None,
+    typer.Option("--timeout", help="Per-run time limit in seconds; a run past it is a timeout. Default: 3× the "
+                 "estimate of the slowest run (at least 600); a limit the estimate says cannot be met is refused."),
+]
 Workers = Annotated[int, typer.Option("--workers", help="Parallel worker processes (GPUs are shared round-robin).")]
 Gpus = Annotated[str | None, typer.Option("--gpus", help="GPU indices the workers use, e.g. 0,1 (default: CUDA's).")]
 PinnedBatches = Annotated[
@@ -43,6 +47,21 @@ PinnedBatches = Annotated[
 ]
 FusedAdamw = Annotated[
     bool, typer.Option("--fused-adamw/--foreach-adamw", help="CUDA: single-kernel AdamW or the multi-tensor one.")
+]
+Pack = Annotated[
+    str,
+    typer.Option("--pack", help="Seeds of one entry trained together as one fused model: a number, or auto "
+                 "(every seed of the spec at once on a GPU, 1 on a CPU). Part of each run's stack."),
+]
+Engine = Annotated[
+    str, typer.Option("--engine", help="local (worker processes here) | ray (Ray tasks on a cluster: arena[ray]).")
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="The Ray cluster (host:port of `ray start --head`); default: a local instance."),
+]
+GpuShare = Annotated[
+    float | None, typer.Option("--gpu-share", help="GPUs per Ray task, e.g. 0.5 (default: 1 on CUDA, 0 on the CPU).")
 ]
 Rerun = Annotated[bool, typer.Option("--rerun", help="Recompute runs that are already stored.")]
 RerunFailed = Annotated[

@@ -7,12 +7,16 @@ import io
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from rich import box
+from rich.cells import cell_len
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from arena.orchestration.estimate import rate
 from arena.orchestration.leaderboard import Board, League, Row
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -99,24 +103,104 @@ def caption(board: Board, league: League | None = None) -> str:
     return " · ".join(parts)
 
 
-def table(board: Board) -> Group:
+@dataclass(frozen=True)
+class Col:
+    """A column of a width-fitted table: its header, cells and how it may give way to a narrow terminal.
+    ``keep``: 0 always shown; higher ones are dropped first. ``wrap``: the flexible column (wrapped at spaces,
+    at least ``min_width`` wide); every other column keeps its full text (a number or a name is never cut)."""
+
+    header: str
+    justify: str
+    cells: Sequence[str | Text]
+    keep: int = 0
+    wrap: bool = False
+    min_width: int = 20
+
+    @property
+    def width(self) -> int:
+        if self.wrap:
+            return self.min_width
+        words = [cell_len(w) for w in self.header.split()] or [0]
+        return max([*words, *(cell_len(c.plain if isinstance(c, Text) else c) for c in self.cells)])
+
+
+def fitted(cols: Sequence[Col], width: int | None, *, compact: bool = False, **kwargs: Any) -> Table | None:
+    """A table of ``cols`` within ``width`` (None: any): columns are dropped, highest ``keep`` first, until the
+    full-text columns and the wrapping one's minimum fit; None when even the ``keep`` 0 ones do not. ``compact``:
+    no outer edge and one space of padding between columns (two characters of chrome a column, not three)."""
+    chosen = list(cols)
+    chrome = (lambda n: 2 * (n - 1)) if compact else (lambda n: 3 * n + 1)
+    while width is not None and sum(c.width for c in chosen) + chrome(len(chosen)) > width:
+        droppable = [c for c in chosen if c.keep > 0]
+        if not droppable:
+            return None
+        chosen.remove(max(droppable, key=lambda c: (c.keep, chosen.index(c))))
+    if compact:
+        kwargs |= {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True,
+                   "show_lines": True}
+    t = Table(**kwargs)
+    for c in chosen:
+        t.add_column(c.header, justify=c.justify, no_wrap=not c.wrap, overflow="fold",  # type: ignore[arg-type]
+                     min_width=None if c.wrap else c.width)
+    for i in range(len(cols[0].cells) if cols else 0):
+        t.add_row(*[c.cells[i] for c in chosen])
+    return t
+
+
+def _pm(x: float | None, ci: tuple[float, float] | None, spec: str) -> str:
+    """The compact form of a value and its 95% CI: ``3.1796 ±0.0576`` (the larger side, if it is not even)."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    return format(x, spec) + (f" ±{max(ci[1] - x, x - ci[0]):.4f}" if ci else "")
+
+
+def _league_cols(league: League, narrow: bool) -> list[Col]:
+    rows = league.rows
+    ranks = [fmt(r.rank, "d") if r.rank else "—" for r in rows]
+    if not narrow:
+        return [
+            Col("#", "right", ranks), Col("", "center", [_mark(r) for r in rows]),
+            Col("variant", "left", [Text(r.name) for r in rows]), Col("kind", "left", [r.kind for r in rows]),
+            Col("val loss (95% CI)", "right", [f"{fmt(r.mean, '.4f')} {_interval(r.ci, '.4f')}".strip() for r in rows]),
+            Col("Δ vs champ (95% CI)", "right", [_delta(r) for r in rows]),
+            Col("verdict", "left", [Text(r.verdict) for r in rows], wrap=True),
+            Col("params (vs ref)", "right", [_params(r) for r in rows]),
+            Col("extra", "right", [_extra(r) for r in rows]),
+            Col("tok/s", "right", [fmt(r.tok_s, ",.0f") for r in rows]),
+            Col("status", "left", [_status(r) for r in rows]),
+        ]
+    deviation = ["≠ unmatched" if not r.matched else fmt(r.deviation, "+.2%") for r in rows]
+    speed = ["—" if r.tok_s is None else rate(r.tok_s) for r in rows]
+    return [
+        Col("#", "right", ranks), Col("variant", "left", [Text(f"{r.name} {_mark(r)}".strip()) for r in rows]),
+        Col("val loss ±CI", "right", [_pm(r.mean, r.ci, ".4f") for r in rows]),
+        Col("Δ vs champ ±CI", "right", [_pm(r.delta, r.delta_ci, "+.4f") for r in rows]),
+        Col("verdict", "left", [Text(r.verdict) for r in rows], wrap=True),
+        Col("status", "left", [_status(r) for r in rows], keep=1),
+        Col("params vs ref", "right", deviation, keep=2), Col("tok/s", "right", speed, keep=3),
+        Col("kind", "left", [r.kind for r in rows], keep=4),
+        *([Col("extra", "right", [_extra(r) for r in rows], keep=5)] if any(r.extra for r in rows) else []),
+    ]
+
+
+def table(board: Board, width: int | None = None) -> Group:
+    """The leaderboard, one table per league, within ``width`` columns (None: as wide as it needs). When the full
+    table does not fit, the compact one: Δ and the CIs as ±half-widths, the champion's and the unmatched marks
+    beside the name, the verdict wrapped, and the other columns added while they fit (status, parameters, speed,
+    kind, extra). No number or name is ever cut to '…'."""
     tables: list[Table] = []
     for league in board.leagues:
-        t = Table(title=f"arena leaderboard · league {league.name}", caption=caption(board, league),
-                  header_style="bold")
-        for col, just in [
-            ("#", "right"), ("", "center"), ("variant", "left"), ("kind", "left"), ("val loss (95% CI)", "right"),
-            ("Δ vs champ (95% CI)", "right"), ("verdict", "left"), ("params (vs ref)", "right"), ("extra", "right"),
-            ("tok/s", "right"), ("status", "left"),
-        ]:
-            t.add_column(col, justify=just)  # type: ignore[arg-type]
-        for r in league.rows:
-            style = "bold green" if r.is_champion else None
-            t.add_row(
-                fmt(r.rank, "d") if r.rank else "—", _mark(r), Text(r.name), r.kind,
-                f"{fmt(r.mean, '.4f')} {_interval(r.ci, '.4f')}".strip(), _delta(r), Text(r.verdict), _params(r),
-                _extra(r), fmt(r.tok_s, ",.0f"), _status(r), style=style,
-            )
+        kwargs: dict[str, Any] = {"title": f"arena leaderboard · league {league.name}",
+                                  "caption": caption(board, league), "header_style": "bold"}
+        t = fitted(_league_cols(league, narrow=False), width, **kwargs)
+        if t is None:
+            t = fitted(_league_cols(league, narrow=True), width, compact=True, **kwargs)
+        if t is None:  # narrower than the essential columns: rich wraps what it must
+            t = fitted(_league_cols(league, narrow=True), None, compact=True, **kwargs)
+        assert t is not None
+        for i, r in enumerate(league.rows):
+            if r.is_champion:
+                t.rows[i].style = "bold green"
         tables.append(t)
     if not tables:
         tables.append(Table(title="arena leaderboard", caption=caption(board)))

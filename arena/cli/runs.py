@@ -14,6 +14,7 @@ from arena.cli import options as o
 from arena.cli.common import (
     check_paired_seeds,
     existing_store,
+    on_engine,
     open_store,
     parse_hparams,
     run_options,
@@ -21,6 +22,7 @@ from arena.cli.common import (
     writable,
 )
 from arena.cli.console import console
+from arena.cli.plans import deciding, device_for, fit, missing_jobs, shas, train
 from arena.core.errors import ArenaError
 
 
@@ -36,7 +38,7 @@ def run(
     device: o.Device = "auto",
     backend: o.Backend = "auto",
     mode: o.Mode = "auto",
-    timeout: o.Timeout = 3600.0,
+    timeout: o.Timeout = None,
     workers: o.Workers = 1,
     gpus: o.Gpus = None,
     pinned_batches: o.PinnedBatches = True,
@@ -53,25 +55,26 @@ def run(
     from arena.orchestration.entries import Entry, resolve_variant
     from arena.orchestration.execute import register
     from arena.runner.provenance import basis_for
-    from arena.runner.worker import run_trial
+    from arena.runner.trials import run_trial
 
     spec = spec_from_flags(preset, steps, None, track, data, sets)
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
     store = None if no_store else existing_store(db)
     loaded = resolve_variant(variant, store, spec, data)  # a bad or unknown variant fails here: nothing written
-    if not no_store and store is None:
-        store = open_store(db)
     entry = Entry.of(loaded, parse_hparams(hp))
     basis = basis_for(options)
-    if store is not None:
-        stored = store.get_run(entry.key(spec, seed, basis))
-        if stored is not None and not rerun:
-            notes = err_console if as_json else console  # with --json, stdout holds the JSON and nothing else
-            notes.print(f"[dim]memoized: run #{stored.id} (use --rerun to recompute)[/dim]")
-            _emit_result(stored.result, as_json)
-            if not as_json:
-                print_result(console, stored.result, spec)
-            return
+    notes = err_console if as_json else console  # with --json, stdout holds the JSON and nothing else
+    stored = store.get_run(entry.key(spec, seed, basis)) if store is not None else None
+    if stored is not None and not rerun:
+        notes.print(f"[dim]memoized: run #{stored.id} (use --rerun to recompute)[/dim]")
+        _emit_result(stored.result, as_json)
+        if not as_json:
+            print_result(console, stored.result, spec)
+        return
+    # issue #16: the plan and its estimate; a --timeout it cannot meet is refused here, before anything is written
+    options = fit(notes, store, spec, [loaded.sha256], options, device_for(options, basis), timeout, later=())
+    if not no_store and store is None:
+        store = open_store(db)
     if store is not None:  # issue #16: a store that cannot be written fails now, not after training; the rows go
         register(writable(store), spec, [entry])  # first, so that only the run can fail later (and is spooled)
     with single_run_progress(err_console if as_json else console, f"{loaded.name} seed {seed}", spec.steps) as on_event:
@@ -102,16 +105,21 @@ def submit(
     device: o.Device = "auto",
     backend: o.Backend = "auto",
     mode: o.Mode = "auto",
-    timeout: o.Timeout = 3600.0,
+    timeout: o.Timeout = None,
     workers: o.Workers = 1,
     gpus: o.Gpus = None,
     pinned_batches: o.PinnedBatches = True,
     fused_adamw: o.FusedAdamw = True,
+    pack: o.Pack = "auto",
+    engine: o.Engine = "local",
+    ray_address: o.RayAddress = None,
+    gpu_share: o.GpuShare = None,
     db: o.Db = None,
 ) -> None:
     """Validate and register a variant, run it on the spec's seeds, and ask the champion registry for a verdict."""
     from arena.cli.views import print_outcome
     from arena.orchestration.contest import Contests
+    from arena.orchestration.engines import open_engine
     from arena.orchestration.entries import Entry
     from arena.orchestration.execute import prune_checkpoints, register
     from arena.runner.inspection import inspect_one
@@ -121,10 +129,17 @@ def submit(
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     if not no_run:
         check_paired_seeds(spec, "arena submit (its challenge)")  # issue #16: refused before anything trains
-    options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
+    options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw, pack,
+                          len(spec.seeds))
+    options = on_engine(options, engine, ray_address, gpu_share)
     found = inspect_one(read_file(file), file, spec, data_flag=data)
     loaded, n_params = found.loaded, found.n_params
-    store = open_store(db)
+    store = existing_store(db)
+    if not no_run:  # issue #16: the plan and its estimate before anything is written (a --timeout it cannot meet)
+        basis = basis_for(options)
+        todo = missing_jobs(store, spec, [Entry.of(loaded)], spec.seeds, basis)
+        options = fit(console, store, spec, shas(todo), options, device_for(options, basis), timeout)
+    store = open_store(db) if store is None else writable(store)
     existing = store.latest_variant(loaded.name)
     if existing is not None and existing.path != loaded.path and existing.sha256 != loaded.sha256:
         raise ArenaError(
@@ -138,10 +153,14 @@ def submit(
                   f"{n_params:,} params at {spec.label}")
     if no_run:
         return
-    contests = Contests(store, spec, options, basis_for(options),
-                        on_note=lambda text: console.print(f"  [dim]{text}[/dim]"))
-    for outcome in contests.challenge(entry):
-        print_outcome(console, outcome)
+    contests = Contests(store, spec, options, basis, on_note=lambda text: console.print(f"  [dim]{text}[/dim]"))
+    with open_engine(options):  # Ray: joined (or started) once for the whole challenge
+        # issue #16: the entry's runs under the progress display, then the decision under a spinner: never silent
+        train(console, store, spec, todo, options, basis, contests.checkpoint_dir, title=entry.name)
+        with _status(deciding(spec, [contests.league])):
+            outcomes = contests.challenge(entry)
+        for outcome in outcomes:
+            print_outcome(console, outcome)
     prune_checkpoints(store, spec, contests.checkpoint_dir)  # issue #16: only the champions' runs keep theirs
 
 
@@ -156,11 +175,15 @@ def tournament(
     device: o.Device = "auto",
     backend: o.Backend = "auto",
     mode: o.Mode = "auto",
-    timeout: o.Timeout = 3600.0,
+    timeout: o.Timeout = None,
     workers: o.Workers = 1,
     gpus: o.Gpus = None,
     pinned_batches: o.PinnedBatches = True,
     fused_adamw: o.FusedAdamw = True,
+    pack: o.Pack = "auto",
+    engine: o.Engine = "local",
+    ray_address: o.RayAddress = None,
+    gpu_share: o.GpuShare = None,
     rerun: o.Rerun = False,
     rerun_failed: o.RerunFailed = None,
     db: o.Db = None,
@@ -170,18 +193,23 @@ def tournament(
     from arena.cli.progress import TournamentProgress
     from arena.cli.views import print_leaderboard, print_outcome
     from arena.core.home import checkpoints_dir
+    from arena.orchestration.engines import open_engine
     from arena.orchestration.execute import execute, prune_checkpoints, register
     from arena.orchestration.tournament import decide, prepare
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     check_paired_seeds(spec, "a tournament")  # issue #16: refused before anything trains
-    options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw)
+    options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw, pack,
+                          len(spec.seeds))
+    options = on_engine(options, engine, ray_address, gpu_share)
     failed = parse_statuses(rerun_failed)
     store = existing_store(db)
     the_plan = prepare(store, spec, options, variants.split(",") if variants else None, rerun=rerun,
                        rerun_failed=failed)
     for line in the_plan.refused:  # a file that fails its check sits out; the others compete
         console.print(f"[yellow]skipped[/yellow] {escape(line)}", highlight=False)
+    options = fit(console, store, spec, shas(the_plan.jobs), options, device_for(options, the_plan.basis), timeout,
+                  later=[e.loaded.sha256 for e in the_plan.entries])  # issue #16: before anything is written
     if store is None:
         store = open_store(db)
     else:
@@ -194,17 +222,29 @@ def tournament(
         f"{the_plan.basis.label}", highlight=False,
     )
     ckpt = str(checkpoints_dir())
-    with TournamentProgress(console, list(the_plan.jobs), spec.steps, workers) as progress:
-        execute(store, spec, the_plan.jobs, options, the_plan.basis, checkpoint_dir=ckpt,
-                on_progress=progress.on_event, on_done=progress.on_done, rerun=rerun or bool(failed),
-                on_skip=lambda jobs, why: console.print(
-                    f"[yellow]not stored[/yellow] {len(jobs)} run(s) of {jobs[0].entry.name}: {escape(why)} "
-                    "(arena's failure, not the variant's; run the command again)", highlight=False))
-    for outcome in decide(store, the_plan, options, checkpoint_dir=ckpt,
-                          on_note=lambda text: console.print(f"  [dim]{escape(text)}[/dim]")):
-        print_outcome(console, outcome)
+    with open_engine(options) as fleet:  # Ray: joined (or started) once, for the runs and the decisions
+        if fleet.name != "local":
+            console.print(f"engine {fleet.label()}", highlight=False)
+        with TournamentProgress(console, list(the_plan.jobs), spec.steps, fleet.slots) as progress:
+            execute(store, spec, the_plan.jobs, options, the_plan.basis, checkpoint_dir=ckpt,
+                    on_progress=progress.on_event, on_done=progress.on_done, rerun=rerun or bool(failed),
+                    on_skip=lambda jobs, why: console.print(
+                        f"[yellow]not stored[/yellow] {len(jobs)} run(s) of {jobs[0].entry.name}: {escape(why)} "
+                        "(arena's failure, not the variant's; run the command again)", highlight=False))
+        with _status(deciding(spec, the_plan.leagues)):  # issue #16: it may train fresh seeds; say so
+            outcomes = decide(store, the_plan, options, checkpoint_dir=ckpt,
+                              on_note=lambda text: console.print(f"  [dim]{escape(text)}[/dim]"))
+        for outcome in outcomes:
+            print_outcome(console, outcome)
     prune_checkpoints(store, spec, ckpt)  # issue #16: decided; only the champions' runs keep their checkpoints
     print_leaderboard(console, store, spec.hash, "table")
+
+
+def _status(text: str) -> Any:
+    """The spinner (plain lines off a terminal) of a phase with no steps to count: ``arena.cli.progress.status``."""
+    from arena.cli.progress import status
+
+    return status(console, text)
 
 
 def parse_statuses(text: str | None) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from arena.cli import options as o
-from arena.cli.common import check_tune_flags, open_store, run_options, spec_from_flags
+from arena.cli.common import check_tune_flags, on_engine, open_store, run_options, spec_from_flags
 from arena.cli.console import console
 from arena.core.errors import ArenaError
 
@@ -53,8 +53,9 @@ def tune(
     ),
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed (record it; resumed runs are not bit-exact).")] = 0,
     trial_timeout: Annotated[
-        float, typer.Option("--trial-timeout", help="Per-trial time limit in seconds; past it the trial FAILs.")
-    ] = 3600.0,
+        float | None, typer.Option("--trial-timeout", help="Per-trial time limit in seconds; past it the trial "
+                                   "FAILs. Default: 3× the estimate of a trial (at least 600).")
+    ] = None,
     device: o.Device = "auto",
     backend: o.Backend = "auto",
     mode: o.Mode = "auto",
@@ -62,25 +63,42 @@ def tune(
     gpus: o.Gpus = None,
     pinned_batches: o.PinnedBatches = True,
     fused_adamw: o.FusedAdamw = True,
+    engine: o.Engine = "local",
+    ray_address: o.RayAddress = None,
+    gpu_share: o.GpuShare = None,
     storage: o.Storage = None,
     db: o.Db = None,
 ) -> None:
     """Search a variant's hyperparameters (Optuna TPE, median pruning) on the tuning seed, never the tournament's.
 
     The spec flags are those of ``arena tournament``, so a tuned entry competes under the same spec hash."""
-    import optuna
-
-    from arena.orchestration.entries import resolve_variant
-    from arena.orchestration.search import tune as search
-
     if (variant is None) == (not every):
         raise ArenaError("arena tune: name one VARIANT, or pass --all (every variant, the same budget)")
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
     options = run_options(device, backend, mode, trial_timeout, workers, gpus, data, pinned_batches, fused_adamw)
+    options = on_engine(options, engine, ray_address, gpu_share)
     names = _params(params)
     check_tune_flags(trials, timeout, storage)  # issue #16: before the store is opened, so nothing is written
+    options = _fit_trials(spec, variant, every, trials, options, trial_timeout, db)
     store = open_store(db)
     try:
+        _tune_each(store, spec, every, variant, data, trials, timeout, options, names, resume, storage, seed, do_adopt)
+    finally:
+        store.close()
+
+
+def _tune_each(store: Any, spec: Any, every: bool, variant: str | None, data: str | None, trials: int,
+               timeout: float | None, options: Any, names: tuple[str, ...], resume: bool, storage: str | None,
+               seed: int, do_adopt: bool) -> None:
+    """``arena tune``'s work once its flags are checked: the variants to tune, each tuned (and adopted)."""
+    import optuna
+
+    from arena.cli.progress import TrialProgress
+    from arena.orchestration.engines import open_engine
+    from arena.orchestration.entries import resolve_variant
+    from arena.orchestration.search import tune as search
+
+    with open_engine(options):  # Ray: joined (or started) once for every variant of the call
         if every:
             from arena.orchestration.entries import tournament_entries
 
@@ -95,7 +113,7 @@ def tune(
         for loaded in todo:
             if every:
                 console.print(f"[bold]{loaded.name}[/bold]: {trials} trials", highlight=False)
-            with _TrialProgress(console, trials) as progress:
+            with TrialProgress(console, trials) as progress:  # plain lines off a terminal
                 summary = search.tune(
                     loaded, spec, trials=trials, store=store, options=options, timeout_s=timeout,
                     params=names, resume=resume, storage=storage, seed=seed, on_trial=progress.on_trial,
@@ -105,8 +123,36 @@ def tune(
             if do_adopt or every:
                 entry = search.adopt(loaded, spec, store, summary.storage)
                 console.print(f"adopted trial #{summary.best_trial} as [bold]{entry}[/bold]")
+
+
+def _fit_trials(spec: Any, variant: str | None, every: bool, trials: int, options: Any, given: float | None,
+                db: str | None) -> Any:
+    """The search's plan and estimate (issue #16), before the store is opened: ``trials`` runs on the tuning seed
+    per variant. A --trial-timeout it cannot meet is refused; without one, the per-trial limit is derived. A
+    variant that cannot be found is left to the lookup that follows (it says so in one line)."""
+    from pathlib import Path
+
+    from arena.cli.common import existing_store
+    from arena.cli.plans import device_for, fit, source_shas
+    from arena.orchestration.entries import candidates
+    from arena.runner.loader import read_file
+
+    store = existing_store(db)
+    try:
+        found = {n: c for n, c in candidates(store).items() if c.origin == "file"}
+        if every:
+            sources = [c.source for c in found.values()]
+        elif variant in found:
+            sources = [found[variant].source]
+        elif variant is not None and Path(variant).is_file():
+            sources = [read_file(variant)]
+        else:
+            return options
+        return fit(console, store, spec, source_shas(sources) * trials, options, device_for(options), given,
+                   flag="--trial-timeout", later=(), parallel=options.workers)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
 
 
 def adopt(
@@ -157,48 +203,6 @@ def dashboard(
         return
     if served.code:
         raise ArenaError(f"optuna-dashboard exited with code {served.code}")
-
-
-class _TrialProgress:
-    """A bar over this call's trials with the best value so far; failed trials are printed above it."""
-
-    def __init__(self, console: Any, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.console = console
-        self.progress = Progress(
-            TextColumn("tuning"),
-            BarColumn(bar_width=30),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.task = self.progress.add_task("tuning", total=total, info="starting")
-        self.started = False
-
-    def __enter__(self) -> "_TrialProgress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.started:
-            self.progress.stop()
-
-    def start(self, study: str, storage: str) -> None:
-        """Called once the study is open: only then is there something to show."""
-        self.console.print(f"study [bold]{study}[/bold] in {storage}")
-        self.progress.update(self.task, info="trial 0 of a new study runs the variant's defaults")
-        self.progress.start()
-        self.started = True
-
-    def on_trial(self, event: Any) -> None:
-        best = "—" if event.best_value is None else f"{event.best_value:.4f} (#{event.best_trial})"
-        last = "" if event.value is None else f"{event.value:.4f}"
-        self.progress.update(
-            self.task, completed=event.done, info=f"#{event.number} {event.state.lower()} {last} · best {best}"
-        )
-        if event.state == "FAIL":
-            self.progress.console.print(f"[red]trial #{event.number} failed[/red]: {event.error or '?'}")
 
 
 def _print_summary(console: Any, s: Any) -> None:

@@ -91,7 +91,7 @@ def print_leaderboard(console: Console, store: Any, spec_hash: str, form: str) -
 
     board = build(store, spec_hash)
     if form == "table":
-        console.print(render.table(board))
+        console.print(render.table(board, console.width))  # columns chosen for the width (issue #16)
         if board.tuning:
             t = Table(title="search runs (tuning seeds, not ranked)")
             for col in ("study", "runs", "ok", "best val loss", "best hparams"):

@@ -48,7 +48,9 @@ def test_packed_members_match_their_solo_models_with_the_kernels(name: str) -> N
         loss_of(ref, x[i]).backward()
         torch.testing.assert_close(logits[i], ref, atol=2e-4, rtol=2e-4)
         for n, p in m.named_parameters():
-            torch.testing.assert_close(pack.params[n].grad[i], p.grad, atol=2e-4, rtol=5e-3, msg=n)
+            grad = pack.params[n].grad
+            assert grad is not None
+            torch.testing.assert_close(grad[i], p.grad, atol=2e-4, rtol=5e-3, msg=n)
 
 
 def test_two_graphs_in_one_process_replay_in_any_order() -> None:
@@ -63,7 +65,7 @@ def test_two_graphs_in_one_process_replay_in_any_order() -> None:
     hp = resolve(gf.variant.hparams, None, gf.name)
     runs = []
     for seed in (0, 1):
-        r = RunResult(variant="gf", variant_sha=gf.sha256, spec_hash=SHORT.hash, seed=seed)
+        r = RunResult(variant="gf", variant_sha=gf.sha256, spec_hash=SHORT.hash, seed=seed, hparams=hp.to_dict())
         run = Run(SHORT, gf, [seed], hp, dev, mode, opts, None, [r])
         for step in range(run.n_warm):
             run.step(step)

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from arena.core.errors import ArenaError
 from arena.core.home import arena_home
+from arena.core.liveness import process_start
 from arena.core.spec import Spec
 
 HEARTBEAT_INTERVAL_S = 60
@@ -128,19 +129,9 @@ def _has_heartbeat(storage: BaseStorage) -> bool:
 
 
 # -- the stale-trial sweep (journal storages) -------------------------------------------------------------------
-def _process_start(pid: int) -> str | None:
-    """The start time of a process (Linux ``/proc``), to tell a dead owner from a reused pid; None elsewhere."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
-
-
 def worker_owner() -> dict[str, Any]:
     pid = os.getpid()
-    return {"worker": f"{socket.gethostname()}:{pid}", "worker_start": _process_start(pid)}
+    return {"worker": f"{socket.gethostname()}:{pid}", "worker_start": process_start(pid)}
 
 
 def _owner_dead(owner: Any, started: Any) -> bool:
@@ -158,7 +149,7 @@ def _owner_dead(owner: Any, started: Any) -> bool:
         return True
     except PermissionError:
         return False
-    now = _process_start(pid)
+    now = process_start(pid)
     if now is None:  # a zombie, or no /proc
         return Path("/proc/self/stat").exists()
     return started is not None and str(started) != now

@@ -58,6 +58,12 @@ def resolved_device(options: RunOptions) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def visible_gpus() -> int:
+    """How many CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` applies); asks the driver, makes no
+    context, holds no GPU memory."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def local_stack(options: RunOptions) -> dict[str, Any]:
     """The stack a run with these options gets in THIS process (on CUDA it initialises the device: call it in a
     worker). Device, GPU model, torch and CUDA, determinism, requested backend and which kernels import, mode and

@@ -225,7 +225,7 @@ def noise(
     backend: o.Backend = "auto",
     mode: o.Mode = "auto",
     timeout: o.Timeout = None,
-    workers: o.Workers = 1,
+    workers: o.Workers = None,
     gpus: o.Gpus = None,
     pinned_batches: o.PinnedBatches = True,
     fused_adamw: o.FusedAdamw = True,

@@ -67,7 +67,7 @@ def spec_from_flags(
 
 def run_options(
     device: str = "auto", backend: str = "auto", mode: str = "auto", timeout: float | None = 3600.0,
-    workers: int = 1, gpus: str | None = None, data: str | None = None, pinned_batches: bool = True,
+    workers: int | None = 1, gpus: str | None = None, data: str | None = None, pinned_batches: bool = True,
     fused_adamw: bool = True, pack: str = "1", n_seeds: int = 1,
 ) -> "RunOptions":
     """The one execution-options object the flags describe; validated (one line per bad flag). ``pack``: the
@@ -80,6 +80,7 @@ def run_options(
         gpu_list = tuple(int(g) for g in gpus.split(",") if g.strip()) if gpus else ()
     except ValueError:
         raise ArenaError(f"--gpus wants a comma list of GPU indices (0,1), got '{gpus}'") from None
+    gpu_list, workers = gpus_and_workers(device, gpu_list, workers)
     options = RunOptions(
         device=device, backend=backend, mode=mode, timeout_s=3600.0 if timeout is None else timeout,
         workers=workers, gpus=gpu_list,
@@ -93,6 +94,20 @@ def run_options(
     if needs:
         _check_cuda(options, needs[0])
     return options
+
+
+def gpus_and_workers(device: str, gpus: tuple[int, ...], workers: int | None) -> tuple[tuple[int, ...], int]:
+    """Where runs go when the flags leave it open: on a machine with several GPUs and neither ``--gpus`` nor a
+    ``--device cuda:N``, every visible GPU; ``--workers`` left out, one worker per GPU in use (1 on a CPU).
+    ``--gpus 0`` restricts a multi-GPU machine to one GPU."""
+    from arena.core.options import RunOptions
+    from arena.runner.provenance import resolved_device, visible_gpus
+
+    if device in ("auto", "cuda") and not gpus and resolved_device(RunOptions(device=device)) == "cuda":
+        n = visible_gpus()
+        if n > 1:
+            gpus = tuple(range(n))
+    return gpus, workers if workers is not None else max(1, len(gpus))
 
 
 MAX_AUTO_PACK = 16  # seeds per pack that --pack auto chooses at most (the GPU saturates before; bench/results)

@@ -40,7 +40,11 @@ Timeout = Annotated[
     typer.Option("--timeout", help="Per-run time limit in seconds; a run past it is a timeout. Default: 3× the "
                  "estimate of the slowest run (at least 600); a limit the estimate says cannot be met is refused."),
 ]
-Workers = Annotated[int, typer.Option("--workers", help="Parallel worker processes (GPUs are shared round-robin).")]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", help="Parallel worker processes (default: one per GPU in use, 1 on a CPU; GPUs are "
+                 "dealt round-robin)."),
+]
 Gpus = Annotated[str | None, typer.Option("--gpus", help="GPU indices the workers use, e.g. 0,1 (default: CUDA's).")]
 PinnedBatches = Annotated[
     bool, typer.Option("--pinned-batches/--pageable-batches", help="CUDA: copy batches through pinned host memory.")

@@ -39,7 +39,7 @@ def run(
     backend: o.Backend = "auto",
     mode: o.Mode = "auto",
     timeout: o.Timeout = None,
-    workers: o.Workers = 1,
+    workers: o.Workers = None,
     gpus: o.Gpus = None,
     pinned_batches: o.PinnedBatches = True,
     fused_adamw: o.FusedAdamw = True,
@@ -106,7 +106,7 @@ def submit(
     backend: o.Backend = "auto",
     mode: o.Mode = "auto",
     timeout: o.Timeout = None,
-    workers: o.Workers = 1,
+    workers: o.Workers = None,
     gpus: o.Gpus = None,
     pinned_batches: o.PinnedBatches = True,
     fused_adamw: o.FusedAdamw = True,
@@ -176,7 +176,7 @@ def tournament(
     backend: o.Backend = "auto",
     mode: o.Mode = "auto",
     timeout: o.Timeout = None,
-    workers: o.Workers = 1,
+    workers: o.Workers = None,
     gpus: o.Gpus = None,
     pinned_batches: o.PinnedBatches = True,
     fused_adamw: o.FusedAdamw = True,
@@ -218,7 +218,8 @@ def tournament(
     leagues = ", ".join(f"{name} ({len(es)})" for name, es in the_plan.leagues.items())
     console.print(
         f"tournament {spec.label}: {len(the_plan.entries)} entries × {len(spec.seeds)} seeds · "
-        f"{len(the_plan.jobs)} to run, {the_plan.memoized} memoized · {workers} worker(s) · leagues {leagues} · "
+        f"{len(the_plan.jobs)} to run, {the_plan.memoized} memoized · {options.workers} worker(s) · "
+        f"leagues {leagues} · "
         f"{the_plan.basis.label}", highlight=False,
     )
     ckpt = str(checkpoints_dir())

@@ -70,10 +70,13 @@ class LocalEngine:
         self.options = options
         self.slots = max(1, options.workers)
 
-    def slot(self, index: int, in_use: int) -> contextlib.AbstractContextManager[Runner]:
+    def slot_env(self, index: int) -> dict[str, str]:
+        """The environment of slot ``index``'s worker: the one GPU it sees (round-robin over ``options.gpus``)."""
         gpus = self.options.gpus
-        env = {"CUDA_VISIBLE_DEVICES": str(gpus[index % len(gpus)])} if gpus else {}
-        return local_slot(max(1, (os.cpu_count() or 1) // max(1, in_use)), env)
+        return {"CUDA_VISIBLE_DEVICES": str(gpus[index % len(gpus)])} if gpus else {}
+
+    def slot(self, index: int, in_use: int) -> contextlib.AbstractContextManager[Runner]:
+        return local_slot(max(1, (os.cpu_count() or 1) // max(1, in_use)), self.slot_env(index))
 
     def label(self) -> str:
         return f"{self.slots} worker(s)"

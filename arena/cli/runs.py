@@ -204,8 +204,11 @@ def tournament(
     options = on_engine(options, engine, ray_address, gpu_share)
     failed = parse_statuses(rerun_failed)
     store = existing_store(db)
-    the_plan = prepare(store, spec, options, variants.split(",") if variants else None, rerun=rerun,
-                       rerun_failed=failed)
+    # Checking the files (each imported, built and probed for causality in a clean process) takes seconds per
+    # entry: say so at once rather than after it (issue #16).
+    with _status("checking the entries: each variant file imported, built and checked in a clean process"):
+        the_plan = prepare(store, spec, options, variants.split(",") if variants else None, rerun=rerun,
+                           rerun_failed=failed)
     for line in the_plan.refused:  # a file that fails its check sits out; the others compete
         console.print(f"[yellow]skipped[/yellow] {escape(line)}", highlight=False)
     options = fit(console, store, spec, shas(the_plan.jobs), options, device_for(options, the_plan.basis), timeout,

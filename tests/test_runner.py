@@ -17,6 +17,7 @@ from arena.core.options import Execution, RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant
+from arena.runner import loop as loop_mod
 from arena.runner import train as train_mod
 from arena.runner.data import load_track
 from arena.runner.loader import builtin, load_source
@@ -150,7 +151,7 @@ def test_batches_are_paired_across_variants(tiny_spec: Spec, monkeypatch: pytest
         track.train_batch = train_batch  # type: ignore[method-assign]
         return track
 
-    monkeypatch.setattr(train_mod, "load_track", recording_load_track)
+    monkeypatch.setattr(loop_mod, "load_track", recording_load_track)
     for label, variant, seed in (("gf", GF, 0), ("gpt", builtin("gpt"), 0), ("mamba2_only", builtin("mamba2_only"), 0),
                                  ("gf@1", GF, 1)):
         current[0] = label

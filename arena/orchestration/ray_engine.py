@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -265,7 +266,12 @@ def _init(options: RunOptions) -> None:
     else:
         kwargs["address"] = options.ray_address
     try:
-        ray.init(**kwargs)
+        # Ray puts the driver's current folder on every worker's sys.path: started from a checkout of arena, its
+        # workers would import the source tree's `arena/` (which holds no `arena.db`: setup maps the top-level
+        # folders into the package) instead of the installed package. Joined from a neutral folder, they import
+        # what is installed, as the driver does.
+        with contextlib.chdir(tempfile.gettempdir()):
+            ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = options.ray_address or "a local Ray instance"
         raise ArenaError(f"--ray-address {where}: cannot join the Ray cluster ({_first_line(exc)}); start one with "

@@ -95,7 +95,7 @@ def runs(db: Path) -> list[dict[str, Any]]:
             "tok_s": metrics.get("tokens_per_s"), "wall_s": metrics.get("wall_s"),
             "warmup_s": metrics.get("warmup_s"), "steps": metrics.get("steps_done"),
             "pack": env.get("pack", {}).get("size", 1), "aggregate_tok_s": env.get("pack", {}).get("aggregate_tok_s"),
-            "peak_mem_mb": metrics.get("peak_mem_mb"),
+            "peak_mem_mb": metrics.get("peak_mem_mb"), "timing": env.get("timing", {}),
         })
     return out
 

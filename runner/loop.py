@@ -70,7 +70,10 @@ class Run:
         # replay runs no Python of the variant: its behaviour is the captured one).
         eager = self.n_warm if self.graph else spec.steps
         self.check_steps = causality.random_steps(eager, CHECKED_STEPS)
+        t0 = time.perf_counter()
         self.build(options, track)
+        # Where a run's wall time goes besides training (issue #15 measures it): recorded in every result's env.
+        self.timing = {"build_s": time.perf_counter() - t0, "capture_s": 0.0, "eval_s": 0.0, "final_s": 0.0}
 
     # -- build ------------------------------------------------------------------------------------------------
     def build(self, options: RunOptions, track: Track | None) -> None:
@@ -171,7 +174,13 @@ class Run:
         if self.graph and step >= self.n_warm:
             if self.cuda_graph is None:
                 self.phase("compiling")
+                self.sync()
+                t0 = time.perf_counter()
                 self.capture(x, y)
+                self.sync()
+                took = time.perf_counter() - t0
+                self.timing["capture_s"] = took
+                self.t_mark += took  # capturing is not training time
                 self.phase("training")
             assert self.cuda_graph is not None and self.static is not None
             static_x, static_y, static_losses = self.static
@@ -265,6 +274,7 @@ class Run:
         self.phase("training")
         self.sync()
         self.t_mark += time.perf_counter() - pause  # evaluation is not training time
+        self.timing["eval_s"] += time.perf_counter() - pause
         return not any(self.active)
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -306,6 +316,16 @@ class Run:
     # -- finish -----------------------------------------------------------------------------------------------
     def finish(self, checkpoint_paths: list[str | None], state_paths: list[str | None]) -> None:
         """The final evaluation over the whole val split, and the checkpoints (for ok members only)."""
+        t0 = time.perf_counter()
+        try:
+            self._finish(checkpoint_paths, state_paths)
+        finally:
+            self.timing["final_s"] = time.perf_counter() - t0
+            self.timing["train_s"] = self.timed_s
+            for result in self.results:
+                result.env["timing"] = dict(self.timing)
+
+    def _finish(self, checkpoint_paths: list[str | None], state_paths: list[str | None]) -> None:
         if not any(r.status == "ok" for r in self.results):
             return
         self.audit("at the end of training")

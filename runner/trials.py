@@ -4,6 +4,7 @@ the results as they are to be recorded. The worker (``runner.worker``) runs one 
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -51,7 +52,11 @@ def run_checked(
 
             results.extend(worker.run_pack(task, forward))
             states.extend(paths)
-        return verify(spec, loaded.source, loaded.path, results, states, options, policy=policy)
+        t0 = time.perf_counter()
+        checked = verify(spec, loaded.source, loaded.path, results, states, options, policy=policy)
+        for r in checked:  # one clean process checks the whole group: its time, on each of the group's runs
+            r.env.setdefault("timing", {})["check_s"] = time.perf_counter() - t0
+        return checked
 
 
 def run_trial(

@@ -260,6 +260,7 @@ class Worker:
         t0 = time.monotonic()
         deadline = t0 + timeout_s if timeout_s else None
         importing_until: float | None = None  # the import of the variant has its own limit
+        startup: float | None = None  # until training began: a new process, the data, the variant's import
         while True:
             wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
             if importing_until is not None and time.monotonic() >= importing_until:
@@ -282,6 +283,8 @@ class Worker:
             kind, payload = msg
             if kind == "event" and isinstance(payload, dict) and payload.get("type") == "phase":
                 importing_until = time.monotonic() + import_limit_s() if payload["phase"] == "importing" else None
+                if payload["phase"] == "training" and startup is None:
+                    startup = time.monotonic() - t0
                 if on_event:
                     on_event(payload)
             elif kind == "event" and isinstance(payload, dict):
@@ -292,7 +295,10 @@ class Worker:
                 if payload.get("type") == "eval":
                     conn.send(("ack", bool(stop)))
             elif kind == "results" and isinstance(payload, list):
-                return [RunResult.from_dict(r) for r in payload]
+                results = [RunResult.from_dict(r) for r in payload]
+                for r in results:
+                    r.env.setdefault("timing", {})["startup_s"] = startup
+                return results
             elif kind == "error":
                 raise ArenaError(str(payload))
             elif kind == "machinery":

@@ -184,3 +184,20 @@ def test_nothing_to_run_prints_nothing() -> None:
     console, out = _console()
     plans.fit(console, None, SMOKE, [], RunOptions(device="cpu"), "cpu", None)
     assert out.getvalue() == ""
+
+
+def test_a_pack_is_estimated_from_runs_of_its_own_size_and_else_assumed_to_gain_nothing() -> None:
+    solo = [ran(A, tok_s=10_000.0, seed=s) for s in range(3)]
+    packed = [ran(A, tok_s=5_000.0, seed=s) for s in range(3)]
+    for r in packed:
+        r.env["pack"] = {"size": 3, "index": r.seed}
+    alone = est.estimate(SMOKE, [A] * 6, solo, "cpu")
+    # No runs recorded at pack 3: a pack costs its 3 runs one after another, and its limit covers them.
+    guess = est.estimate(SMOKE, [A] * 6, solo, "cpu", pack=3)
+    assert guess.total_s == pytest.approx(alone.total_s) and guess.run_s == pytest.approx(3 * alone.run_s)
+    # Runs recorded at pack 3 (a member's speed): a pack takes one member's time and trains 3 runs.
+    seen = est.estimate(SMOKE, [A] * 6, solo + packed, "cpu", pack=3)
+    member = est.estimate(SMOKE, [A] * 6, [ran(A, tok_s=5_000.0)], "cpu")
+    assert seen.run_s == pytest.approx(member.run_s) and seen.total_s == pytest.approx(member.total_s / 3)
+    # A packed member's speed never stands for a run alone.
+    assert est.estimate(SMOKE, [A] * 6, solo + packed, "cpu").tok_s == 10_000.0

@@ -233,3 +233,9 @@ def test_a_worker_trains_seeds_in_packs_and_checks_each_run(tiny_spec, tmp_path:
     assert all(r.status == "ok" and r.env.get("verified") for r in results), [r.error for r in results]
     assert {r.env["pack"]["size"] for r in results} == {2}
     assert {seed for seed, kind in seen if kind == "eval"} == {0, 1, 2}  # the ballast of the last pack sends nothing
+    # Where the wall time went besides training (issue #15 measures it on the GPU): every part recorded.
+    for r in results:
+        timing = r.env["timing"]
+        assert set(timing) >= {"build_s", "capture_s", "eval_s", "final_s", "train_s", "startup_s", "check_s"}
+        assert timing["eval_s"] > 0 and timing["startup_s"] > 0 and timing["check_s"] > 0
+        assert timing["build_s"] + timing["eval_s"] + timing["final_s"] + timing["train_s"] <= r.wall_s + 1e-6

@@ -51,10 +51,12 @@ def fit(
 
     threads = max(1, (os.cpu_count() or 1) // max(1, options.workers)) if device == "cpu" else None
     runs = evidence(store, spec) if store is not None else []
-    est = estimate(spec, variants, runs, device, workers=options.workers, threads=threads, parallel=parallel)
+    est = estimate(spec, variants, runs, device, workers=options.workers, threads=threads, parallel=parallel,
+                   pack=options.execution.pack)
     if given is not None:
         check_timeout(est, given, flag, spec.name)
-    span = estimate(spec, [*variants, *later], runs, device, workers=options.workers, threads=threads)
+    span = estimate(spec, [*variants, *later], runs, device, workers=options.workers, threads=threads,
+                    pack=options.execution.pack)
     limit = given if given is not None else span.limit_s
     if est.runs:
         console.print(describe(est, spec, limit, given is not None, flag), highlight=False, soft_wrap=True)

@@ -15,6 +15,7 @@ now (``cpu_count // workers``), never up.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -152,14 +153,33 @@ class Estimate:
         return self.run_s * (0.9 if self.sure else 0.25)
 
 
+def pack_of(run: RunResult) -> int:
+    """The pack size a stored run trained in (1: alone)."""
+    return int((run.env.get("pack") or {}).get("size", 1))
+
+
 def estimate(
     spec: Spec, variants: Sequence[str], runs: Sequence[RunResult], device: str, *, workers: int = 1,
-    threads: int | None = None, parallel: int | None = None,
+    threads: int | None = None, parallel: int | None = None, pack: int = 1,
 ) -> Estimate:
     """The estimate of a plan: one run of ``spec`` per item of ``variants`` (each a variant's sha256), with the
     speeds that ``runs`` (stored results, any device) recorded on ``device``, on ``workers`` workers whose runs get
     ``threads`` CPU threads each. A variant's runs train one after another in one worker, so at most ``parallel``
-    runs go at once (default: one per distinct variant, up to ``workers``)."""
+    runs go at once (default: one per distinct variant, up to ``workers``).
+
+    ``pack`` > 1 (``--pack``): a variant's runs train ``pack`` at a time as one model. A run records its member's
+    speed, so runs recorded at this pack size give both the time of a pack (one run's) and ``pack`` runs per pack;
+    without such records nothing is assumed of the gain: a pack is taken to cost ``pack`` runs (for its limit too)."""
+    same = [r for r in runs if pack_of(r) == pack]  # a packed member's speed is not a run's alone, nor the reverse
+    if pack > 1 and any(r.status == "ok" and r.tokens_per_s for r in same):
+        est = _estimate(spec, variants, same, device, workers, threads, parallel)
+        return dataclasses.replace(est, total_s=est.total_s / pack)
+    est = _estimate(spec, variants, [r for r in runs if pack_of(r) == 1], device, workers, threads, parallel)
+    return dataclasses.replace(est, run_s=est.run_s * pack)
+
+
+def _estimate(spec: Spec, variants: Sequence[str], runs: Sequence[RunResult], device: str, workers: int,
+              threads: int | None, parallel: int | None) -> Estimate:
     default = default_speed(spec, device)
     overall = recorded_speed(runs, device, default.overhead_s)
     fallback = overall or default

@@ -76,12 +76,8 @@ def train(
     With ``options.execution.pack`` K > 1 this is one member of a pack of K (the others are copies of this seed,
     whose results are dropped): what a run of this seed under that execution computes.
     """
-    options = options or RunOptions()
-    pack = options.execution.pack
-    seeds = [seed] * pack
-    return train_pack(spec, loaded, seeds, hparams, options=options, on_event=on_event,
-                      checkpoint_paths=[checkpoint_path] + [None] * (pack - 1), track=track,
-                      state_paths=[state_path] + [None] * (pack - 1), report=1)[0]
+    return train_pack(spec, loaded, [seed], hparams, options=options, on_event=on_event,
+                      checkpoint_paths=[checkpoint_path], track=track, state_paths=[state_path])[0]
 
 
 def train_pack(
@@ -95,15 +91,19 @@ def train_pack(
     checkpoint_paths: Sequence[str | None] | None = None,
     track: Track | None = None,
     state_paths: Sequence[str | None] | None = None,
-    report: int | None = None,
 ) -> list[RunResult]:
-    """Train ``seeds`` of one variant together as one packed model (``arena.model.pack``) when there are several,
-    as the plain model when there is one; one result per seed (``train`` describes them). ``report``: how many of
-    the seeds (the first ones) are real; the others are ballast that fills a pack to its size, and neither send
-    events nor return results."""
+    """Train ``seeds`` of one variant (at most ``options.execution.pack``) as one packed model
+    (``arena.model.pack``) of exactly that size, or as the plain model at pack size 1; one result per seed
+    (``train`` describes them). A pack short of seeds is filled with copies of its first seed (ballast: trained,
+    never reported), so that every run of an execution is trained in a pack of exactly its size."""
     options = options or RunOptions()
-    seeds = list(seeds)
-    report = len(seeds) if report is None else report
+    report, size = len(seeds), options.execution.pack
+    if report > size:
+        raise ValueError(f"{report} seeds do not fit a pack of {size}")
+    fill: list[str | None] = [None] * (size - report)
+    seeds = [*seeds, *[seeds[0]] * (size - report)]
+    checkpoint_paths = [*(checkpoint_paths or [None] * report), *fill]
+    state_paths = [*(state_paths or [None] * report), *fill]
     hp = hparams if isinstance(hparams, HParams) else resolve(loaded.variant.hparams, hparams, loaded.name)
     basis = local_basis(options)  # a worker stamps the basis it checked against the driver's (the same)
     results = [RunResult(
@@ -122,7 +122,7 @@ def train_pack(
     try:
         run = Run(spec, loaded, seeds, hp, dev, mode, options, on_event, results, track, report)
         run.loop()
-        run.finish(list(checkpoint_paths or [None] * len(seeds)), list(state_paths or [None] * len(seeds)))
+        run.finish(checkpoint_paths, state_paths)
     except MachineryError:
         raise
     except (Rejected, Violation, UndeclaredHParam) as exc:  # a leak, hidden state, an undeclared hyperparameter

@@ -132,15 +132,10 @@ def _train_and_send(conn: Connection, task: Task, spec: Spec, loaded: LoadedVari
     from arena.runner.loop import MachineryError
     from arena.runner.train import train_pack
 
-    n = len(task.seeds)
-    # A pack short of seeds is filled with copies of its first (ballast: trained, never reported), so that every
-    # run of this execution is trained in a pack of exactly its size.
-    seeds = list(task.seeds) + [task.seeds[0]] * (task.options.execution.pack - n)
-    fill: list[str | None] = [None] * (len(seeds) - n)
-    try:
-        results = train_pack(spec, loaded, seeds, task.hparams, options=task.options, on_event=_events(conn),
-                             checkpoint_paths=[*(task.checkpoint_paths or [None] * n), *fill], track=track,
-                             state_paths=[*(task.state_paths or [None] * n), *fill], report=n)
+    try:  # a pack short of seeds is filled by train_pack (ballast it never reports)
+        results = train_pack(spec, loaded, task.seeds, task.hparams, options=task.options, on_event=_events(conn),
+                             checkpoint_paths=task.checkpoint_paths or None, track=track,
+                             state_paths=task.state_paths or None)
     except KeyboardInterrupt:
         os._exit(INTERRUPTED_EXIT)  # the parent stores nothing for an interrupted run
     except MachineryError as exc:  # arena's failure, not the variant's: no result

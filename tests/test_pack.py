@@ -67,7 +67,7 @@ def test_fold_heads_runs_an_unvmappable_kernel_once_with_k_times_the_heads() -> 
         calls.append(tuple(r.shape))
         return _Opaque.apply(r, u)
 
-    out = torch.func.vmap(lambda r, u: fold_heads(kernel, (r, u), (2, 0), (2,)))(r, u)
+    out = torch.func.vmap(lambda r, u: fold_heads(kernel, (r, u), (2, 0), 2))(r, u)
     assert calls == [(b, t, k * h, d)]  # one call, the pack folded into the heads
     out.square().sum().backward()
     for i in range(k):
@@ -80,11 +80,11 @@ def test_fold_heads_runs_an_unvmappable_kernel_once_with_k_times_the_heads() -> 
 
 
 def test_the_fixed_order_embedding_runs_per_member_under_vmap() -> None:
-    from arena.model.lm import _MatmulGradEmbedding
+    from arena.model.lm import _MatmulGradEmbedding, embed_tokens
 
     idx = torch.randint(0, 7, (3, 4, 64))  # (K, B, T): 256 rows a member, the reduction split in two
     w = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
-    out = torch.func.vmap(_MatmulGradEmbedding.apply)(idx, w)  # (K, B, T, D)
+    out = torch.func.vmap(lambda i, ww: embed_tokens(i, ww, True))(idx, w)  # (K, B, T, D)
     weights = torch.randn(out.shape, dtype=torch.float64)
     (out * weights).sum().backward()
     for i in range(3):
@@ -212,7 +212,7 @@ def test_k_packed_seeds_train_as_k_solo_runs_within_fp32_tolerance(tiny_spec) ->
 def test_a_short_pack_is_filled_and_reports_only_its_seeds(tiny_spec) -> None:
     options = RunOptions(device="cpu", execution=Execution(pack=3))
     full = train_pack(tiny_spec, builtin("gf"), [4, 5, 4], options=options)
-    short = train_pack(tiny_spec, builtin("gf"), [4, 5, 4], options=options, report=2)
+    short = train_pack(tiny_spec, builtin("gf"), [4, 5], options=options)
     assert [r.seed for r in short] == [4, 5]
     assert [r.final_val_loss for r in short] == [r.final_val_loss for r in full[:2]]  # bit for bit on the CPU
 

@@ -41,5 +41,5 @@ class CausalSelfAttention(nn.Module):
         q, k = _rotary(q), _rotary(k)
         # Packed (under vmap): the K models' batches as one call (arena.model.fold); torch has no batching rule.
         y = fold_heads(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v),
-                       (0, 0, 0), (0,))  # (B, H, T, Dh)
+                       (0, 0, 0), 0)  # (B, H, T, Dh)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, d))  # (B, T, D)

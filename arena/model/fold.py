@@ -29,14 +29,11 @@ def is_batched(*tensors: torch.Tensor | None) -> bool:
     return any(t is not None and is_batchedtensor(t) for t in tensors)
 
 
-def _fold(t: torch.Tensor, bdim: int | None, head_dim: int | None, k: int) -> torch.Tensor:
-    """Physical ``t`` (pack dim at ``bdim``) → the same tensor with the pack merged into ``head_dim`` (an index
-    into the logical shape); an unbatched argument is repeated for every pack member."""
+def _fold(t: torch.Tensor, head_dim: int | None) -> torch.Tensor:
+    """Physical ``t`` (K, *logical) → the same tensor with the pack merged into ``head_dim`` (an index into the
+    logical shape)."""
     if head_dim is None:
-        if bdim is not None:
-            raise ValueError("an argument without a head dimension must be the same for every pack member")
-        return t
-    t = t.unsqueeze(0).expand(k, *t.shape) if bdim is None else t.movedim(bdim, 0)  # (K, *logical)
+        raise ValueError("every tensor argument of fold_heads needs a head dimension")
     h = head_dim % (t.dim() - 1)
     t = t.movedim(0, h)  # (..., K, H, ...): the pack just before the heads
     return t.flatten(h, h + 1)  # (..., K·H, ...)
@@ -48,48 +45,22 @@ def _unfold(t: torch.Tensor, head_dim: int, k: int) -> torch.Tensor:
     return t.unflatten(h, (k, t.shape[h] // k)).movedim(h, 0)
 
 
-class _Folded(torch.autograd.Function):
-    """Only its ``vmap`` rule is used: it folds, calls ``fn`` on plain tensors and unfolds."""
-
-    @staticmethod
-    def forward(fn: Callable[..., Any], in_heads: tuple[int | None, ...], out_heads: tuple[int, ...],
-                *args: Any) -> Any:
-        return fn(*args)  # never reached with autograd: fold_heads calls fn directly outside vmap
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Any) -> Any:  # pragma: no cover - the fold runs under vmap only
-        raise RuntimeError("fold_heads is differentiated through the folded call, not through _Folded")
-
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple[Any, ...], fn: Callable[..., Any], in_heads: tuple[int | None, ...],
-             out_heads: tuple[int, ...], *args: Any) -> tuple[Any, Any]:
-        k = info.batch_size
-        arg_dims = in_dims[3:]
-        folded = [a if not isinstance(a, torch.Tensor) else _fold(a, d, h, k)
-                  for a, d, h in zip(args, arg_dims, in_heads, strict=True)]
-        out = fn(*folded)
-        outs = out if isinstance(out, tuple) else (out,)
-        unfolded = tuple(_unfold(o, h, k) for o, h in zip(outs, out_heads, strict=True))
-        if isinstance(out, tuple):
-            return unfolded, tuple(0 for _ in unfolded)
-        return unfolded[0], 0
-
-
-def fold_heads(fn: Callable[..., Any], args: Sequence[Any], in_heads: Sequence[int | None],
-               out_heads: Sequence[int]) -> Any:
+def fold_heads(fn: Callable[..., torch.Tensor], args: Sequence[Any], in_heads: Sequence[int | None],
+               out_head: int) -> torch.Tensor:
     """``fn(*args)``; under ``vmap``, one call of ``fn`` with the pack folded into each argument's head dimension.
 
     ``in_heads[i]``: the head dimension of ``args[i]`` in its logical (per-model) shape, or None for a
-    non-tensor argument; ``out_heads[j]``: the head dimension of output j. Outputs keep their logical shapes.
+    non-tensor argument; ``out_head``: the head dimension of the output, which keeps its logical shape.
     """
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    if not is_batched(*tensors):
+    if not is_batched(*(a for a in args if isinstance(a, torch.Tensor))):
         return fn(*args)
-    return _Folded.apply(fn, tuple(in_heads), tuple(out_heads), *args)
+
+    def physical(*phys: Any) -> torch.Tensor:  # every tensor (K, *logical)
+        k = next(a.shape[0] for a in phys if isinstance(a, torch.Tensor))
+        folded = [a if not isinstance(a, torch.Tensor) else _fold(a, h) for a, h in zip(phys, in_heads, strict=True)]
+        return _unfold(fn(*folded), out_head, k)
+
+    return on_pack(physical, *args)
 
 
 class _OnPack(torch.autograd.Function):

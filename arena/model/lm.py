@@ -25,7 +25,7 @@ from arena.core.spec import ModelDims
 from arena.core.variant import MIXERS, Fusion, Variant
 from arena.model.attribution import amplitude
 from arena.model.backend import deterministic
-from arena.model.fold import split_rows
+from arena.model.fold import is_batched, on_pack, split_rows
 
 PARTS = ("embed", "rwkv6", "mamba2", "attention", "fusion", "ffn", "norm")
 _PART_RE = re.compile(r"blocks\.\d+\.(?:mixers\.(rwkv6|mamba2|attention)|(fusion|ffn))\.")
@@ -46,7 +46,7 @@ class _MatmulGradEmbedding(torch.autograd.Function):
     Why: CUDA's embedding backward sums the rows of repeated tokens in a varying order; on an H100 one identical
     forward+backward of the phase2 model gave ``embed.weight`` gradients 2e-8 apart and nothing else (bench/results).
     For char-level vocabularies the one-hot matrix is small (4,096 × 65 at phase2). In a packed model (under vmap)
-    the K lookups are one batched matmul each way (``_PackedEmbedding``).
+    ``embed_tokens`` uses ``_PackedEmbedding``: the K lookups as one, the gradients as one batched matmul.
     """
 
     @staticmethod
@@ -64,14 +64,6 @@ class _MatmulGradEmbedding(torch.autograd.Function):
         (idx,) = ctx.saved_tensors
         one_hot = F.one_hot(idx.reshape(-1), ctx.num_embeddings).to(grad.dtype)  # (B·T, V); no host sync on CUDA
         return None, one_hot.t() @ grad.reshape(-1, grad.shape[-1])  # (V, D)
-
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple[int | None, int | None], idx: torch.Tensor,
-             weight: torch.Tensor) -> tuple[torch.Tensor, int]:
-        k = info.batch_size
-        idx = idx.movedim(in_dims[0], 0) if in_dims[0] is not None else idx.expand(k, *idx.shape)  # (K, B, T)
-        weight = weight.movedim(in_dims[1], 0) if in_dims[1] is not None else weight.expand(k, *weight.shape)
-        return _PackedEmbedding.apply(idx, weight), 0  # (K, B, T, D)
 
 
 class _PackedEmbedding(torch.autograd.Function):
@@ -97,7 +89,12 @@ class _PackedEmbedding(torch.autograd.Function):
 
 def embed_tokens(idx: torch.Tensor, weight: torch.Tensor, fixed_order: bool) -> torch.Tensor:
     """``F.embedding`` (B, T) → (B, T, D); with ``fixed_order`` its weight gradient is a matmul (see above)."""
-    return _MatmulGradEmbedding.apply(idx, weight) if fixed_order else F.embedding(idx, weight)
+    if not fixed_order:
+        return F.embedding(idx, weight)
+    if is_batched(idx, weight):  # a packed model's forward (arena.model.pack)
+        return on_pack(_PackedEmbedding.apply, idx, weight)  # (B, T, D) per member
+    out: torch.Tensor = _MatmulGradEmbedding.apply(idx, weight)
+    return out
 
 
 class RMSNorm(nn.Module):

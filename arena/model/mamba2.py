@@ -99,7 +99,7 @@ class Mamba2Mixer(nn.Module):
                     return conv_fn(x, w, b, activation="silu")  # (B, C, T)
 
                 # Packed (under vmap): the K models' channels as one depthwise call (arena.model.fold).
-                out = fold_heads(call, (xBC.transpose(1, 2).contiguous(), weight, self.conv1d.bias), (1, 0, 0), (1,))
+                out = fold_heads(call, (xBC.transpose(1, 2).contiguous(), weight, self.conv1d.bias), (1, 0, 0), 1)
                 return out.transpose(1, 2)  # (B, T, C)
         self.conv_backend_used = "torch"
         # padding = W-1 on both sides; keeping the first T outputs makes position t see only t-W+1..t.

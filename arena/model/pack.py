@@ -90,48 +90,23 @@ class _PackedLinearMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-class _Looped(torch.autograd.Function):
-    """A module that cannot run under vmap (e.g. ``nn.GRU``: torch has no batching rule for it), called once per
-    member on its own slice of the inputs and parameters. Only its ``vmap`` rule is used."""
-
-    @staticmethod
-    def forward(module: nn.Module, names: tuple[str, ...], *args: torch.Tensor) -> torch.Tensor:
-        rwkv, mamba, x, *params = args
-        out: torch.Tensor = functional_call(module, dict(zip(names, params, strict=True)), (),
-                                            {"rwkv": rwkv, "mamba": mamba, "x": x})
-        return out
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Any) -> Any:  # pragma: no cover - runs under vmap only
-        raise RuntimeError("_Looped is differentiated through the per-member calls")
-
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple[Any, ...], module: nn.Module, names: tuple[str, ...],
-             *args: torch.Tensor) -> tuple[torch.Tensor, int]:
-        k = info.batch_size
-        phys = [a.movedim(d, 0) if d is not None else a.expand(k, *a.shape) for a, d in zip(args, in_dims[2:],
-                                                                                             strict=True)]
-        rwkv, mamba, x, *params = phys  # (K, B, T, D) each; params (K, ...)
-        outs = [functional_call(module, {n: p[i] for n, p in zip(names, params, strict=True)}, (),
-                                {"rwkv": rwkv[i], "mamba": mamba[i], "x": x[i]}) for i in range(k)]
-        return torch.stack(outs), 0  # (K, B, T, D)
-
-
 def _looped(fusion: nn.Module) -> Any:
-    """``fusion``'s call under a packed forward, once per member (``_Looped``)."""
+    """``fusion``'s call under a packed forward, once per member on its own slice of the inputs and parameters (a
+    module torch cannot vmap, e.g. ``nn.GRU``: no batching rule for it)."""
     names = tuple(n for n, _ in fusion.named_parameters())
+
+    def per_member(rwkv: torch.Tensor, mamba: torch.Tensor, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        # Physical tensors: inputs (K, B, T, D), parameters (K, ...).
+        outs = [functional_call(fusion, {n: p[i] for n, p in zip(names, params, strict=True)}, (),
+                                {"rwkv": rwkv[i], "mamba": mamba[i], "x": x[i]}) for i in range(rwkv.shape[0])]
+        return torch.stack(outs)  # (K, B, T, D)
 
     def call(rwkv: torch.Tensor, mamba: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if not is_batched(rwkv, mamba, x):  # the template's own plain forward (diagnostics): the fusion as it is
             plain: torch.Tensor = fusion(rwkv=rwkv, mamba=mamba, x=x)
             return plain
         params = dict(fusion.named_parameters())  # inside the packed forward: this member's (batched) tensors
-        out: torch.Tensor = _Looped.apply(fusion, names, rwkv, mamba, x, *(params[n] for n in names))
-        return out
+        return on_pack(per_member, rwkv, mamba, x, *(params[n] for n in names))
 
     return call
 
@@ -240,7 +215,3 @@ class PackedLM:
             if grads:
                 p.grad = None if stacked.grad is None else stacked.grad[k].clone()
         return self.template
-
-
-def is_packed(model: Any) -> bool:
-    return isinstance(model, PackedLM)

@@ -220,5 +220,5 @@ def ssd(
         return ssd_chunk_ref(x, dt, A, B, C, D, chunk_size=chunk_size)[0]
 
     # In a packed model (under vmap) the K models' heads and groups run as one call (arena.model.fold).
-    y = fold_heads(call, (x, dt_raw, A, B, C, D, dt_bias), (2, 2, 0, 2, 2, 0, 0), (2,))  # (b, l, h, p)
+    y = fold_heads(call, (x, dt_raw, A, B, C, D, dt_bias), (2, 2, 0, 2, 2, 0, 0), 2)  # (b, l, h, p)
     return y, used

@@ -168,5 +168,5 @@ def wkv6(
         return wkv6_chunk_ref(r, k, v, w, u, chunk_size=CPU_CHUNK)[0]
 
     # In a packed model (under vmap) the K models' heads run as one call of K·H heads (arena.model.fold).
-    o = fold_heads(call, (r, k, v, w, u), (2, 2, 2, 2, 0), (2,))  # [B,T,H,V]
+    o = fold_heads(call, (r, k, v, w, u), (2, 2, 2, 2, 0), 2)  # [B,T,H,V]
     return o, used

@@ -3,11 +3,8 @@
     python -P bench/gpu_tournament.py --data PATH --out DIR --phase cold|warm [--variants ...] [--seeds 0,1,2]
 
 ``cold`` (a fresh machine: no Triton autotune results yet):
-  1. the multi-graph check: two CUDA graphs in one process (capture A, capture B, replay A), each on its own
-     capture stream as ``runner.train`` now does, and on the shared default stream as before (in a child: the
-     failure is an illegal memory access that poisons the process);
-  2. ``arena tournament --preset phase2 --variants V --seeds S --device cuda`` (``--pack auto``), timed: wall_s_cold;
-  3. ``arena autotune export`` into DIR (carry it to the next machine).
+  1. ``arena tournament --preset phase2 --variants V --seeds S --device cuda`` (``--pack auto``), timed: wall_s_cold;
+  2. ``arena autotune export`` into DIR (carry it to the next machine).
 ``warm`` (the same machine, right after): the same tournament into a new store (wall_s_warm), the same with
 ``--workers 2``, then gf and cp again with ``--pack 1`` (solo runs of the same seeds: packed vs solo), the per-trial
 table from the stores, and DIR/tournament.json with the keys issue #15 names.
@@ -42,43 +39,6 @@ def arena(args: list[str], log: Path, env: dict[str, str], timeout: float = 560)
         except subprocess.TimeoutExpired:
             rc = 124
     return {"args": args, "rc": rc, "seconds": round(time.monotonic() - t0, 1)}
-
-
-GRAPHS = r'''
-import sys, torch
-from arena.core.spec import PRESETS
-from arena.model.lm import build_model
-from arena.runner.loader import builtin
-from arena.runner.evaluate import loss_of
-own = sys.argv[1] == "own"
-spec = PRESETS["phase2"]
-def graph_of(seed):
-    m = build_model(spec.dims, builtin("gf").variant, None, seed=seed).cuda()
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-4, capturable=True)
-    x = torch.randint(0, spec.dims.vocab_size, (64, 64), device="cuda")
-    for _ in range(3):
-        opt.zero_grad(set_to_none=False); loss_of(m(x), x).backward(); opt.step()
-    g = torch.cuda.CUDAGraph(); stream = torch.cuda.Stream() if own else None
-    with torch.cuda.graph(g, stream=stream):
-        opt.zero_grad(set_to_none=False); loss = loss_of(m(x), x); loss.backward(); opt.step()
-    return g, loss, stream
-a = graph_of(0)
-b = graph_of(1)
-for _ in range(5):
-    a[0].replay(); b[0].replay()
-torch.cuda.synchronize()
-print("ok", float(a[1]), float(b[1]))
-'''
-
-
-def graphs_check(env: dict[str, str]) -> dict[str, str]:
-    out = {}
-    for mode in ("own", "shared"):
-        proc = subprocess.run([sys.executable, "-P", "-c", GRAPHS, mode], capture_output=True, text=True, env=env,
-                              timeout=150, check=False)
-        tail = (proc.stdout + proc.stderr).strip().splitlines()
-        out[mode] = tail[-1][:300] if tail else f"rc {proc.returncode}"
-    return out
 
 
 def runs(db: Path) -> list[dict[str, Any]]:
@@ -120,23 +80,24 @@ def main() -> None:
     ap.add_argument("--variants", default=VARIANTS)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", default="500")
+    ap.add_argument("--limit", type=float, default=560, help="seconds the tournament may take (the call's limit)")
+    ap.add_argument("--pack", default="auto")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"tournament-{args.phase}.log"
     env = dict(os.environ, ARENA_DATA=args.data, ARENA_HOME=str(out / f"home-{args.phase}"))
     base = ["tournament", "--preset", "phase2", "--variants", args.variants, "--seeds", args.seeds,
-            "--steps", args.steps, "--device", "cuda"]
+            "--steps", args.steps, "--device", "cuda", "--pack", args.pack]
     report: dict[str, Any] = {"phase": args.phase, "date": dt.date.today().isoformat(), "commands": []}
     if args.phase == "cold":
         db = out / "cold.db"
-        report["commands"].append(arena([*base, "--db", f"sqlite:///{db}"], log, env))
+        report["commands"].append(arena([*base, "--db", f"sqlite:///{db}"], log, env, args.limit))
         report["runs"] = runs(db)
-        report["graphs"] = graphs_check(env)  # after the tournament: its kernels are tuned by then
         report["commands"].append(arena(["autotune", "export", str(out / "autotune.tgz"), "--force"], log, env))
     elif args.phase == "warm":
         db = out / "warm.db"
-        report["commands"].append(arena([*base, "--db", f"sqlite:///{db}"], log, env))
+        report["commands"].append(arena([*base, "--db", f"sqlite:///{db}"], log, env, args.limit))
         report["runs_warm"] = runs(db)
     else:  # compare: after warm, on the same machine, with warm.db brought back into DIR
         db = out / "warm_workers2.db"

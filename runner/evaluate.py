@@ -38,32 +38,38 @@ def evaluate_members(model: HybridLM | PackedLM, batches: list[list[Batch]], dev
     return _evaluate_pack(model, batches, device, autocast)
 
 
+def batch_stats(model: HybridLM | PackedLM, x: torch.Tensor, y: torch.Tensor, autocast: bool) -> torch.Tensor:
+    """One batch's sums for every member, (K, 3) float64: Σ loss, targeted positions, correct argmaxes. x, y are
+    (K, B, T) for a pack, (B, T) for a plain model (K = 1). The same ops whether run eagerly or captured in a CUDA
+    graph (``runner.eval_graph``), so both give the same bits."""
+    k = model.k if isinstance(model, PackedLM) else 1
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = model(x)  # (K, B, T, V) or (B, T, V)
+    flat_y = y.reshape(k, -1)  # (K, B·T)
+    flat_logits = logits.reshape(k, flat_y.shape[1], -1).float()  # (K, B·T, V)
+    loss = F.cross_entropy(flat_logits.reshape(-1, flat_logits.shape[-1]), flat_y.reshape(-1),
+                           ignore_index=-100, reduction="none").view(k, -1)  # (K, B·T); 0 where ignored
+    mask = flat_y != -100  # (K, B·T)
+    correct = (flat_logits.argmax(-1) == flat_y) & mask  # (K, B·T)
+    return torch.stack([loss.double().sum(1), mask.sum(1).double(), correct.sum(1).double()], dim=1)  # (K, 3)
+
+
+def means(sums: torch.Tensor) -> list[tuple[float, float | None]]:
+    """(mean loss, accuracy) per member from summed ``batch_stats`` (K, 3): one host sync."""
+    return [(t / max(n, 1.0), c / max(n, 1.0)) for t, n, c in sums.tolist()]
+
+
 @torch.no_grad()
 def _evaluate_pack(model: PackedLM, batches: list[list[Batch]], device: torch.device,
                    autocast: bool) -> list[tuple[float, float | None]]:
-    k = model.k
     model.eval()
-    total = torch.zeros(k, device=device, dtype=torch.float64)
-    count = torch.zeros(k, device=device, dtype=torch.float64)
-    correct = torch.zeros(k, device=device, dtype=torch.float64)
+    sums = torch.zeros(model.k, 3, device=device, dtype=torch.float64)
     for pairs in zip(*batches, strict=True):
         x = torch.stack([bx for bx, _ in pairs]).to(device)  # (K, B, T)
         y = torch.stack([by for _, by in pairs]).to(device)  # (K, B, T)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(x)  # (K, B, T, V)
-        flat_y = y.reshape(k, -1)  # (K, B·T)
-        flat_logits = logits.reshape(k, flat_y.shape[1], -1).float()  # (K, B·T, V)
-        loss = F.cross_entropy(flat_logits.reshape(-1, flat_logits.shape[-1]), flat_y.reshape(-1),
-                               ignore_index=-100, reduction="none").view(k, -1)  # (K, B·T)
-        mask = flat_y != -100
-        total += loss.double().sum(1)
-        count += mask.sum(1)
-        correct += ((flat_logits.argmax(-1) == flat_y) & mask).sum(1)
+        sums += batch_stats(model, x, y, autocast)
     model.train()
-    out = []
-    for t, n, c in zip(total.tolist(), count.tolist(), correct.tolist(), strict=True):
-        out.append((t / max(n, 1.0), c / max(n, 1.0)))
-    return out
+    return means(sums)
 
 
 @torch.no_grad()
@@ -90,13 +96,15 @@ def evaluate(model: HybridLM, batches: list[Batch], device: torch.device, autoca
 
 
 def grad_norms(model: HybridLM) -> dict[str, float]:
-    """The gradient's L2 norm per part (rwkv6, mamba2, fusion, ...), from the last backward."""
-    sq: dict[str, float] = {}
+    """The gradient's L2 norm per part (rwkv6, mamba2, fusion, ...), from the last backward; one host sync."""
+    squares: dict[str, list[torch.Tensor]] = {}
     for name, p in model.named_parameters():
         if p.grad is not None:
-            part = model.part_of(name)
-            sq[part] = sq.get(part, 0.0) + float(p.grad.detach().float().pow(2).sum())
-    return {k: math.sqrt(v) for k, v in sq.items()}
+            squares.setdefault(model.part_of(name), []).append(p.grad.detach().float().pow(2).sum())
+    if not squares:
+        return {}
+    sums = torch.stack([torch.stack(t).sum() for t in squares.values()]).tolist()  # (parts,)
+    return {part: math.sqrt(v) for part, v in zip(squares, sums, strict=True)}
 
 
 def snapshot(model: HybridLM | PackedLM) -> dict[str, torch.Tensor]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -65,13 +67,26 @@ def inspect_sources(
         else:
             todo.append(i)
     shipped = [i for i in todo if is_shipped(items[i][0])]
-    groups = ([shipped] if shipped else []) + [[i] for i in todo if i not in shipped]
-    for group in groups:
-        for i, found in zip(group, _run_child([items[i] for i in group], spec, data_flag, policy), strict=True):
-            out[i] = found
-            if isinstance(found, Inspected) and policy:
-                _store(found, spec)
+    lanes = parallel_checks(len(todo))
+    # arena's own files share a process per lane; an untrusted file always has one to itself.
+    groups = [shipped[j::lanes] for j in range(min(lanes, len(shipped)))] + [[i] for i in todo if i not in shipped]
+
+    def check(group: list[int]) -> list[Inspected | ArenaError]:
+        return _run_child([items[i] for i in group], spec, data_flag, policy)
+
+    with ThreadPoolExecutor(max_workers=max(1, lanes)) as pool:  # threads only wait on their child's pipe
+        for group, found_all in zip(groups, pool.map(check, groups), strict=True):
+            for i, found in zip(group, found_all, strict=True):
+                out[i] = found
+                if isinstance(found, Inspected) and policy:
+                    _store(found, spec)
     return [out[i] for i in range(len(items))]
+
+
+def parallel_checks(n_files: int) -> int:
+    """How many check processes run at once: one per four CPU cores (each is a CPU-bound torch process with its
+    own threads), at least one, at most one per file."""
+    return max(1, min(n_files, (os.cpu_count() or 1) // 4))
 
 
 def inspect_one(source: str, path: str, spec: Spec, *, data_flag: str | None = None) -> Inspected:

@@ -27,7 +27,8 @@ from arena.model.pack import PackedLM
 from arena.runner import causality
 from arena.runner.check import Violation, audit_model, reference_params, unmatched_reason
 from arena.runner.data import Track, load_track
-from arena.runner.evaluate import diagnostics, evaluate_members, loss_of, member_losses, snapshot
+from arena.runner.eval_graph import Evaluator
+from arena.runner.evaluate import diagnostics, loss_of, member_losses, snapshot
 from arena.runner.feed import BatchFeeder
 from arena.runner.optim import clip_per_member, lr_at, make_optimizer, set_lr
 
@@ -113,6 +114,10 @@ class Run:
         self.feeds = [BatchFeeder(t, seed, dev, pinned=options.execution.pinned_batches)
                       for t, seed in zip(self.tracks, self.seeds, strict=True)]
         self.val_batches = [t.val_batches(final=False) for t in self.tracks]
+        # Evaluation replays a captured forward in graph mode (an eager pass of a pack costs more than the training
+        # between two eval points); the val batches stay on the device.
+        self.evaluator = Evaluator(self.model, dev, self.autocast, graphs=self.graph)
+        self.evaluator.stage("val", self.val_batches)
         self.initial = snapshot(self.model)  # θ₀ on the device: how far each group moved, at every eval
         self.losses = torch.zeros(self.k, spec.steps, device=dev)  # per-step train losses, read at sync points only
         self.cuda_graph: torch.cuda.CUDAGraph | None = None
@@ -256,7 +261,7 @@ class Run:
             diag = diagnostics(model, done, self.val_batches[k][:1], self.dev, self.autocast, initial=initial)
             diag["lr_sum"] = lr_sum
             result.diagnostics.append(diag)
-        val = evaluate_members(self.model, self.val_batches, self.dev, self.autocast)
+        val = self.evaluator("val")
         for k, result in enumerate(self.results):
             if not self.active[k]:
                 continue
@@ -330,8 +335,8 @@ class Run:
             return
         self.audit("at the end of training")
         self.phase("evaluating")
-        finals = evaluate_members(self.model, [t.val_batches(final=True) for t in self.tracks], self.dev,
-                                  self.autocast)
+        self.evaluator.stage("final", [t.val_batches(final=True) for t in self.tracks])
+        finals = self.evaluator("final")
         for k, result in enumerate(self.results[: self.report_k]):
             if result.status != "ok":
                 continue

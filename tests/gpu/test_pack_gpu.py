@@ -89,3 +89,33 @@ def test_a_packed_run_repeats_bit_for_bit_and_stays_near_its_solo_run() -> None:
     assert [r.final_val_loss for r in a] == [r.final_val_loss for r in b]
     solo = train(SHORT, gf, 1, options=RunOptions(device="cuda"))
     assert abs(a[1].final_val_loss - solo.final_val_loss) < 5e-3, (a[1].final_val_loss, solo.final_val_loss)
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1, 2]])
+def test_evaluation_replayed_from_graphs_gives_the_eager_bits_beside_the_training_graph(seeds: list[int]) -> None:
+    """The Evaluator's graphs (one per batch shape, each on its own stream) give the eager evaluation's bits, before
+    and after training-graph replays (the training graph and the eval graphs live in one process)."""
+    _need_kernels()
+    from arena.core.hparams import resolve
+    from arena.core.result import RunResult
+    from arena.runner.eval_graph import Evaluator
+
+    opts = RunOptions(device="cuda", mode="graph")
+    dev, mode = placement(opts)
+    gf = builtin("gf")
+    hp = resolve(gf.variant.hparams, None, gf.name)
+    results = [RunResult(variant="gf", variant_sha=gf.sha256, spec_hash=SHORT.hash, seed=s, hparams=hp.to_dict())
+               for s in seeds]
+    run = Run(SHORT, gf, seeds, hp, dev, mode, opts, None, results)
+    for step in range(run.n_warm + 2):
+        run.step(step)  # the training graph is captured at step n_warm
+    eager = Evaluator(run.model, dev, run.autocast, graphs=False)
+    finals = [t.val_batches(final=True) for t in run.tracks]
+    eager.stage("final", finals)
+    run.evaluator.stage("final", finals)
+    for _ in range(2):
+        want = eager("final")
+        assert run.evaluator("final") == want  # the first pass captures, the second replays
+        assert run.evaluator("final") == want
+        run.step(run.n_warm + 2)  # a training replay between evaluations
+    assert run.evaluator.captured, "graph mode on CUDA replays captured evaluation"

@@ -1,0 +1,9 @@
+# Sourced at the start of a device call: installs the carried wheels (.whl) and arena into /tmp/site, imports the
+# carried autotune cache (.tc/autotune.tgz) when there is one, and sets the environment every bench script expects.
+#   R=$PWD; source bench/gpu_setup.sh
+R=${R:-$PWD}
+python3 -m pip install -q --upgrade --no-index --no-deps --no-compile --target /tmp/site "$R"/.whl/*.whl >/tmp/pip.log 2>&1 || tail -3 /tmp/pip.log
+python3 -m pip install -q --upgrade --no-deps --no-build-isolation --no-compile --target /tmp/site "$R" >>/tmp/pip.log 2>&1 || tail -3 /tmp/pip.log
+export PYTHONPATH=/tmp/site TRITON_CACHE_DIR=/tmp/tc ARENA_DATA=$R/.data/tinyshakespeare.txt
+if [ -f "$R/.tc/autotune.tgz" ]; then (cd /tmp && python3 -P -m arena.cli autotune import "$R/.tc/autotune.tgz" | tail -1); fi
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader

@@ -76,7 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--phase", choices=["cold", "warm", "compare"], required=True)
+    ap.add_argument("--phase", choices=["cold", "warm", "compare", "engines"], required=True)
     ap.add_argument("--variants", default=VARIANTS)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", default="500")
@@ -99,6 +99,20 @@ def main() -> None:
         db = out / "warm.db"
         report["commands"].append(arena([*base, "--db", f"sqlite:///{db}"], log, env, args.limit))
         report["runs_warm"] = runs(db)
+    elif args.phase == "engines":  # issue #17: the same tournament through the local engine, then through Ray
+        for engine in ("local", "ray"):
+            db = out / f"engine_{engine}.db"
+            cmd = arena([*base, "--engine", engine, "--db", f"sqlite:///{db}"], log, env, args.limit)
+            report["commands"].append(cmd)
+            rows = runs(db)
+            report[f"runs_{engine}"] = rows
+            report[f"wall_s_{engine}"] = cmd["seconds"]
+            report[f"ok_{engine}"] = sum(r["status"] == "ok" for r in rows)
+        if report["ok_local"] and report["ok_local"] == report["ok_ray"]:
+            report["ray_overhead"] = report["wall_s_ray"] / report["wall_s_local"] - 1
+            same = {(r["variant"], r["seed"]): r["final_val_loss"] for r in report["runs_local"]}
+            report["max_abs_loss_diff"] = max(abs(r["final_val_loss"] - same[(r["variant"], r["seed"])])
+                                              for r in report["runs_ray"] if (r["variant"], r["seed"]) in same)
     else:  # compare: after warm, on the same machine, with warm.db brought back into DIR
         db = out / "warm_workers2.db"
         report["commands"].append(arena([*base, "--workers", "2", "--db", f"sqlite:///{db}"], log, env))

@@ -71,8 +71,10 @@ def inspect_sources(
     # arena's own files share a process per lane; an untrusted file always has one to itself.
     groups = [shipped[j::lanes] for j in range(min(lanes, len(shipped)))] + [[i] for i in todo if i not in shipped]
 
+    threads = max(1, (os.cpu_count() or 1) // lanes)  # lanes × threads = the cores: no lane oversubscribes them
+
     def check(group: list[int]) -> list[Inspected | ArenaError]:
-        return _run_child([items[i] for i in group], spec, data_flag, policy)
+        return _run_child([items[i] for i in group], spec, data_flag, policy, threads)
 
     with ThreadPoolExecutor(max_workers=max(1, lanes)) as pool:  # threads only wait on their child's pipe
         for group, found_all in zip(groups, pool.map(check, groups), strict=True):
@@ -84,8 +86,9 @@ def inspect_sources(
 
 
 def parallel_checks(n_files: int) -> int:
-    """How many check processes run at once: one per four CPU cores (each is a CPU-bound torch process with its
-    own threads), at least one, at most one per file."""
+    """How many check processes run at once: one per four CPU cores (each a CPU-bound torch process given its share
+    of the cores as threads: unbounded, every process would take all cores and four such crawl), at least one, at
+    most one per file."""
     return max(1, min(n_files, (os.cpu_count() or 1) // 4))
 
 
@@ -128,8 +131,12 @@ def _with_path(found: Inspected, path: str, source: str) -> Inspected:
 
 # -- the child ------------------------------------------------------------------------------------------------------
 def _child(conn: Connection, items: list[tuple[str, str]], spec_dict: dict[str, Any], data_flag: str | None,
-           policy: bool) -> None:
+           policy: bool, threads: int | None = None) -> None:
     """In a fresh process: the data first, then a private environment, then each file (import, check)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     from arena.runner import guard
     from arena.runner.check import check_variant
     from arena.runner.data import load_track
@@ -162,9 +169,9 @@ def _child(conn: Connection, items: list[tuple[str, str]], spec_dict: dict[str, 
 
 
 def _run_child(items: list[tuple[str, str]], spec: Spec, data_flag: str | None,
-               policy: bool) -> list[Inspected | ArenaError]:
+               policy: bool, threads: int | None = None) -> list[Inspected | ArenaError]:
     parent, child = processes.pipe()
-    proc = processes.start(_child, (child, items, spec.to_dict(), data_flag, policy))
+    proc = processes.start(_child, (child, items, spec.to_dict(), data_flag, policy, threads))
     child.close()
     results: list[Inspected | ArenaError] = []
     phase, started = "starting", time.monotonic()
@@ -206,4 +213,4 @@ def _run_child(items: list[tuple[str, str]], spec: Spec, data_flag: str | None,
         proc.join(timeout=10)
     # A group stopped by a timeout or a dead process: the files it never reached are checked one per process.
     rest = items[len(results):]
-    return results + (_run_child(rest, spec, data_flag, policy) if rest else [])
+    return results + (_run_child(rest, spec, data_flag, policy, threads) if rest else [])

@@ -1,13 +1,16 @@
 """The Phase-2 tournament's speed on one GPU, as a user types it, and what packing changes (issue #15).
 
-    python -P bench/gpu_tournament.py --data PATH --out DIR --phase cold|warm [--variants ...] [--seeds 0,1,2]
+    python -P bench/gpu_tournament.py --data PATH --out DIR --phase PHASE [--variants ...] [--seeds 0,1,2]
 
-``cold`` (a fresh machine: no Triton autotune results yet):
-  1. ``arena tournament --preset phase2 --variants V --seeds S --device cuda`` (``--pack auto``), timed: wall_s_cold;
-  2. ``arena autotune export`` into DIR (carry it to the next machine).
-``warm`` (the same machine, right after): the same tournament into a new store (wall_s_warm), the same with
-``--workers 2``, then gf and cp again with ``--pack 1`` (solo runs of the same seeds: packed vs solo), the per-trial
-table from the stores, and DIR/tournament.json with the keys issue #15 names.
+Phases, in the order one device call runs them (each writes DIR/tournament-PHASE.{json,log}):
+  cold     a fresh machine (no Triton autotune results): the tournament (``--pack auto``), timed; then
+           ``arena autotune export`` into DIR (carry it to the next machine as .tc/autotune.tgz)
+  warm     the same tournament into a new store (wall_s_warm, the per-run env.timing)
+  repeat   the same again in fresh processes: every run's train curve against warm's (the same bits?)
+  compare  ``--workers 2``, then gf and cp with ``--pack 1`` beside warm's packed runs (packed vs solo)
+  engines  the tournament through ``--engine local`` then ``--engine ray`` (issue #17; a ratio only when both end)
+  summary  DIR/<date>-<gpu>-tournament.json with the keys issue #15 names, from the phases' reports
+``--device cpu --preset smoke --steps 20`` checks this script itself on a CPU in a minute.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 VARIANTS = "hy,gf,cp,ws,rf,gf_mh,gf_rh"
-TOKENS_PER_STEP = 64 * 64  # phase2: batch 64 × seq 64
 
 
 def arena(args: list[str], log: Path, env: dict[str, str], timeout: float = 560) -> dict[str, Any]:
@@ -60,15 +62,81 @@ def runs(db: Path) -> list[dict[str, Any]]:
     return out
 
 
+def curves(db: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """Each ok run's train curve and final val loss, keyed (variant, seed)."""
+    if not db.exists():
+        return {}
+    out = {}
+    rows = sqlite3.connect(db).execute(
+        "select variant_name, seed, status, final_val_loss, metrics_json from arena_runs order by id").fetchall()
+    for v, seed, status, loss, m in rows:
+        if status == "ok":
+            out[(v, seed)] = {"final": loss, "train": [x for _, x in json.loads(m)["train_curve"]]}
+    return out
+
+
+def repeats(first: dict[tuple[str, int], dict[str, Any]], second: dict[tuple[str, int], dict[str, Any]]) -> dict:
+    """Per run in both: the first step whose train loss differs (None: every step the same bits) and the final
+    val losses' difference."""
+    runs_ = []
+    for key in sorted(set(first) & set(second)):
+        a, b = first[key]["train"], second[key]["train"]
+        step = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+        runs_.append({"variant": key[0], "seed": key[1], "first_differing_step": step,
+                      "final_diff": second[key]["final"] - first[key]["final"]})
+    return {"pairs": len(runs_), "identical": sum(r["first_differing_step"] is None and r["final_diff"] == 0
+                                                  for r in runs_), "runs": runs_}
+
+
+def gpu_slug() -> str:
+    try:
+        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30, check=False).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "cpu"
+    return name.split()[-1].lower()
+
+
+def summary(out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The keys issue #15 names, from the phases' reports in ``out`` (a phase not run gives None)."""
+    def load(phase: str) -> dict[str, Any]:
+        path = out / f"tournament-{phase}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    cold, warm, compare = load("cold"), load("warm"), load("compare")
+    rows = warm.get("runs_warm", [])
+    done = [r for r in rows if r["status"] == "ok"]
+    wall_warm = warm["commands"][0]["seconds"] if warm.get("commands") else None
+    wall_cold = cold["commands"][0]["seconds"] if cold.get("commands") else None
+    complete = bool(warm.get("commands")) and warm["commands"][0]["rc"] == 0
+    train_s = training_seconds(rows)
+    return {
+        "gpu": gpu_slug(), "commit": os.environ.get("ARENA_COMMIT"), "variants": args.variants.split(","),
+        "seeds": [int(s) for s in args.seeds.split(",")], "steps": int(args.steps),
+        "wall_s_warm": wall_warm if complete else None, "wall_s_cold": wall_cold if cold.get("commands") and
+        cold["commands"][0]["rc"] == 0 else None,
+        "runs_ok_warm": len(done), "runs_warm": len(rows),
+        "trial_tok_s": statistics.median([r["tok_s"] for r in done]) if done else None,
+        "aggregate_tok_s": statistics.median([r["aggregate_tok_s"] or r["tok_s"] for r in done]) if done else None,
+        "outside_training_frac": (1 - train_s / wall_warm) if complete and wall_warm else None,
+        "packed_vs_solo_max_abs_diff": compare.get("packed_vs_solo", {}).get("max_abs_diff"),
+        "packed_vs_solo_mean_diff": compare.get("packed_vs_solo", {}).get("mean_diff"),
+        "timing_medians": {k: statistics.median([r["timing"][k] for r in done if r["timing"].get(k) is not None])
+                           for k in ("startup_s", "build_s", "capture_s", "train_s", "eval_s", "final_s", "check_s")
+                           if any(r["timing"].get(k) is not None for r in done)},
+    }
+
+
 def training_seconds(rows: list[dict[str, Any]]) -> float:
-    """Σ over packs of the timed training (steps after warm-up × tokens / the pack's rate): GPU time spent training."""
+    """Σ over packs of the timed training (``env.timing.train_s``; the members of a pack share it): GPU time
+    spent training."""
     seen, total = set(), 0.0
     for r in rows:
         key = (r["variant"], r["wall_s"])  # one pack: its members share the wall time
-        if key in seen or not r["tok_s"]:
+        if key in seen or not r["timing"].get("train_s"):
             continue
         seen.add(key)
-        total += (r["steps"] - 3) * TOKENS_PER_STEP / r["tok_s"]
+        total += r["timing"]["train_s"]
     return total
 
 
@@ -76,7 +144,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--phase", choices=["cold", "warm", "compare", "engines"], required=True)
+    ap.add_argument("--phase", choices=["cold", "warm", "compare", "engines", "repeat", "summary"], required=True)
+    ap.add_argument("--preset", default="phase2")
+    ap.add_argument("--device", default="cuda", help="cpu: a quick check of this script itself (with --preset smoke)")
     ap.add_argument("--variants", default=VARIANTS)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", default="500")
@@ -87,8 +157,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"tournament-{args.phase}.log"
     env = dict(os.environ, ARENA_DATA=args.data, ARENA_HOME=str(out / f"home-{args.phase}"))
-    base = ["tournament", "--preset", "phase2", "--variants", args.variants, "--seeds", args.seeds,
-            "--steps", args.steps, "--device", "cuda", "--pack", args.pack]
+    base = ["tournament", "--preset", args.preset, "--variants", args.variants, "--seeds", args.seeds,
+            "--steps", args.steps, "--device", args.device, "--pack", args.pack]
     report: dict[str, Any] = {"phase": args.phase, "date": dt.date.today().isoformat(), "commands": []}
     if args.phase == "cold":
         db = out / "cold.db"
@@ -108,18 +178,28 @@ def main() -> None:
             report[f"runs_{engine}"] = rows
             report[f"wall_s_{engine}"] = cmd["seconds"]
             report[f"ok_{engine}"] = sum(r["status"] == "ok" for r in rows)
-        if report["ok_local"] and report["ok_local"] == report["ok_ray"]:
+        finished = all(c["rc"] == 0 for c in report["commands"])
+        report["measured"] = finished  # a ratio of two commands cut by the same limit says nothing
+        if finished and report["ok_local"] and report["ok_local"] == report["ok_ray"]:
             report["ray_overhead"] = report["wall_s_ray"] / report["wall_s_local"] - 1
             same = {(r["variant"], r["seed"]): r["final_val_loss"] for r in report["runs_local"]}
             report["max_abs_loss_diff"] = max(abs(r["final_val_loss"] - same[(r["variant"], r["seed"])])
                                               for r in report["runs_ray"] if (r["variant"], r["seed"]) in same)
+    elif args.phase == "repeat":  # after warm: the same tournament in fresh processes, every run compared
+        db = out / "repeat.db"
+        report["commands"].append(arena([*base, "--db", f"sqlite:///{db}"], log, env, args.limit))
+        report["repeat"] = repeats(curves(out / "warm.db"), curves(db))
+    elif args.phase == "summary":
+        report.update(summary(out, args))
+        name = f"{report['date']}-{gpu_slug()}-tournament.json"
+        (out / name).write_text(json.dumps(report, indent=1))
     else:  # compare: after warm, on the same machine, with warm.db brought back into DIR
         db = out / "warm_workers2.db"
         report["commands"].append(arena([*base, "--workers", "2", "--db", f"sqlite:///{db}"], log, env))
         report["runs_warm_workers2"] = runs(db)
         solo_db = out / "warm.db"  # the same store: pack-1 runs are another stack, stored beside the packed ones
-        solo_args = ["tournament", "--preset", "phase2", "--variants", "gf,cp", "--seeds", args.seeds, "--steps",
-                     args.steps, "--device", "cuda", "--pack", "1", "--db", f"sqlite:///{solo_db}"]
+        solo_args = ["tournament", "--preset", args.preset, "--variants", "gf,cp", "--seeds", args.seeds, "--steps",
+                     args.steps, "--device", args.device, "--pack", "1", "--db", f"sqlite:///{solo_db}"]
         report["commands"].append(arena(solo_args, log, env))
         every = runs(solo_db)
         ok = [r for r in every if r["final_val_loss"]]

@@ -15,6 +15,7 @@ from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.core.stack import Basis
 from arena.core.variant import LoadedVariant
+from arena.runner.standby import Standby, gpu_warm
 from arena.runner.worker import EventFn, Worker, make_task
 
 
@@ -31,14 +32,30 @@ def run_checked(
     """Train one variant on ``seeds`` in ``worker`` (one process for the variant; ``options.execution.pack`` seeds
     at a time, as one packed model), then check every ok run in a clean process (``runner.verify``): the results
     as they are to be recorded, keyed on ``basis`` (default: the basis the worker reports for ``options``)."""
-    from arena.runner.provenance import basis_for
+    from arena.runner.provenance import basis_for, resolved_device
+
+    # On a GPU the clean-check process starts now and sets up while the seeds train (``runner.standby``).
+    checker = Standby(gpu_warm()) if resolved_device(options) != "cpu" else None
+    try:
+        return _train_then_check(worker, spec, loaded, seeds, hparams, options, on_event, checkpoint_paths, policy,
+                                 basis or basis_for(options, worker.env), checker)
+    finally:
+        if checker is not None:
+            checker.kill()  # handed over by then, or not needed: an interruption, arena's own failure
+
+
+def _train_then_check(
+    worker: Worker, spec: Spec, loaded: LoadedVariant, seeds: Sequence[int], hparams: Mapping[str, float] | None,
+    options: RunOptions, on_event: Callable[[int, dict[str, Any]], Any] | None,
+    checkpoint_paths: Mapping[int, str] | None, policy: bool, basis: Basis, checker: Standby | None,
+) -> list[RunResult]:
     from arena.runner.verify import verify
 
     with tempfile.TemporaryDirectory(prefix="arena-states-") as folder:
         results, states = [], []
         for pack in packs(list(seeds), options.execution.pack):
             paths = [str(Path(folder) / f"seed{seed}.pt") for seed in pack]
-            task = make_task(spec, loaded, pack, hparams, options, None, basis or basis_for(options, worker.env))
+            task = make_task(spec, loaded, pack, hparams, options, None, basis)
             task = replace(task, state_paths=tuple(paths), policy=policy,
                            checkpoint_paths=tuple((checkpoint_paths or {}).get(seed) for seed in pack))
 
@@ -53,7 +70,7 @@ def run_checked(
             results.extend(worker.run_pack(task, forward))
             states.extend(paths)
         t0 = time.perf_counter()
-        checked = verify(spec, loaded.source, loaded.path, results, states, options, policy=policy)
+        checked = verify(spec, loaded.source, loaded.path, results, states, options, policy=policy, standby=checker)
         for r in checked:  # one clean process checks the whole group: its time, on each of the group's runs
             r.env.setdefault("timing", {})["check_s"] = time.perf_counter() - t0
         return checked
@@ -71,7 +88,7 @@ def run_trial(
     basis: Basis | None = None,
 ) -> RunResult:
     """Run one trial in a fresh worker process, checked in a clean one, and return its result."""
-    with Worker() as worker:
+    with Worker(standby=False) as worker:  # one trial: no next variant to start ahead
         paths = {seed: checkpoint_path} if checkpoint_path else None
         return run_checked(worker, spec, loaded, [seed], hparams, options or RunOptions(),
                            on_event=(lambda _s, e: on_event(e)) if on_event else None, checkpoint_paths=paths,

@@ -26,6 +26,7 @@ from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.runner import processes
 from arena.runner.processes import Interrupted, interrupted
+from arena.runner.standby import Standby
 
 REL_TOL = 1e-5  # two evaluations of the same weights by the same code: equal on the CPU, last bits on a GPU
 VERIFY_LIMIT_S = 600.0
@@ -118,17 +119,25 @@ def _child(conn: Connection, spec_dict: dict[str, Any], source: str, path: str, 
 
 def verify(
     spec: Spec, source: str, path: str, results: Sequence[RunResult], state_paths: Sequence[str],
-    options: RunOptions, *, policy: bool = True,
+    options: RunOptions, *, policy: bool = True, standby: Standby | None = None,
 ) -> list[RunResult]:
-    """Each ok result recomputed and checked in one fresh process; a result that fails comes back ``rejected``.
-    Results of other statuses pass through unchanged."""
+    """Each ok result recomputed and checked in one fresh process (``standby``: one started ahead, which has run
+    no variant code yet); a result that fails comes back ``rejected``. Results of other statuses pass through
+    unchanged."""
     todo = [(r, s) for r, s in zip(results, state_paths, strict=True) if r.status == "ok"]
     if not todo:
+        if standby is not None:
+            standby.kill()
         return list(results)
-    parent, child = processes.pipe()
     runs = [(r.to_dict(), s) for r, s in todo]
-    proc = processes.start(_child, (child, spec.to_dict(), source, path, options, runs, policy))
-    child.close()
+    args = (spec.to_dict(), source, path, options, runs, policy)
+    handed = standby.hand(_child, args) if standby is not None else None
+    if handed is not None:
+        proc, parent = handed
+    else:
+        parent, child = processes.pipe()
+        proc = processes.start(_child, (child, *args))
+        child.close()
     verdicts: list[tuple[float | None, str | None]] = []
     deadline = time.monotonic() + VERIFY_LIMIT_S
     try:

@@ -25,6 +25,8 @@ from arena.core.stack import Basis
 from arena.core.variant import LoadedVariant
 from arena.runner import processes
 from arena.runner.processes import INTERRUPTED_EXIT, Interrupted, interrupted
+from arena.runner.provenance import resolved_device
+from arena.runner.standby import Standby, gpu_warm
 
 EventFn = Callable[[dict[str, Any]], bool | None]
 def import_limit_s() -> float:
@@ -193,24 +195,38 @@ def _refused(task: Task, spec: Spec, seed: int, reason: str) -> RunResult:
 
 
 class Worker:
-    """One reusable child process. ``run`` never raises for a failing variant; it returns the failure."""
+    """One reusable child process. ``run`` never raises for a failing variant; it returns the failure.
 
-    def __init__(self, threads: int | None = None, env: dict[str, str] | None = None) -> None:
+    On a GPU (``standby`` None: when a task asks for CUDA; True/False forces it) the worker keeps the next variant's
+    process started ahead, in standby (``runner.standby``): when the variant changes, the child that takes over has
+    already imported the kernels and made its CUDA context while the previous variant trained."""
+
+    def __init__(self, threads: int | None = None, env: dict[str, str] | None = None,
+                 standby: bool | None = None) -> None:
         self.threads = threads
         self.env = dict(env or {})
+        self.standby = standby
         self._proc: Any = None
         self._conn: Connection | None = None
         self._sha: str | None = None
+        self._spare: Standby | None = None
 
-    def _ensure(self, variant_sha: str) -> Connection:
+    def _ensure(self, variant_sha: str, gpu: bool = False) -> Connection:
         if self._proc is not None and self._sha != variant_sha:
-            self.close()  # one process per variant: nothing one variant did can reach the next one's runs
+            self.close(spare=False)  # one process per variant: nothing one variant did can reach the next one's runs
         self._sha = variant_sha
         if self._proc is None or not self._proc.is_alive():
-            parent, child = processes.pipe()
-            self._proc = processes.start(_child_main, (child, self.threads, self.env))
-            child.close()
-            self._conn = parent
+            handed = self._spare.hand(_child_main, (self.threads, self.env)) if self._spare else None
+            self._spare = None
+            if handed is not None:
+                self._proc, self._conn = handed
+            else:
+                parent, child = processes.pipe()
+                self._proc = processes.start(_child_main, (child, self.threads, self.env))
+                child.close()
+                self._conn = parent
+        if self._spare is None and (self.standby if self.standby is not None else gpu):
+            self._spare = Standby(gpu_warm(self.env) if gpu else None)
         assert self._conn is not None
         return self._conn
 
@@ -221,7 +237,8 @@ class Worker:
         self._proc = None
         self._conn = None
 
-    def close(self) -> None:
+    def close(self, spare: bool = True) -> None:
+        """End the child (and, unless ``spare`` is False, the standby kept for the next variant)."""
         if self._proc is not None and self._proc.is_alive() and self._conn is not None:
             try:
                 self._conn.send(None)
@@ -229,6 +246,9 @@ class Worker:
             except (BrokenPipeError, OSError):
                 pass
         self.kill()
+        if spare and self._spare is not None:
+            self._spare.kill()
+            self._spare = None
 
     def __enter__(self) -> Worker:
         return self
@@ -250,7 +270,7 @@ class Worker:
             variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec_hash, seed=seed,
             hparams=dict(task.hparams), code_digest=code, stack_id=stack,
         ) for seed in task.seeds}
-        conn = self._ensure(task.variant_sha)
+        conn = self._ensure(task.variant_sha, gpu=resolved_device(task.options) != "cpu")
         conn.send(task)
         t0 = time.monotonic()
         deadline = t0 + timeout_s if timeout_s else None

@@ -123,7 +123,7 @@ def _group_task(fn: Callable[..., Any], args: tuple[Any, ...], channel: Any, tag
     threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
     forward = _Forwarder(channel, tag) if tag is not None else None
     try:
-        with Worker(threads=threads) as worker:
+        with Worker(threads=threads, standby=False) as worker:  # one group a task: no next variant
             return fn(worker, *args, forward)
     finally:
         if forward is not None:

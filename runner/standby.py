@@ -1,0 +1,84 @@
+"""Processes started ahead of need: a child that does the variant-free part of a GPU process's start while the
+current group trains, then waits to be told what to run.
+
+A worker or a clean-check process on a GPU spends ≈ 15–20 s before it can compute (the kernel packages' imports,
+their environment, a CUDA context; issue #15 measured 17.7–19.1 s of worker start-up and 36 s for the clean check
+of a pack on an H200), while the GPU trains another group. A standby does that part early. It has run no variant
+code when it is handed its target: its state is what any fresh process of arena's would have after the same
+imports, so the isolation of one process per variant and the clean check's fresh process are unchanged.
+
+``Standby.hand(target, args)`` starts ``target(conn, *args)`` in the standby, over the pipe it was made with, as
+``processes.start(target, (conn, *args))`` would in a fresh child; None when the standby died meanwhile (the
+caller then starts a fresh child as before).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+from arena.runner import processes
+
+
+class Standby:
+    """A started child waiting for its target (see the module's docstring)."""
+
+    def __init__(self, warm: Callable[[], None] | None) -> None:
+        self.conn, child = processes.pipe()
+        self.proc = processes.start(_standby_main, (child, warm))
+        child.close()
+
+    def hand(self, target: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        """Start ``target(conn, *args)`` in this standby: its (process, parent end of the pipe), or None."""
+        if not self.proc.is_alive():
+            self.kill()
+            return None
+        try:
+            self.conn.send((target, args))
+        except (BrokenPipeError, OSError):
+            self.kill()
+            return None
+        return self.proc, self.conn
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+
+def _standby_main(conn: Any, warm: Callable[[], None] | None) -> None:
+    if warm is not None:
+        with contextlib.suppress(Exception):  # the target sets up again and reports its own failures
+            warm()
+    try:
+        msg = conn.recv()
+    except (EOFError, OSError, KeyboardInterrupt):
+        return
+    if msg is None:
+        return
+    target, args = msg
+    target(conn, *args)
+
+
+def gpu_warm(env: dict[str, str] | None = None) -> Callable[[], None]:
+    """The warm-up of a GPU child with ``env`` applied first (e.g. the one GPU its slot sees)."""
+    return functools.partial(_warm_gpu, dict(env or {}))
+
+
+def _warm_gpu(env: dict[str, str]) -> None:
+    """The kernels' environment and imports and a CUDA context: what every GPU child of arena's does first (in
+    ``runner.worker`` and ``runner.verify``), none of it variant code."""
+    os.environ.update(env)
+    import torch
+
+    from arena.model import backend
+
+    backend.prepare_cuda()
+    backend.fla_chunk_rwkv6()
+    backend.mamba_chunk_scan_combined()
+    torch.zeros(1, device="cuda")

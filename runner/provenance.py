@@ -64,6 +64,21 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def free_gpu_memory_mb(index: int = 0) -> float | None:
+    """Free memory of GPU ``index`` in MiB, from NVML through ``nvidia-smi`` (the driver's count; no CUDA context
+    here, so none of it held by this process); None where it cannot be asked."""
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    physical = visible[index].strip() if index < len(visible) and visible[index].strip() else str(index)
+    try:
+        query = ["nvidia-smi", f"--id={physical}", "--query-gpu=memory.free", "--format=csv,noheader,nounits"]
+        out = subprocess.run(query, capture_output=True, text=True, timeout=20, check=False).stdout.strip()
+        return float(out.splitlines()[0])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
 def local_stack(options: RunOptions) -> dict[str, Any]:
     """The stack a run with these options gets in THIS process (on CUDA it initialises the device: call it in a
     worker). Device, GPU model, torch and CUDA, determinism, requested backend and which kernels import, mode and

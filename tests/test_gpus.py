@@ -53,3 +53,20 @@ def test_one_gpu_needs_no_pinning(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_gpu_that_does_not_exist_is_refused(two_gpus: None) -> None:
     with pytest.raises(ArenaError, match="--gpus: GPU 2 does not exist"):
         run_options(workers=None, gpus="0,2")
+
+
+def test_pack_auto_packs_every_seed_as_far_as_the_free_memory_holds_them(two_gpus: None,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from arena.cli import common
+
+    free = {"mb": 140_000.0}
+    monkeypatch.setattr(provenance, "free_gpu_memory_mb", lambda index=0: free["mb"])
+    assert run_options(pack="auto", n_seeds=10, gpus="0").execution.pack == 10  # an H200 holds them all
+    assert run_options(pack="auto", n_seeds=40, gpus="0").execution.pack == common.MAX_AUTO_PACK
+    free["mb"] = 4_000.0  # 0.8 × 4,000 MiB holds two members of ≈ 1.3 GB
+    assert run_options(pack="auto", n_seeds=10, gpus="0").execution.pack == 2
+    assert run_options(pack="auto", n_seeds=10, gpus="0", workers=2).execution.pack == 1  # two workers share it
+    free["mb"] = None  # nvidia-smi could not be asked: no memory cap
+    assert run_options(pack="auto", n_seeds=10, gpus="0").execution.pack == 10
+    assert run_options(pack="3", n_seeds=10, gpus="0").execution.pack == 3  # a number is the user's
+    assert common.auto_pack(5, 100.0) == 1  # never below one seed

@@ -85,7 +85,9 @@ def run_options(
         device=device, backend=backend, mode=mode, timeout_s=3600.0 if timeout is None else timeout,
         workers=workers, gpus=gpu_list,
         data_flag=data, execution=Execution(pinned_batches=pinned_batches, fused_adamw=fused_adamw,
-                                            pack=_pack_size(pack, n_seeds, device)),
+                                            pack=_pack_size(pack, n_seeds, device,
+                                                            -(-workers // max(1, len(gpu_list))),
+                                                            gpu_list[0] if gpu_list else None)),
     )
     env_backend = os.environ.get("ARENA_BACKEND", "auto")
     if backend == "auto" and env_backend not in BACKENDS:  # else only the worker's model would find out
@@ -111,17 +113,33 @@ def gpus_and_workers(device: str, gpus: tuple[int, ...], workers: int | None) ->
 
 
 MAX_AUTO_PACK = 16  # seeds per pack that --pack auto chooses at most (the GPU saturates before; bench/results)
+# GPU memory a pack member takes at phase2 (peak 3,581 MiB for a pack of 3 with its CUDA graphs, on an H200:
+# bench/results/2026-12-01-h200-engines-b759f25.json), rounded up; the smaller presets take less.
+MEMBER_MB = 1300.0
+MEMORY_SHARE = 0.8  # of the free memory, what the packs of one GPU's workers may take together
 
 
-def _pack_size(flag: str, n_seeds: int, device: str) -> int:
-    """``--pack``: a positive number, or auto (every seed at once on a GPU, capped at MAX_AUTO_PACK; 1 on a CPU,
-    where a pack is no faster than its seeds one after another)."""
+def auto_pack(n_seeds: int, free_mb: float | None, workers_per_gpu: int = 1) -> int:
+    """``--pack auto`` on a GPU: every seed at once, capped at MAX_AUTO_PACK and by what the free memory holds for
+    each of the GPU's workers (``free_mb`` None: not known, no memory cap)."""
+    n = max(1, min(n_seeds, MAX_AUTO_PACK))
+    if free_mb is None:
+        return n
+    fits = int(free_mb * MEMORY_SHARE / max(1, workers_per_gpu) // MEMBER_MB)
+    return max(1, min(n, fits))
+
+
+def _pack_size(flag: str, n_seeds: int, device: str, workers_per_gpu: int = 1, gpu: int | None = None) -> int:
+    """``--pack``: a positive number, or auto (on a GPU ``auto_pack``: every seed at once as far as the GPU's free
+    memory holds them; 1 on a CPU, where a pack is no faster than its seeds one after another)."""
     from arena.core.options import RunOptions
-    from arena.runner.provenance import resolved_device
+    from arena.runner.provenance import free_gpu_memory_mb, resolved_device
 
     if flag.strip().lower() == "auto":
-        on_gpu = resolved_device(RunOptions(device=device)) == "cuda"
-        return max(1, min(n_seeds, MAX_AUTO_PACK)) if on_gpu else 1
+        if resolved_device(RunOptions(device=device)) != "cuda":
+            return 1
+        index = gpu if gpu is not None else int(device.split(":")[1]) if ":" in device else 0
+        return auto_pack(n_seeds, free_gpu_memory_mb(index), workers_per_gpu)
     try:
         value = int(flag)
     except ValueError:

@@ -46,9 +46,11 @@ class Engine(Protocol):
 
 
 @contextlib.contextmanager
-def local_slot(threads: int | None = None, env: dict[str, str] | None = None) -> Iterator[Runner]:
-    """A Runner over one Worker process of this machine (reused for the slot's groups, one child per variant)."""
-    with Worker(threads=threads, env=env) as worker:
+def local_slot(threads: int | None = None, env: dict[str, str] | None = None,
+               standby: bool | None = None) -> Iterator[Runner]:
+    """A Runner over one Worker process of this machine (reused for the slot's groups, one child per variant; on a
+    GPU the next variant's child starts ahead unless ``standby`` is False: ``runner.worker.Worker``)."""
+    with Worker(threads=threads, env=env, standby=standby) as worker:
 
         def run(fn: Callable[..., T], args: tuple[Any, ...], on_event: EventFn | None) -> T:
             try:

@@ -301,3 +301,50 @@ def test_champions_prints_p_near_1_and_the_whole_reason(store: Store, monkeypatc
     why = "".join(line.rstrip().rstrip("│").rsplit("│", 1)[-1].strip() for line in r.out.splitlines()
                   if line.startswith("│"))
     assert "".join(message.split()) in "".join(why.split()), why
+
+
+def test_the_leaderboard_table_lists_the_search_runs_beside_the_board(store: Store) -> None:
+    """A store that holds tuning runs (``arena tune``) prints them under the board with their best loss and
+    hparams (the table once read a key the summary had renamed, and a tournament after a search crashed)."""
+    gf = Entry.of(builtin("gf"))
+    for trial, (loss, gate) in enumerate([(3.25, 0.2), (3.15, 0.4)]):
+        store.record_run(RunResult(
+            variant="gf", variant_sha=gf.loaded.sha256, spec_hash=SPEC.hash, seed=SPEC.tuning_seeds[0],
+            hparams={**gf.hparams.to_dict(), "gate_init": gate}, final_val_loss=loss, val_curve=_val_curve(loss),
+            steps_done=6, code_digest=BASIS.code, stack_id=BASIS.stack, env={"device": "cpu"},
+        ), study_name="tune/gf/smoke", trial_number=trial)
+    from rich.console import Console
+
+    from arena.cli.views import print_leaderboard
+
+    console = Console(width=200, record=True)
+    print_leaderboard(console, store, SPEC.hash, "table")
+    text = console.export_text()
+    assert "search runs (tuning seeds, not ranked)" in text
+    row = next(line for line in text.splitlines() if "tune/gf/smoke" in line)
+    assert "3.15" in row and "gate_init=0.4" in row
+
+
+def test_a_tuned_entry_whose_best_trial_is_the_defaults_leaves_the_default_row_in_place(store: Store) -> None:
+    """cp@tuned-2 adopted with cp's own defaults is the same computation as cp: the runs are shared, and cp stays
+    in the default league beside it (the board once moved cp's row into the tuned league and cp vanished from the
+    default one). A tuned entry with other hparams has runs of its own and leaves the default row alone."""
+    from arena.orchestration.leaderboard import build
+
+    cp, hy = Entry.of(builtin("cp")), Entry.of(builtin("hy"))
+    store.add_entry("cp@tuned-2", cp.loaded.sha256, cp.hparams.to_dict(), origin="tuned", study_name="tune/cp/x",
+                    league="tuned-2", budget=2)
+    other = {**hy.hparams.to_dict(), "lr_mult": 2.0}
+    store.add_entry("hy@tuned-2", hy.loaded.sha256, other, origin="tuned", study_name="tune/hy/x", league="tuned-2",
+                    budget=2)
+    for seed in SPEC.seeds:
+        store.record_run(RunResult(
+            variant="hy", variant_sha=hy.loaded.sha256, spec_hash=SPEC.hash, seed=seed, hparams=other,
+            final_val_loss=2.5, val_curve=_val_curve(2.5), steps_done=6, code_digest=BASIS.code,
+            stack_id=BASIS.stack, env={"device": "cpu"}, params_total=51_864, params_target=51_864))
+    board = build(store, SPEC.hash)
+    rows = {(league.name, row.name): row for league in board.leagues for row in league.rows}
+    assert rows[("default", "cp")].losses == rows[("tuned-2", "cp@tuned-2")].losses == LOSSES["cp"]
+    assert rows[("default", "hy")].losses == LOSSES["hy"]
+    assert rows[("tuned-2", "hy@tuned-2")].losses == {0: 2.5, 1: 2.5, 2: 2.5}
+    assert ("default", "cp@tuned-2") not in rows and ("tuned-2", "cp") not in rows

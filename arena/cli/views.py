@@ -94,11 +94,11 @@ def print_leaderboard(console: Console, store: Any, spec_hash: str, form: str) -
         console.print(render.table(board, console.width))  # columns chosen for the width (issue #16)
         if board.tuning:
             t = Table(title="search runs (tuning seeds, not ranked)")
-            for col in ("study", "runs", "ok", "best val loss", "best hparams"):
+            for col in ("study", "runs", "ok", "best loss (tuning seed)", "best hparams"):
                 t.add_column(col)
             for s in board.tuning:
                 hp = ", ".join(f"{k}={v:.3g}" for k, v in (s["best_hparams"] or {}).items())
-                t.add_row(s["study"], str(s["runs"]), str(s["ok"]), fmt(s["best_val_loss"]), hp)
+                t.add_row(s["study"], str(s["runs"]), str(s["ok"]), fmt(s["best_tuning_loss"]), hp)
             console.print(t)
     else:
         text = {"json": render.as_json, "csv": render.as_csv, "markdown": render.as_markdown}[form](board)

@@ -140,7 +140,11 @@ def build(store: Store, spec_hash: str, *, code: str | None = None, stack: str |
     other = Counter(r.result.stack_id or "?" for r in runs
                     if r.result.code_digest == code and r.result.stack_id != stack)
     seeds = tuple(spec.seeds) if spec else tuple(sorted({r.result.seed for r in here}))
-    rows = _group(here, store, spec, seeds)
+    # Entry names a default-league tournament ran on this basis: a tuned entry whose best trial is the defaults
+    # shares their runs, and they stay in the default league too.
+    plain = {n for t in store.tournaments(spec_hash) if t.league == "default" and t.code_digest == code
+             and t.stack_id == stack for n in t.entries}
+    rows = _group(here, store, spec, seeds, plain)
     sigma = _noise(rows, spec, seeds)
     leagues = []
     for name in sorted({r.league for r in rows}, key=lambda n: (n != "default", n)):
@@ -157,8 +161,15 @@ def _noise(rows: list[Row], spec: Spec | None, seeds: tuple[int, ...]) -> float 
     return None if ref is None else stats.noise_floor_on(ref.losses, seeds)
 
 
-def _group(runs: list[StoredRun], store: Store, spec: Spec | None, seeds: tuple[int, ...]) -> list[Row]:
-    entries = {(e.variant_sha, hparams_key(e.hparams)): e for e in store.entries()}
+def _group(runs: list[StoredRun], store: Store, spec: Spec | None, seeds: tuple[int, ...],
+           plain: set[str]) -> list[Row]:
+    """One row per entry over the runs of its (variant version, hparams); runs of no entry are the default
+    league's, under the variant's name. Two entries of one computation share its runs, a row in each league: a
+    tuned entry whose best trial is the defaults (``cp@tuned-30`` = ``cp``) when ``cp`` ran in a default-league
+    tournament (``plain``) and no other group of that version is ``cp``'s."""
+    entries: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for e in store.entries():
+        entries[(e.variant_sha, hparams_key(e.hparams))].append(e)
     latest = {v.name: v.sha256 for v in store.variants()}
     tuning = set(spec.tuning_seeds) if spec else set()
     groups: dict[tuple[str, str], list[StoredRun]] = defaultdict(list)
@@ -166,30 +177,40 @@ def _group(runs: list[StoredRun], store: Store, spec: Spec | None, seeds: tuple[
         if run.study_name is not None or run.result.seed in tuning:
             continue  # search runs train on the tuning seeds and score on the tuning split: listed apart
         groups[(run.result.variant_sha, hparams_key(run.result.hparams))].append(run)
+    unclaimed = {sha for (sha, hkey) in groups if (sha, hkey) not in entries}  # versions with a plain group
     rows: list[Row] = []
     for (sha, hkey), members in groups.items():
         first = members[0].result
-        variant = store.variant(sha)
-        entry = entries.get((sha, hkey))
-        name, league = (entry.name, entry.league) if entry is not None else (first.variant, "default")
-        if entry is None and latest.get(first.variant) not in (None, sha):
-            name = f"{first.variant}~{sha[:7]}"  # an older version of a changed file
-        in_set = [m.result for m in members if m.result.seed in seeds]
-        ok = [r for r in in_set if r.status == "ok" and r.final_val_loss is not None]
-        toks = [r.tokens_per_s for r in ok if r.tokens_per_s]
-        mems = [r.peak_mem_mb for r in ok if r.peak_mem_mb]
-        rows.append(Row(
-            name=name, kind=variant.kind if variant else "?", league=league, variant_sha=sha,
-            hparams=dict(first.hparams), losses={r.seed: float(r.final_val_loss) for r in ok if r.final_val_loss},
-            statuses=Counter(r.status for r in in_set),
-            missing=[s for s in seeds if s not in {r.seed for r in in_set}],
-            extra={m.result.seed: float(m.result.final_val_loss) for m in members
-                   if m.result.seed not in seeds and m.result.status == "ok" and m.result.final_val_loss is not None},
-            params=first.params_total, params_target=first.params_target,
-            tok_s=float(np.median(toks)) if toks else None, peak_mb=float(max(mems)) if mems else None,
-            run_ids=[m.id for m in members],
-        ))
+        names = [(e.name, e.league) for e in entries.get((sha, hkey), [])]
+        if names and first.variant in plain and sha not in unclaimed and all(lg != "default" for _, lg in names):
+            names.append((first.variant, "default"))
+        if not names:
+            name = first.variant
+            if latest.get(first.variant) not in (None, sha):
+                name = f"{first.variant}~{sha[:7]}"  # an older version of a changed file
+            names = [(name, "default")]
+        rows += [_row(store, sha, members, seeds, name, league) for name, league in names]
     return rows
+
+
+def _row(store: Store, sha: str, members: list[StoredRun], seeds: tuple[int, ...], name: str, league: str) -> Row:
+    first = members[0].result
+    variant = store.variant(sha)
+    in_set = [m.result for m in members if m.result.seed in seeds]
+    ok = [r for r in in_set if r.status == "ok" and r.final_val_loss is not None]
+    toks = [r.tokens_per_s for r in ok if r.tokens_per_s]
+    mems = [r.peak_mem_mb for r in ok if r.peak_mem_mb]
+    return Row(
+        name=name, kind=variant.kind if variant else "?", league=league, variant_sha=sha,
+        hparams=dict(first.hparams), losses={r.seed: float(r.final_val_loss) for r in ok if r.final_val_loss},
+        statuses=Counter(r.status for r in in_set),
+        missing=[s for s in seeds if s not in {r.seed for r in in_set}],
+        extra={m.result.seed: float(m.result.final_val_loss) for m in members
+               if m.result.seed not in seeds and m.result.status == "ok" and m.result.final_val_loss is not None},
+        params=first.params_total, params_target=first.params_target,
+        tok_s=float(np.median(toks)) if toks else None, peak_mb=float(max(mems)) if mems else None,
+        run_ids=[m.id for m in members],
+    )
 
 
 def _league(store: Store, spec_hash: str, name: str, rows: list[Row], code: str | None,

@@ -218,7 +218,8 @@ def page(report: dict[str, Any], board_md: str, losses: dict[str, dict[int, floa
               f"σ over seeds (the reference entry): {_fmt(noise['sigma_seed'])} nats; median σ of the paired "
               f"differences above: {_fmt(noise['sigma_paired_median'])} nats; paired seeds for a one-sided test at "
               f"α = {report['alpha']} with power 0.8 to find 0.005 nats: **{noise['seeds_for_0.005']}**.", "",
-              "## Speed", "", f"Theirs: {THEIR_TOK_S:,} tok/s (gf). Ours (median tok/s of a run, {report['stack'].get('gpu', 'this device')}):", ""]
+              "## Speed", "", f"Theirs: {THEIR_TOK_S:,} tok/s (gf). Ours (median tok/s of a run, "
+              f"{report['stack'].get('gpu', 'this device')}):", ""]
     lines += [f"- {name}: {tok:,.0f}" for name, tok in sorted(report["speed"].items()) if tok]
     lines += ["", "## Where our setup differs from theirs", "",
               "(analysis to write: 65-character vocabulary against their 97; FLA's RWKV-6 init and the pathways' "

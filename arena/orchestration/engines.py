@@ -40,7 +40,7 @@ class Engine(Protocol):
     name: str
     slots: int
 
-    def slot(self, index: int, in_use: int) -> contextlib.AbstractContextManager[Runner]: ...
+    def slot(self, index: int, in_use: int, ahead: bool = True) -> contextlib.AbstractContextManager[Runner]: ...
 
     def label(self) -> str: ...
 
@@ -77,8 +77,11 @@ class LocalEngine:
         gpus = self.options.gpus
         return {"CUDA_VISIBLE_DEVICES": str(gpus[index % len(gpus)])} if gpus else {}
 
-    def slot(self, index: int, in_use: int) -> contextlib.AbstractContextManager[Runner]:
-        return local_slot(max(1, (os.cpu_count() or 1) // max(1, in_use)), self.slot_env(index))
+    def slot(self, index: int, in_use: int, ahead: bool = True) -> contextlib.AbstractContextManager[Runner]:
+        """Slot ``index`` of ``in_use``; ``ahead`` False when it will run one variant only (no standby is
+        worth starting for a next one)."""
+        return local_slot(max(1, (os.cpu_count() or 1) // max(1, in_use)), self.slot_env(index),
+                          standby=None if ahead else False)
 
     def label(self) -> str:
         return f"{self.slots} worker(s)"

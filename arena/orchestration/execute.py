@@ -196,7 +196,8 @@ def execute(
                 schedule.release_jobs(group)
 
         def work(slot: int) -> None:
-            with engine.slot(slot, n_slots) as run:
+            # A slot goes on to another variant only when there are more groups than slots.
+            with engine.slot(slot, n_slots, ahead=len(groups) > n_slots) as run:
                 while not stop.is_set():
                     handout = schedule.next(stop)
                     if handout is None:

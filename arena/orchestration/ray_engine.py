@@ -198,7 +198,7 @@ class RayEngine:
         return f"ray: {nodes} node(s), {self.slots} task(s) at once{share}"
 
     @contextlib.contextmanager
-    def slot(self, index: int, in_use: int) -> Iterator[Callable[..., Any]]:
+    def slot(self, index: int, in_use: int, ahead: bool = True) -> Iterator[Callable[..., Any]]:
         yield self.run
 
     def run(self, fn: Callable[..., T], args: tuple[Any, ...], on_event: Callable[..., Any] | None) -> T:

@@ -128,7 +128,9 @@ def optimize(job: Job, store: Store | None, stop: Callable[[], bool], after_tria
     owner = worker_owner()
     seed = spec.tuning_seeds[0]
     lock = _BudgetLock(job.lock_path)
-    with engine.slot(0, 1) if engine is not None else local_slot(job.threads, job.env, standby=False) as run:
+    # One variant a study: the worker never goes on to another, so no standby is started for one.
+    with engine.slot(0, 1, ahead=False) if engine is not None else local_slot(job.threads, job.env,
+                                                                                standby=False) as run:
 
         def objective(trial: optuna.Trial) -> float:
             trial.set_user_attr("call", job.call_id)

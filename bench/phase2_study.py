@@ -56,7 +56,9 @@ def finished_trials(journal: Path, variant: str, preset: str, seeds: str, data: 
         study = optuna.load_study(study_name=name, storage=open_storage(str(journal)))
     except KeyError:  # no such study yet
         return 0
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+    from arena.orchestration.search.study import spent
+
+    return spent(study)
 
 
 def main() -> None:

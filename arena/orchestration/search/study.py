@@ -140,6 +140,12 @@ def load_tuned_study(loaded: LoadedVariant, spec: Spec, storage: str) -> optuna.
     return study
 
 
+def spent(study: optuna.Study) -> int:
+    """The trials a study spent: the finished ones, less those its sweeper failed because their process died
+    (``storage.sweep_stale_trials``: an interruption is not a result, and the trial was run again)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished() and not t.user_attrs.get("swept"))
+
+
 def adopt(
     loaded: LoadedVariant, spec: Spec, store: Store, storage: str | None = None, *, name: str | None = None
 ) -> str:
@@ -153,7 +159,7 @@ def adopt(
     best = best_trial(study)
     if best is None:
         raise ArenaError(f"study '{study.study_name}' has no completed trial to adopt; run more trials")
-    budget = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+    budget = spent(study)
     hparams = resolve(loaded.variant.hparams, {k: float(v) for k, v in best.params.items()}, loaded.name)
     league = f"tuned-{budget}"
     entry = name or f"{loaded.name}@{league}"

@@ -32,7 +32,7 @@ CODE_MODULES: tuple[str, ...] = (
     "arena.model.attention", "arena.model.backend", "arena.model.fold", "arena.model.pack",
     "arena.runner.tracks", "arena.runner.corpus", "arena.runner.mqar", "arena.runner.data", "arena.runner.feed",
     "arena.runner.train", "arena.runner.loop", "arena.runner.optim", "arena.runner.evaluate", "arena.runner.check",
-    "arena.runner.causality", "arena.runner.verify",
+    "arena.runner.causality", "arena.runner.verify", "arena.runner.eval_graph",
 )
 
 

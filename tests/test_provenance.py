@@ -32,6 +32,13 @@ def test_every_module_that_computes_a_run_is_in_the_code_digest() -> None:
     for name in ("arena.core.fusions", "arena.core.spec", "arena.runner.train", "arena.runner.optim",
                  "arena.runner.evaluate", "arena.runner.tracks", "arena.runner.corpus", "arena.runner.feed"):
         assert name in listed
+    import arena.runner
+
+    # The runner's modules that compute nothing a run records: processes, isolation, loading and bookkeeping.
+    plumbing = {"worker", "processes", "standby", "inspection", "loader", "policy", "guard", "provenance", "trials",
+                "env", "repeat"}
+    runner = {f"arena.runner.{m.name}" for m in pkgutil.iter_modules(arena.runner.__path__) if m.name not in plumbing}
+    assert runner <= listed, runner - listed
 
 
 @pytest.mark.parametrize("module", ["arena.core.fusions", "arena.runner.train", "arena.model.lm"])

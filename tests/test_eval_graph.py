@@ -38,7 +38,7 @@ def test_the_evaluator_gives_evaluate_members_numbers_for_a_plain_model_and_a_pa
         # The same sums in another order for a plain model (one reduction over the batch, not per member).
         assert [g[0] for g in got] == pytest.approx([w[0] for w in want], rel=1e-7)
         assert [g[1] for g in got] == pytest.approx([w[1] for w in want], rel=1e-7)
-        assert model.training  # left in training mode
+        assert (model.template if isinstance(model, PackedLM) else model).training  # left in training mode
 
 
 def test_a_forward_that_cannot_be_captured_is_evaluated_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:

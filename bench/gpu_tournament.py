@@ -10,7 +10,9 @@ Phases, in the order one device call runs them (each writes DIR/tournament-PHASE
   compare  ``--workers 2``, then gf and cp with ``--pack 1`` beside warm's packed runs (packed vs solo)
   engines  the tournament through ``--engine local`` then ``--engine ray`` (issue #17; a ratio only when both end)
   summary  DIR/<date>-<gpu>-tournament.json with the keys issue #15 names, from the phases' reports
-``--device cpu --preset smoke --steps 20`` checks this script itself on a CPU in a minute.
+``--device cpu --preset smoke --steps 20`` checks this script itself on a CPU in a minute. Every phase uses DIR/home
+as its arena home (one user on one machine: each file is inspected once); it holds the champions' checkpoints, so
+remove it before the call's output goes back.
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"tournament-{args.phase}.log"
-    env = dict(os.environ, ARENA_DATA=args.data, ARENA_HOME=str(out / f"home-{args.phase}"))
+    # One arena home for every phase, as one user on one machine has: its inspection cache checks each file once.
+    env = dict(os.environ, ARENA_DATA=args.data, ARENA_HOME=str(out / "home"))
     base = ["tournament", "--preset", args.preset, "--variants", args.variants, "--seeds", args.seeds,
             "--steps", args.steps, "--device", args.device, "--pack", args.pack]
     report: dict[str, Any] = {"phase": args.phase, "date": dt.date.today().isoformat(), "commands": []}

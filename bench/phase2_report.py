@@ -80,8 +80,6 @@ def trajectories(store: Store, spec_hash: str, names: tuple[str, ...], seeds: se
         r = run.result
         if r.variant not in names or r.seed not in seeds or r.status != "ok" or run.study_name is not None:
             continue
-        if r.hparams.get("gate_init") is None and r.variant in GATED:
-            continue
         for diag in r.diagnostics:
             at = out.setdefault(r.variant, {}).setdefault(int(diag["step"]), {"gate": [], "share": [], "grad": []})
             at["gate"].append([g.get("mean") for g in diag.get("gates", [])])

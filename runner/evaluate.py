@@ -29,15 +29,6 @@ def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return per_token.sum(1) / counts  # (K,)
 
 
-def evaluate_members(model: HybridLM | PackedLM, batches: list[list[Batch]], device: torch.device,
-                     autocast: bool) -> list[tuple[float, float | None]]:
-    """``evaluate`` for every member: a plain model's one (``batches[0]``), or a pack's K members in one pass each
-    batch, member k on ``batches[k]`` (members of one track get the same batches)."""
-    if not isinstance(model, PackedLM):
-        return [evaluate(model, batches[0], device, autocast)]
-    return _evaluate_pack(model, batches, device, autocast)
-
-
 def batch_stats(model: HybridLM | PackedLM, x: torch.Tensor, y: torch.Tensor, autocast: bool) -> torch.Tensor:
     """One batch's sums for every member, (K, 3) float64: Σ loss, targeted positions, correct argmaxes. x, y are
     (K, B, T) for a pack, (B, T) for a plain model (K = 1). The same ops whether run eagerly or captured in a CUDA
@@ -57,19 +48,6 @@ def batch_stats(model: HybridLM | PackedLM, x: torch.Tensor, y: torch.Tensor, au
 def means(sums: torch.Tensor) -> list[tuple[float, float | None]]:
     """(mean loss, accuracy) per member from summed ``batch_stats`` (K, 3): one host sync."""
     return [(t / max(n, 1.0), c / max(n, 1.0)) for t, n, c in sums.tolist()]
-
-
-@torch.no_grad()
-def _evaluate_pack(model: PackedLM, batches: list[list[Batch]], device: torch.device,
-                   autocast: bool) -> list[tuple[float, float | None]]:
-    model.eval()
-    sums = torch.zeros(model.k, 3, device=device, dtype=torch.float64)
-    for pairs in zip(*batches, strict=True):
-        x = torch.stack([bx for bx, _ in pairs]).to(device)  # (K, B, T)
-        y = torch.stack([by for _, by in pairs]).to(device)  # (K, B, T)
-        sums += batch_stats(model, x, y, autocast)
-    model.train()
-    return means(sums)
 
 
 @torch.no_grad()

@@ -126,9 +126,7 @@ def verify(
     unchanged."""
     todo = [(r, s) for r, s in zip(results, state_paths, strict=True) if r.status == "ok"]
     if not todo:
-        if standby is not None:
-            standby.kill()
-        return list(results)
+        return list(results)  # a standby not handed its target is its owner's to end
     runs = [(r.to_dict(), s) for r, s in todo]
     args = (spec.to_dict(), source, path, options, runs, policy)
     handed = standby.hand(_child, args) if standby is not None else None

@@ -26,7 +26,7 @@ import numpy as np
 from arena.champions import stats
 from arena.core.result import hparams_key
 from arena.core.spec import Spec
-from arena.db.store import Store, StoredRun, TournamentRow
+from arena.db.store import EntryRow, Store, StoredRun, TournamentRow
 
 
 @dataclass
@@ -167,7 +167,7 @@ def _group(runs: list[StoredRun], store: Store, spec: Spec | None, seeds: tuple[
     league's, under the variant's name. Two entries of one computation share its runs, a row in each league: a
     tuned entry whose best trial is the defaults (``cp@tuned-30`` = ``cp``) when ``cp`` ran in a default-league
     tournament (``plain``) and no other group of that version is ``cp``'s."""
-    entries: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    entries: dict[tuple[str, str], list[EntryRow]] = defaultdict(list)
     for e in store.entries():
         entries[(e.variant_sha, hparams_key(e.hparams))].append(e)
     latest = {v.name: v.sha256 for v in store.variants()}

@@ -11,6 +11,8 @@ The rules (what callers may rely on):
   the loser finds the winner's row (``Store._write`` retries).
 * ``heartbeat_claims()`` pushes every claim of this owner ``ttl_s`` into the future; ``release_claims`` drops them.
   A driver records a run first, then releases its claim: whoever takes a released claim finds the run stored.
+* ``reap_claims()`` drops every dead claim: a driver killed between recording a run and releasing its claim leaves
+  a claim on a run nobody will ask for again (it is memoized), so each schedule sweeps them when it opens.
 * Claims only coordinate who trains: the run key stays unique in ``arena_runs`` whatever happens to the claims.
 """
 
@@ -178,6 +180,25 @@ class ClaimsMixin:
 
         def work(s: Session) -> int:
             return int(getattr(s.execute(query.execution_options(synchronize_session=False)), "rowcount", 0))
+
+        count: int = self._write("run claims", work)
+        return count
+
+    def reap_claims(self) -> int:
+        """Drop every dead claim (expired, or its owner gone on this host); returns how many. Live owners' claims
+        are never touched; a claim whose owner took it again since it was read is left (compare-and-swap)."""
+
+        def work(s: Session) -> int:
+            at, gone = now(), 0
+            for row in s.scalars(select(ClaimModel)).all():
+                if not _dead(row, at):
+                    continue
+                done = s.execute(delete(ClaimModel)
+                                 .where(ClaimModel.key == row.key, ClaimModel.owner == row.owner,
+                                        ClaimModel.heartbeat == row.heartbeat)
+                                 .execution_options(synchronize_session=False))
+                gone += int(getattr(done, "rowcount", 0))
+            return gone
 
         count: int = self._write("run claims", work)
         return count

@@ -123,6 +123,22 @@ def test_release_drops_only_the_caller_s_claims(store: Store, live_owner: str) -
     assert store.release_claims([]) == 0
 
 
+def test_reaping_drops_only_dead_claims(store: Store, live_owner: str) -> None:
+    """A driver killed between recording a run and releasing its claim leaves a claim nobody asks for again; the
+    reaper drops it (dead pid, reused pid, expired heartbeat) and keeps every live owner's claim."""
+    host, pid, start = owner_id().rsplit(":", 2)
+    store.claim_runs(["dead"], dead_owner(), ttl_s=3600)
+    store.claim_runs(["reused"], f"{host}:{pid}:{int(start) + 7}", ttl_s=3600)
+    store.claim_runs(["expired"], "elsewhere:1:1", ttl_s=0.2)
+    store.claim_runs(["far"], "elsewhere:2:1", ttl_s=60)
+    store.claim_runs(["live"], live_owner, ttl_s=60)
+    store.claim_runs(["mine"])
+    time.sleep(0.3)
+    assert store.reap_claims() == 3
+    assert [c.key for c in store.claims()] == ["far", "live", "mine"]
+    assert store.reap_claims() == 0
+
+
 def _race(url: str, keys: list[str], n: int) -> list[list[str]]:
     """``n`` stores (their own connections) claim ``keys`` at one moment, each as its own owner."""
     stores = [Store(url) for _ in range(n)]
@@ -195,4 +211,24 @@ def test_a_schedule_waits_for_a_live_owner_and_uses_its_stored_run(store: Store,
         assert third is not None and third.train == [] and [j.label for j, _ in third.stored] == ["gf seed 1"]
         assert time.monotonic() - t0 >= 0.4
         assert schedule.next(stop) is None
+    assert store.claims() == []
+
+
+def test_opening_a_schedule_sweeps_a_killed_driver_s_claim_on_a_stored_run(store: Store, tiny_spec: Any) -> None:
+    """The driver killed after ``record_run`` and before ``release_claims``: the next schedule (which memoizes that
+    run and so never claims it) leaves no claim behind."""
+    from arena.core.stack import Basis
+    from arena.orchestration.entries import Entry, Job
+    from arena.orchestration.execute import register
+    from arena.orchestration.schedule import Schedule
+    from arena.runner.loader import builtin
+
+    basis = Basis("code", "stack")
+    gf = Entry.of(builtin("gf"))
+    register(store, tiny_spec, [gf])
+    store.claim_runs([gf.key(tiny_spec, 0, basis)], dead_owner(), ttl_s=3600)
+    with Schedule(store, tiny_spec, basis, [[Job(gf, 1)]]) as schedule:
+        assert store.claims() == []
+        got = schedule.next(threading.Event())
+        assert got is not None and [j.label for j in got.train] == ["gf seed 1"]
     assert store.claims() == []

@@ -5,7 +5,9 @@
 its run was recorded, or expired because its owner died) the run is either found stored (another driver's result:
 it is used, not trained) or claimed and trained here. A heartbeat thread keeps this driver's claims alive; every
 claim it still holds is released when the schedule closes, and a driver killed outright leaves claims that the
-next one takes over (its pid is gone on this host, or its heartbeat is older than the TTL).
+next one takes over (its pid is gone on this host, or its heartbeat is older than the TTL). Opening a schedule
+also sweeps every dead claim (``Store.reap_claims``): a driver killed after recording a run but before releasing
+its claim leaves one on a memoized run, which no later driver would otherwise ask for.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class Schedule:
                  poll_s: float = POLL_S) -> None:
         self.store, self.spec, self.basis, self.poll_s = store, spec, basis, poll_s
         self.owner, self.ttl_s = owner_id(), claim_ttl_s()
+        with contextlib.suppress(ArenaError):  # a store gone bad here fails at the first claim, with its message
+            store.reap_claims()
         self.todo: deque[list[Job]] = deque(groups)
         self.waiting: list[Job] = []
         self.polling = 0  # slots looking at the waiting runs right now

@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--variants", default=ENTRIES)
     ap.add_argument("--pack", default="auto")
+    # Trials a tuning pack holds: one number for every entry (their executions alike); 6 divides the 30 trials.
+    ap.add_argument("--tune-pack", default="6")
     args = ap.parse_args()
     end = time.monotonic() + args.budget_s
     folder = Path(args.dir).resolve()
@@ -110,7 +112,7 @@ def main() -> None:
                 if have >= args.trials:
                     state["done"][f"tune/{v}"] = f"{have} trials"
                 else:
-                    flags = ["--resume"] if have else []
+                    flags = ["--resume", "--pack", args.tune_pack] if have else ["--pack", args.tune_pack]
                     if not stage(f"tune/{v}", ["tune", v, "--trials", str(args.trials - have), *flags, *common]):
                         state["done"].pop(f"tune/{v}", None)  # counted again next call
                         continue

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from arena.core.errors import ArenaError
-from arena.core.hparams import UndeclaredHParam, resolve
+from arena.core.hparams import VALUE_PARAMS, UndeclaredHParam, resolve
 from arena.core.spec import ModelDims, Spec
 from arena.core.variant import Fusion, LoadedVariant, Variant
 from arena.model.lm import MATCH_TOLERANCE, HybridLM, build_model, count_params, match_deviation
@@ -135,6 +135,7 @@ def check_variant(loaded: LoadedVariant, spec: Spec, track: Track | None = None)
     mismatch = unmatched_reason(v, n_params, target)
     if mismatch:
         raise ArenaError(f"{path}: {mismatch} (spec {spec.label})")
+    _check_value_params(v, model, spec, target, path)
     expected = {id(p) for p in model.parameters()}
     try:
         audit_model(model, expected, "after it was built")
@@ -148,6 +149,25 @@ def check_variant(loaded: LoadedVariant, spec: Spec, track: Track | None = None)
     except Exception as exc:
         raise ArenaError(f"{path}: forward fails on a {tuple(x.shape)} batch: {type(exc).__name__}: {exc}") from None
     return n_params
+
+
+def _check_value_params(v: Variant, model: HybridLM, spec: Spec, target: int, path: str) -> None:
+    """gate_init, lr_mult and lr_scale change values only: at either end of each declared range the model has the
+    same parameters, of the same shapes (a search trains trials that differ in them as one pack)."""
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    for name in (n for n in VALUE_PARAMS if n in v.hparams):
+        h = v.hparams[name]
+        for value in (h.low, h.high):
+            try:
+                other = build_model(spec.dims, v, resolve(v.hparams, {name: value}, v.name), seed=CHECK_SEED,
+                                    backend="torch_chunk", match_params_to=target)
+            except Exception as exc:
+                raise ArenaError(f"{path}: the model does not build with {name}={value} (the end of its declared "
+                                 f"range): {type(exc).__name__}: {exc}") from None
+            if {n: tuple(p.shape) for n, p in other.named_parameters()} != shapes:
+                raise ArenaError(f"{path}: {name}={value} changes the model's parameters or their shapes; {name} "
+                                 "may set values only (a search trains its trials as one model): declare a shape "
+                                 "choice as a hyperparameter of its own")
 
 
 def _check_fusion_shape(v: Variant, hp: Any, spec: Spec, path: str) -> None:

@@ -53,11 +53,13 @@ class Run:
     named phase of the protocol. Tensors of a pack carry a leading K; a plain run's do not."""
 
     def __init__(
-        self, spec: Spec, loaded: LoadedVariant, seeds: list[int], hp: HParams, dev: torch.device, mode: str,
+        self, spec: Spec, loaded: LoadedVariant, seeds: list[int], hps: list[HParams], dev: torch.device, mode: str,
         options: RunOptions, on_event: EventFn | None, results: list[RunResult], track: Track | None = None,
         report: int | None = None,
     ) -> None:
-        self.spec, self.loaded, self.seeds, self.hp, self.dev = spec, loaded, seeds, hp, dev
+        # Member k: seeds[k] with hyperparameters hps[k] (a tournament's pack: one entry's seeds, equal hps; a packed
+        # search: K trials of the tuning seed, each its own hps — values only, never the model's shape).
+        self.spec, self.loaded, self.seeds, self.hps, self.dev = spec, loaded, seeds, hps, dev
         self.k = len(seeds)
         self.report_k = self.k if report is None else report
         self.graph = mode == "graph"
@@ -87,9 +89,13 @@ class Run:
         variant = self.loaded.variant
         assert isinstance(variant, Variant), "train runs the variant: call it in a worker, on a loaded file"
         target = reference_params(spec.dims, spec.reference_variant)
-        members = [build_model(spec.dims, variant, self.hp, seed=seed, backend=options.backend,
-                               match_params_to=target).to(dev) for seed in self.seeds]
+        members = [build_model(spec.dims, variant, hp, seed=seed, backend=options.backend,
+                               match_params_to=target).to(dev) for seed, hp in zip(self.seeds, self.hps, strict=True)]
         solo = members[0]
+        shapes = {n: p.shape for n, p in solo.named_parameters()}
+        if any({n: p.shape for n, p in m.named_parameters()} != shapes for m in members[1:]):
+            # The entry check holds every variant to value-only searched hyperparameters: not the variant's fault.
+            raise ValueError("the members of a pack differ in shape: their hyperparameters change the model")
         n_params = count_params(solo)
         for result in self.results:
             result.params_total = n_params
@@ -107,9 +113,10 @@ class Run:
         self.param_ids = {id(p) for p in solo.parameters()}
         self.params = list(self.model.parameters())
         self.trained_ids = {id(p) for p in self.params}
-        lr_mult = self.hp.to_dict().get("lr_mult", 1.0)  # a variant without a Mamba pathway declares none
+        # lr_mult: a variant without a Mamba pathway declares none; lr_scale: declared by every shipped variant.
+        lr_mult = [hp.to_dict().get("lr_mult", 1.0) for hp in self.hps]
+        lr_scale = [hp.to_dict().get("lr_scale", 1.0) for hp in self.hps]
         fused = dev.type == "cuda" and options.execution.fused_adamw
-        lr_scale = self.hp.to_dict().get("lr_scale", 1.0)  # declared by every shipped variant; 1 if a file has none
         self.opt = make_optimizer(self.model, spec, lr_mult, capturable=self.graph, fused=fused, lr_scale=lr_scale)
         self.feeds = [BatchFeeder(t, seed, dev, pinned=options.execution.pinned_batches)
                       for t, seed in zip(self.tracks, self.seeds, strict=True)]
@@ -240,7 +247,7 @@ class Run:
         for k in range(self.report_k):
             if self.active[k] and self.results[k].train_curve:
                 self.on_event({"type": "step", "step": done, "loss": self.results[k].train_curve[-1][1],
-                               "tok_s": tok_s, "seed": self.seeds[k]})
+                               "tok_s": tok_s, "seed": self.seeds[k], "member": k})
 
     # -- evaluation -------------------------------------------------------------------------------------------
     def evaluate_at(self, done: int) -> bool:
@@ -249,11 +256,11 @@ class Run:
         pause = time.perf_counter()
         self.phase("evaluating")
         # Σ lr so far (lr_mult × this for the Mamba group): how far Adam, about lr a step, could have moved anything.
-        scale = self.hp.to_dict().get("lr_scale", 1.0)
-        lr_sum = self.spec.lr * scale * sum(lr_at(self.spec, s) for s in range(done))
+        schedule_sum = sum(lr_at(self.spec, s) for s in range(done))
         for k, result in enumerate(self.results):
             if not self.active[k]:
                 continue
+            lr_sum = self.spec.lr * self.hps[k].to_dict().get("lr_scale", 1.0) * schedule_sum
             if isinstance(self.model, PackedLM):  # diagnostics read one plain model: member k, loaded into it
                 model, initial = self.model.load_member(k), {n: t[k] for n, t in self.initial.items()}
             else:
@@ -273,7 +280,8 @@ class Run:
                 result.error = f"non-finite val loss at step {done}"
                 self.active[k] = False
             elif (k < self.report_k and self.on_event
-                  and self.on_event({"type": "eval", "step": done, "val_loss": val_loss, "seed": self.seeds[k]})):
+                  and self.on_event({"type": "eval", "step": done, "val_loss": val_loss, "seed": self.seeds[k],
+                                                "member": k})):
                 result.status = "pruned"
                 self.active[k] = False
         self.phase("training")
@@ -355,7 +363,7 @@ class Run:
                 _save(weights, state_path)
             if checkpoint_path:
                 meta = {"variant": self.loaded.name, "variant_sha": self.loaded.sha256, "spec": self.spec.to_dict(),
-                        "seed": self.seeds[k], "hparams": self.hp.to_dict()}
+                        "seed": self.seeds[k], "hparams": self.hps[k].to_dict()}
                 _save({"state_dict": weights, "meta": meta}, checkpoint_path)
                 result.checkpoint_path = checkpoint_path
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -56,22 +57,31 @@ def decayed(model: nn.Module) -> set[str]:
     return {n for n in names if not RWKV_TIME_MIX.match(n)}
 
 
+Rates = float | Sequence[float]  # one value for every member, or one per member of a pack
+
+
 def make_optimizer(
-    model: HybridLM | PackedLM, spec: Spec, lr_mult: float, capturable: bool, fused: bool = False,
-    lr_scale: float = 1.0,
-) -> torch.optim.AdamW:
+    model: HybridLM | PackedLM, spec: Spec, lr_mult: Rates, capturable: bool, fused: bool = False,
+    lr_scale: Rates = 1.0,
+) -> torch.optim.AdamW | MemberRates:
     """AdamW with weight decay by role (``decayed``), every group's learning rate scaled by ``lr_scale`` (the
     ``lr_scale`` hyperparameter) and the Mamba pathway's by ``lr_mult`` on top. A pack's stacked parameters carry
-    their plain names, so they fall into the same groups; AdamW is elementwise, so each member is updated as alone."""
+    their plain names, so they fall into the same groups; AdamW is elementwise, so each member is updated as alone.
+
+    A pack whose members' rates differ (a packed search: K trials as one model) gets ``MemberRates`` around it."""
+    k = model.k if isinstance(model, PackedLM) else 1
+    scales, mults = _per_member(lr_scale, k, "lr_scale"), _per_member(lr_mult, k, "lr_mult")
     decay_names = decayed(model.template if isinstance(model, PackedLM) else model)
     groups: dict[tuple[bool, bool], list[torch.Tensor]] = {}
     for name, p in model.named_parameters():
         decay = name in decay_names
         mamba = model.part_of(name) == "mamba2"
         groups.setdefault((decay, mamba), []).append(p)
-    param_groups = []
+    param_groups, factors = [], []
     for (decay, mamba), params in sorted(groups.items()):
-        mult = lr_scale * (lr_mult if mamba else 1.0)
+        each = [s * (m if mamba else 1.0) for s, m in zip(scales, mults, strict=True)]  # member k's multiplier
+        mult = max(each)  # the shared step is the fastest member's: the others' are scaled down from it (≤ 1)
+        factors.append([e / mult for e in each])
         lr: float | torch.Tensor = spec.lr * mult
         if capturable:
             lr = torch.tensor(spec.lr * mult, device=params[0].device)  # a tensor: updated in place under a graph
@@ -79,7 +89,58 @@ def make_optimizer(
             {"params": params, "weight_decay": spec.weight_decay if decay else 0.0, "lr": lr, "base_lr": spec.lr * mult}
         )
     implementation = {"fused": True} if fused else {"foreach": True}  # one kernel, or multi-tensor launches
-    return torch.optim.AdamW(param_groups, betas=(spec.beta1, spec.beta2), capturable=capturable, **implementation)
+    opt = torch.optim.AdamW(param_groups, betas=(spec.beta1, spec.beta2), capturable=capturable, **implementation)
+    if all(f == 1.0 for group in factors for f in group):
+        return opt
+    return MemberRates(opt, factors)
+
+
+def _per_member(value: Rates, k: int, name: str) -> list[float]:
+    if isinstance(value, (int, float)):
+        return [float(value)] * k
+    values = [float(v) for v in value]
+    if len(values) != k:
+        raise ValueError(f"{len(values)} values of {name} for a pack of {k}")
+    return values
+
+
+class MemberRates:
+    """AdamW for a pack whose members have their own learning rates (lr_scale, lr_mult differ per member).
+
+    AdamW's step is linear in the learning rate, decoupled decay included: Δ = −lr·(wd·p + m̂/(√v̂ + ε)), where the
+    moments m̂, v̂ depend on the gradients only. So every group steps once at its fastest member's rate, and member k's
+    slice of each parameter is moved by its factor r_k = lr_k / lr_max ≤ 1 of that step: p ← p₀ + r_k·(p − p₀),
+    member k's solo AdamW step up to rounding (≤ one more ulp of p per step). The optimizer's interface
+    (``param_groups``, ``zero_grad``, ``step``, ``state_dict``) is AdamW's; the step is capturable in a CUDA graph."""
+
+    def __init__(self, opt: torch.optim.AdamW, factors: list[list[float]]) -> None:
+        self.opt = opt
+        self.param_groups = opt.param_groups
+        self.state = opt.state
+        self._before: list[list[torch.Tensor]] = []
+        self._factors: list[list[torch.Tensor]] = []
+        for group, rates in zip(opt.param_groups, factors, strict=True):
+            params: list[torch.Tensor] = group["params"]
+            r = torch.tensor(rates, dtype=torch.float32, device=params[0].device)  # (K,)
+            self._before.append([torch.empty_like(p) for p in params])
+            # (K, 1, …) per parameter: member k's slice scaled by r[k]; None where every member's rate is the max
+            self._factors.append([] if all(x == 1.0 for x in rates)
+                                 else [r.view(-1, *([1] * (p.dim() - 1))).to(p.dtype) for p in params])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group, before in zip(self.param_groups, self._before, strict=True):
+            torch._foreach_copy_(before, group["params"])  # p₀
+        self.opt.step()
+        for group, before, rates in zip(self.param_groups, self._before, self._factors, strict=True):
+            for p, p0, r in zip(group["params"], before, rates, strict=False):  # no rates: the step stands
+                p.copy_(p0.lerp_(p, r))  # p₀ + r·(p − p₀), per member
+
+    def state_dict(self) -> dict[str, object]:
+        return self.opt.state_dict()
 
 
 def clip_per_member(params: list[torch.Tensor], max_norm: float, eps: float = 1e-6) -> torch.Tensor:
@@ -94,7 +155,7 @@ def clip_per_member(params: list[torch.Tensor], max_norm: float, eps: float = 1e
     return norms
 
 
-def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
+def set_lr(opt: torch.optim.Optimizer | MemberRates, factor: float) -> None:
     for group in opt.param_groups:
         value = group["base_lr"] * factor
         if isinstance(group["lr"], torch.Tensor):

@@ -91,25 +91,33 @@ def train_pack(
     checkpoint_paths: Sequence[str | None] | None = None,
     track: Track | None = None,
     state_paths: Sequence[str | None] | None = None,
+    member_hparams: Sequence[Mapping[str, float] | None] | None = None,
 ) -> list[RunResult]:
     """Train ``seeds`` of one variant (at most ``options.execution.pack``) as one packed model
     (``arena.model.pack``) of exactly that size, or as the plain model at pack size 1; one result per seed
     (``train`` describes them). A pack short of seeds is filled with copies of its first seed (ballast: trained,
-    never reported), so that every run of an execution is trained in a pack of exactly its size."""
+    never reported), so that every run of an execution is trained in a pack of exactly its size.
+
+    ``member_hparams`` (one per seed; a packed search: K trials, often of one seed) gives each member its own
+    hyperparameters in place of ``hparams``; they may change values only (``arena.core.hparams.VALUE_PARAMS``)."""
     options = options or RunOptions()
     report, size = len(seeds), options.execution.pack
     if report > size:
         raise ValueError(f"{report} seeds do not fit a pack of {size}")
     fill: list[str | None] = [None] * (size - report)
+    if member_hparams is not None and len(member_hparams) != report:
+        raise ValueError(f"{len(member_hparams)} hyperparameter sets for {report} seeds")
+    chosen = list(member_hparams) if member_hparams is not None else [hparams] * report
     seeds = [*seeds, *[seeds[0]] * (size - report)]
+    chosen = [*chosen, *[chosen[0]] * (size - report)]
     checkpoint_paths = [*(checkpoint_paths or [None] * report), *fill]
     state_paths = [*(state_paths or [None] * report), *fill]
-    hp = hparams if isinstance(hparams, HParams) else resolve(loaded.variant.hparams, hparams, loaded.name)
+    hps = [h if isinstance(h, HParams) else resolve(loaded.variant.hparams, h, loaded.name) for h in chosen]
     basis = local_basis(options)  # a worker stamps the basis it checked against the driver's (the same)
     results = [RunResult(
         variant=loaded.name, variant_sha=loaded.sha256, spec_hash=spec.hash, seed=seed, hparams=hp.to_dict(),
         code_digest=basis.code, stack_id=basis.stack,
-    ) for seed in seeds]
+    ) for seed, hp in zip(seeds, hps, strict=True)]
     wall0 = time.perf_counter()
     dev, mode = placement(options)
     for i, result in enumerate(results):
@@ -120,7 +128,7 @@ def train_pack(
         if len(seeds) > 1:
             result.env["pack"] = {"size": len(seeds), "index": i}
     try:
-        run = Run(spec, loaded, seeds, hp, dev, mode, options, on_event, results, track, report)
+        run = Run(spec, loaded, seeds, hps, dev, mode, options, on_event, results, track, report)
         run.loop()
         run.finish(checkpoint_paths, state_paths)
     except MachineryError:

@@ -24,6 +24,9 @@ def packs(seeds: Sequence[int], size: int) -> list[list[int]]:
     return [list(seeds[i : i + size]) for i in range(0, len(seeds), size)]
 
 
+Member = tuple[int, Mapping[str, float] | None]  # (seed, hyperparameters; None: the variant's defaults)
+
+
 def run_checked(
     worker: Worker, spec: Spec, loaded: LoadedVariant, seeds: Sequence[int], hparams: Mapping[str, float] | None,
     options: RunOptions, *, on_event: Callable[[int, dict[str, Any]], Any] | None = None,
@@ -31,13 +34,29 @@ def run_checked(
 ) -> list[RunResult]:
     """Train one variant on ``seeds`` in ``worker`` (one process for the variant; ``options.execution.pack`` seeds
     at a time, as one packed model), then check every ok run in a clean process (``runner.verify``): the results
-    as they are to be recorded, keyed on ``basis`` (default: the basis the worker reports for ``options``)."""
+    as they are to be recorded, keyed on ``basis`` (default: the basis the worker reports for ``options``).
+    ``on_event(seed, event)``."""
+    paths = [(checkpoint_paths or {}).get(seed) for seed in seeds]
+    return run_members(worker, spec, loaded, [(seed, hparams) for seed in seeds], options,
+                       on_event=(lambda i, event: on_event(seeds[i], event)) if on_event else None,
+                       checkpoint_paths=paths, policy=policy, basis=basis)
+
+
+def run_members(
+    worker: Worker, spec: Spec, loaded: LoadedVariant, members: Sequence[Member], options: RunOptions, *,
+    on_event: Callable[[int, dict[str, Any]], Any] | None = None,
+    checkpoint_paths: Sequence[str | None] | None = None, policy: bool = True, basis: Basis | None = None,
+) -> list[RunResult]:
+    """``run_checked`` for members that each bring their own hyperparameters (a packed search: K trials of the
+    tuning seed as one model, ``options.execution.pack`` at a time): one result per member, in order, checked.
+    ``on_event(i, event)`` names the member by its index in ``members``."""
     from arena.runner.provenance import basis_for, resolved_device
 
     # On a GPU the clean-check process starts now and sets up while the seeds train (``runner.standby``).
     checker = Standby(gpu_warm()) if resolved_device(options) != "cpu" else None
     try:
-        return _train_then_check(worker, spec, loaded, seeds, hparams, options, on_event, checkpoint_paths, policy,
+        return _train_then_check(worker, spec, loaded, list(members), options, on_event,
+                                 list(checkpoint_paths or [None] * len(members)), policy,
                                  basis or basis_for(options, worker.env), checker)
     finally:
         if checker is not None:
@@ -45,27 +64,31 @@ def run_checked(
 
 
 def _train_then_check(
-    worker: Worker, spec: Spec, loaded: LoadedVariant, seeds: Sequence[int], hparams: Mapping[str, float] | None,
-    options: RunOptions, on_event: Callable[[int, dict[str, Any]], Any] | None,
-    checkpoint_paths: Mapping[int, str] | None, policy: bool, basis: Basis, checker: Standby | None,
+    worker: Worker, spec: Spec, loaded: LoadedVariant, members: list[Member], options: RunOptions,
+    on_event: Callable[[int, dict[str, Any]], Any] | None, checkpoint_paths: list[str | None], policy: bool,
+    basis: Basis, checker: Standby | None,
 ) -> list[RunResult]:
     from arena.runner.verify import verify
 
+    shared = {_frozen(hp) for _, hp in members}
     with tempfile.TemporaryDirectory(prefix="arena-states-") as folder:
         results, states = [], []
-        for pack in packs(list(seeds), options.execution.pack):
-            paths = [str(Path(folder) / f"seed{seed}.pt") for seed in pack]
-            task = make_task(spec, loaded, pack, hparams, options, None, basis)
+        for pack in packs(list(range(len(members))), options.execution.pack):
+            paths = [str(Path(folder) / f"member{i}.pt") for i in pack]
+            seeds = [members[i][0] for i in pack]
+            hps = [dict(members[i][1] or {}) for i in pack]
+            task = make_task(spec, loaded, seeds, hps[0] if len(shared) == 1 else None, options, None, basis)
             task = replace(task, state_paths=tuple(paths), policy=policy,
-                           checkpoint_paths=tuple((checkpoint_paths or {}).get(seed) for seed in pack))
+                           checkpoint_paths=tuple(checkpoint_paths[i] for i in pack),
+                           member_hparams=tuple(hps) if len(shared) > 1 else ())
 
             def forward(event: dict[str, Any], pack: list[int] = pack) -> Any:
                 if on_event is None:
                     return None
-                if "seed" not in event:  # a phase of the whole pack: every seed in it is in that phase
-                    for seed in pack[1:]:
-                        on_event(seed, event)
-                return on_event(int(event.get("seed", pack[0])), event)
+                if "member" not in event:  # a phase of the whole pack: every member in it is in that phase
+                    for i in pack[1:]:
+                        on_event(i, event)
+                return on_event(pack[int(event.get("member", 0))], event)
 
             results.extend(worker.run_pack(task, forward))
             states.extend(paths)
@@ -74,6 +97,10 @@ def _train_then_check(
         for r in checked:  # one clean process checks the whole group: its time, on each of the group's runs
             r.env.setdefault("timing", {})["check_s"] = time.perf_counter() - t0
         return checked
+
+
+def _frozen(hp: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((hp or {}).items()))
 
 
 def run_trial(

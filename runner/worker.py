@@ -59,6 +59,8 @@ class Task:
     seeds: tuple[int, ...]  # one seed, or the seeds of one pack (at most options.execution.pack of them)
     hparams: dict[str, float] = field(default_factory=dict)
     options: RunOptions = field(default_factory=RunOptions)
+    # Per member, in place of ``hparams`` (empty: every member has ``hparams``): a packed search's K trials.
+    member_hparams: tuple[dict[str, float], ...] = ()
     checkpoint_paths: tuple[str | None, ...] = ()  # per seed (empty: none)
     state_paths: tuple[str | None, ...] = ()  # per seed: where an ok run leaves its weights for the clean check
     policy: bool = True  # the static policy; False only in tests of the run-time guards
@@ -68,9 +70,14 @@ class Task:
     def seed(self) -> int:
         return self.seeds[0]
 
+    def hparams_of(self, member: int) -> dict[str, float]:
+        return dict(self.member_hparams[member]) if self.member_hparams else dict(self.hparams)
+
     def __post_init__(self) -> None:
         if len(self.seeds) > self.options.execution.pack:
             raise ValueError(f"{len(self.seeds)} seeds do not fit a pack of {self.options.execution.pack}")
+        if self.member_hparams and len(self.member_hparams) != len(self.seeds):
+            raise ValueError(f"{len(self.member_hparams)} hyperparameter sets for {len(self.seeds)} members")
 
 
 def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> None:
@@ -120,7 +127,7 @@ def _child_main(conn: Connection, threads: int | None, env: dict[str, str]) -> N
             loaded = load_source(task.variant_source, task.variant_path, policy=task.policy)
             guard.check_untampered(before, "while importing")
         except ArenaError as exc:
-            conn.send(("results", [_refused(task, spec, seed, str(exc)).to_dict() for seed in task.seeds]))
+            conn.send(("results", [_refused(task, spec, i, str(exc)).to_dict() for i in range(len(task.seeds))]))
             continue
         conn.send(("event", {"type": "phase", "phase": "training"}))
         _train_and_send(conn, task, spec, loaded, tracks[spec.hash], basis, before)
@@ -137,7 +144,7 @@ def _train_and_send(conn: Connection, task: Task, spec: Spec, loaded: LoadedVari
     try:  # a pack short of seeds is filled by train_pack (ballast it never reports)
         results = train_pack(spec, loaded, task.seeds, task.hparams, options=task.options, on_event=_events(conn),
                              checkpoint_paths=task.checkpoint_paths or None, track=track,
-                             state_paths=task.state_paths or None)
+                             state_paths=task.state_paths or None, member_hparams=task.member_hparams or None)
     except KeyboardInterrupt:
         os._exit(INTERRUPTED_EXIT)  # the parent stores nothing for an interrupted run
     except MachineryError as exc:  # arena's failure, not the variant's: no result
@@ -188,10 +195,11 @@ def _check_basis(task: Task, here: Basis) -> None:
                      f"{here.info}); run the command again")
 
 
-def _refused(task: Task, spec: Spec, seed: int, reason: str) -> RunResult:
+def _refused(task: Task, spec: Spec, member: int, reason: str) -> RunResult:
     code, stack = (task.basis.code, task.basis.stack) if task.basis else ("", "")
-    return RunResult(variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec.hash, seed=seed,
-                     hparams=dict(task.hparams), status="rejected", error=reason, code_digest=code, stack_id=stack)
+    return RunResult(variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec.hash,
+                     seed=task.seeds[member], hparams=task.hparams_of(member), status="rejected", error=reason,
+                     code_digest=code, stack_id=stack)
 
 
 class Worker:
@@ -262,14 +270,15 @@ class Worker:
 
     def run_pack(self, task: Task, on_event: EventFn | None = None) -> list[RunResult]:
         """Run one task (one seed, or a pack of seeds trained together) within ``task.options.timeout_s``; one
-        result per seed. A timeout or a dead child is every seed's result, not an error. Events carry ``seed``."""
+        result per member. A timeout or a dead child is every member's result, not an error. Events carry
+        ``seed`` and ``member`` (the index in the pack)."""
         timeout_s = task.options.timeout_s
         spec_hash = Spec.from_dict(task.spec).hash
         code, stack = (task.basis.code, task.basis.stack) if task.basis else ("", "")
-        partials = {seed: RunResult(
+        partials = {i: RunResult(
             variant=task.variant_name, variant_sha=task.variant_sha, spec_hash=spec_hash, seed=seed,
-            hparams=dict(task.hparams), code_digest=code, stack_id=stack,
-        ) for seed in task.seeds}
+            hparams=task.hparams_of(i), code_digest=code, stack_id=stack,
+        ) for i, seed in enumerate(task.seeds)}
         conn = self._ensure(task.variant_sha, gpu=resolved_device(task.options) != "cpu")
         conn.send(task)
         t0 = time.monotonic()
@@ -303,7 +312,7 @@ class Worker:
                 if on_event:
                     on_event(payload)
             elif kind == "event" and isinstance(payload, dict):
-                partial = partials.get(int(payload.get("seed", task.seed)))
+                partial = partials.get(int(payload.get("member", 0)))
                 if partial is not None:
                     _track(partial, payload)
                 stop = on_event(payload) if on_event else None

@@ -209,6 +209,59 @@ def test_k_packed_seeds_train_as_k_solo_runs_within_fp32_tolerance(tiny_spec) ->
                                                                      abs=1e-5)
 
 
+def test_member_rates_step_each_member_as_its_own_adamw() -> None:
+    """A pack whose members' lr_scale/lr_mult differ: one AdamW step at the fastest rate, each member's slice moved
+    by its share of it, equals each member's own AdamW step (weight decay included) to fp32 rounding."""
+    from arena.core.spec import PRESETS as ALL
+    from arena.runner.optim import MemberRates, make_optimizer
+
+    spec = ALL["smoke"]
+    scales, mults = [1.0, 0.5, 2.0], [1.0, 3.0, 0.2]
+    members = _members("gf", [0, 0, 0])
+    packed = PackedLM([m for m in _members("gf", [0, 0, 0])])
+    opt = make_optimizer(packed, spec, mults, capturable=False, lr_scale=scales)
+    assert isinstance(opt, MemberRates)
+    solos = [make_optimizer(m, spec, mults[k], capturable=False, lr_scale=scales[k]) for k, m in enumerate(members)]
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(3):  # Adam's moments build up over steps: the shares must hold beyond the first
+        grads = {n: torch.randn(p.shape, generator=gen) for n, p in packed.named_parameters()}  # (K, ...) each
+        for n, p in packed.named_parameters():
+            p.grad = grads[n].clone()
+        for k, m in enumerate(members):
+            for n, p in m.named_parameters():
+                p.grad = grads[n][k].clone()
+        opt.step()
+        for o in solos:
+            o.step()
+    for k, m in enumerate(members):
+        mine = packed.member_state(k)
+        for n, p in m.named_parameters():
+            torch.testing.assert_close(mine[n], p.detach(), atol=1e-6, rtol=1e-5, msg=f"member {k}: {n}")
+    same = make_optimizer(PackedLM(_members("gf", [0, 1])), spec, 2.0, capturable=False, lr_scale=0.5)
+    assert not isinstance(same, MemberRates)  # one rate for all: plain AdamW, as before
+
+
+def test_a_pack_of_trials_trains_each_member_as_its_solo_run(tiny_spec) -> None:
+    """A packed search: K trials of one seed, each with its own gate_init / lr_mult / lr_scale, trained as one
+    model; each member's run is its solo run with those hyperparameters (fp32 tolerance)."""
+    gf = builtin("gf")
+    hps = [None, {"gate_init": 0.2, "lr_mult": 4.0, "lr_scale": 0.5}, {"gate_init": 0.8, "lr_mult": 0.3}]
+    packed = train_pack(tiny_spec, gf, [7, 7, 7], options=RunOptions(device="cpu", execution=Execution(pack=3)),
+                        member_hparams=hps)
+    assert packed[1].hparams["lr_mult"] == 4.0 and packed[2].hparams["gate_init"] == 0.8
+    finals = set()
+    for r, hp in zip(packed, hps, strict=True):
+        solo = train(tiny_spec, gf, 7, hp, options=CPU)
+        assert r.status == solo.status == "ok", (r.error, solo.error)
+        assert r.hparams == solo.hparams
+        assert abs(r.final_val_loss - solo.final_val_loss) < 2e-5
+        for (_, a), (_, b) in zip(r.train_curve, solo.train_curve, strict=True):
+            assert abs(a - b) < 2e-5
+        assert r.diagnostics[-1]["lr_sum"] == pytest.approx(solo.diagnostics[-1]["lr_sum"])
+        finals.add(round(r.final_val_loss, 4))
+    assert len(finals) == 3  # the hyperparameters took effect: three different runs
+
+
 def test_a_short_pack_is_filled_and_reports_only_its_seeds(tiny_spec) -> None:
     options = RunOptions(device="cpu", execution=Execution(pack=3))
     full = train_pack(tiny_spec, builtin("gf"), [4, 5, 4], options=options)
@@ -233,9 +286,29 @@ def test_a_worker_trains_seeds_in_packs_and_checks_each_run(tiny_spec, tmp_path:
     assert all(r.status == "ok" and r.env.get("verified") for r in results), [r.error for r in results]
     assert {r.env["pack"]["size"] for r in results} == {2}
     assert {seed for seed, kind in seen if kind == "eval"} == {0, 1, 2}  # the ballast of the last pack sends nothing
+    assert sum(kind == "eval" for seed, kind in seen if seed == 0) == len(results[0].val_curve)  # to its own seed
     # Where the wall time went besides training (issue #15 measures it on the GPU): every part recorded.
     for r in results:
         timing = r.env["timing"]
         assert set(timing) >= {"build_s", "capture_s", "eval_s", "final_s", "train_s", "startup_s", "check_s"}
         assert timing["eval_s"] > 0 and timing["startup_s"] > 0 and timing["check_s"] > 0
         assert timing["build_s"] + timing["eval_s"] + timing["final_s"] + timing["train_s"] <= r.wall_s + 1e-6
+
+
+def test_a_worker_trains_trials_of_one_seed_in_packs_each_with_its_hparams(tiny_spec) -> None:
+    """``run_members``: three trials of one seed in packs of 2 (the last one filled); each result carries its own
+    hyperparameters and passes the clean check (which rebuilds it from them), events name the member."""
+    from arena.runner.trials import run_members
+
+    options = RunOptions(device="cpu", execution=Execution(pack=2), timeout_s=300)
+    hps = [{"gate_init": 0.1}, {"gate_init": 0.9, "lr_scale": 2.0}, {"lr_mult": 5.0}]
+    seen: list[tuple[int, str]] = []
+    with Worker(threads=1) as worker:
+        results = run_members(worker, tiny_spec, builtin("gf"), [(3, hp) for hp in hps], options,
+                              on_event=lambda i, e: seen.append((i, e["type"])))
+    assert [r.seed for r in results] == [3, 3, 3]
+    assert all(r.status == "ok" and r.env.get("verified") for r in results), [r.error for r in results]
+    assert [r.hparams[k] for r, k in zip(results, ["gate_init", "lr_scale", "lr_mult"], strict=True)] == [0.1, 2.0, 5.0]
+    assert len({r.key for r in results}) == 3  # three runs, three keys
+    assert {i for i, kind in seen if kind == "eval"} == {0, 1, 2}
+    assert len({round(r.final_val_loss, 5) for r in results}) == 3

@@ -249,6 +249,42 @@ def test_global_budget_with_two_workers(tmp_path: Path, spec: Spec) -> None:
         assert len(store.runs(spec.hash)) == len({t.user_attrs["run_key"] for t in trials})
 
 
+def test_a_packed_search_trains_its_trials_together_within_the_budget(tuned: Tuned, tmp_path: Path,
+                                                                     spec: Spec) -> None:
+    """--pack 2: trials asked two at a time under the budget lock, trained as one model (each its own
+    hyperparameters, pruned and told one by one); the baseline trial computes what it computed alone."""
+    from arena.core.options import Execution
+
+    with Store(f"sqlite:///{tmp_path / 'arena.db'}") as store:
+        events: list[search.TrialEvent] = []
+        summary = search.tune(builtin("gf_mh"), spec, trials=5, store=store, seed=0, on_trial=events.append,
+                              options=RunOptions(execution=Execution(pack=2)))
+        assert summary.ran == 5 and summary.n_trials == {"COMPLETE": 5} and len(events) == 5
+        study = optuna.load_study(study_name=summary.study_name, storage=study_storage.open_storage(summary.storage))
+        trials = study.get_trials()
+        assert len(trials) == 5 and {t.user_attrs["pack"] for t in trials} == {2}
+        assert trials[0].user_attrs.get("baseline") and trials[0].params == tuned.study().trials[0].params
+        assert trials[0].value == pytest.approx(tuned.study().trials[0].value, abs=2e-5)  # packed = alone
+        assert len({tuple(sorted(t.params.items())) for t in trials}) == 5  # the constant liar spreads a pack
+        runs = store.runs(spec.hash)
+        assert sorted(r.trial_number for r in runs) == [0, 1, 2, 3, 4]
+        by_trial = {t.number: t for t in trials}
+        for run in runs:
+            assert run.result.hparams == by_trial[run.trial_number].params  # each member its trial's values
+            assert run.result.env["pack"]["size"] == 2 and run.result.seed == spec.tuning_seeds[0]
+
+
+def test_cli_tune_refuses_to_pack_a_search_of_shapes(tmp_path: Path, corpus: Path) -> None:
+    from arena.cli.app import app
+
+    db = tmp_path / "arena.db"
+    result = CliRunner().invoke(app, ["tune", "gf", "--trials", "2", "--pack", "2", "--params", "gate_init,width",
+                                      "--preset", "smoke", "--track", f"text:{corpus}", "--db", f"sqlite:///{db}"])
+    assert isinstance(result.exception, ArenaError), result.output
+    assert "--pack 2: --params width may change the model's shape" in str(result.exception)
+    assert not db.exists()  # refused before the store is opened
+
+
 def test_cli_tune_adopt_and_help(tmp_path: Path, corpus: Path) -> None:
     from arena.cli.app import app
     runner = CliRunner()

@@ -214,6 +214,10 @@ CASES: dict[str, tuple[str, str]] = {
     "unmatchable": (fusion_file("return self.w(rwkv) + mamba + 0 * self.big.sum()",
                                 init="self.big = nn.Parameter(torch.zeros(10_000))"),
                     "cannot be matched to the reference's 51,864 parameters within ±0.5%"),
+    # lr_mult (like gate_init, lr_scale) may set values only: a search trains its trials as one model.
+    "shape_from_lr_mult": (fusion_file("return self.w(rwkv) + mamba + 0 * self.extra.sum()",
+                                       init="self.extra = nn.Parameter(torch.zeros(1 + int(hp['lr_mult'] > 1)))"),
+                           "lr_mult=10.0 changes the model's parameters or their shapes"),
     "not_causal_flip": (fusion_file("return rwkv + torch.flip(mamba, dims=[1])  # (B, T, D): peeks at the future"),
                         "not causal"),
     "not_causal_reverse_cumsum": (fusion_file("return rwkv + mamba.flip(1).cumsum(1).flip(1)"), "not causal"),

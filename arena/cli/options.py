@@ -57,6 +57,12 @@ Pack = Annotated[
     typer.Option("--pack", help="Seeds of one entry trained together as one fused model: a number, or auto "
                  "(every seed of the spec at once on a GPU, 1 on a CPU). Part of each run's stack."),
 ]
+TunePack = Annotated[
+    str,
+    typer.Option("--pack", help="Trials trained together as one fused model (all on the tuning seed, each its own "
+                 "hyperparameters): a number, or auto (up to 8 on a GPU, as its free memory allows; 1 on a CPU). "
+                 "Part of each trial's stack; every variant of one call gets the same."),
+]
 Engine = Annotated[
     str, typer.Option("--engine", help="local (worker processes here) | ray (Ray tasks on a cluster: arena[ray]).")
 ]

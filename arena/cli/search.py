@@ -13,6 +13,10 @@ from arena.cli.common import check_tune_flags, on_engine, open_store, run_option
 from arena.cli.console import console
 from arena.core.errors import ArenaError
 
+# Trials a pack holds under --pack auto at most: a search learns from finished trials, and a pack's trials are all
+# sampled before any of them finishes (TPE's constant liar spreads them); 8 keeps 30-trial budgets adaptive.
+TUNE_AUTO_PACK = 8
+
 VariantArg = Annotated[str, typer.Argument(help="A variant name (arena variants list) or a variant .py file.")]
 
 
@@ -63,6 +67,7 @@ def tune(
     gpus: o.Gpus = None,
     pinned_batches: o.PinnedBatches = True,
     fused_adamw: o.FusedAdamw = True,
+    pack: o.TunePack = "auto",
     engine: o.Engine = "local",
     ray_address: o.RayAddress = None,
     gpu_share: o.GpuShare = None,
@@ -75,9 +80,11 @@ def tune(
     if (variant is None) == (not every):
         raise ArenaError("arena tune: name one VARIANT, or pass --all (every variant, the same budget)")
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)
-    options = run_options(device, backend, mode, trial_timeout, workers, gpus, data, pinned_batches, fused_adamw)
-    options = on_engine(options, engine, ray_address, gpu_share)
     names = _params(params)
+    options = run_options(device, backend, mode, trial_timeout, workers, gpus, data, pinned_batches, fused_adamw,
+                          pack, n_seeds=min(trials, TUNE_AUTO_PACK))
+    options = on_engine(options, engine, ray_address, gpu_share)
+    _check_pack(pack, names)
     check_tune_flags(trials, timeout, storage)  # issue #16: before the store is opened, so nothing is written
     options = _fit_trials(spec, variant, every, trials, options, trial_timeout, db)
     store = open_store(db)
@@ -85,6 +92,16 @@ def tune(
         _tune_each(store, spec, every, variant, data, trials, timeout, options, names, resume, storage, seed, do_adopt)
     finally:
         store.close()
+
+
+def _check_pack(pack: str, names: tuple[str, ...]) -> None:
+    """``--pack N`` (N > 1) packs trials that differ in their hyperparameters: only values may differ in a pack."""
+    from arena.core.hparams import VALUE_PARAMS
+
+    shaped = [n for n in names if n not in VALUE_PARAMS]
+    if pack.strip().isdigit() and int(pack) > 1 and shaped:
+        raise ArenaError(f"--pack {pack}: --params {','.join(shaped)} may change the model's shape, so its trials "
+                         f"cannot train as one model; use --pack 1, or search only {', '.join(VALUE_PARAMS)}")
 
 
 def _tune_each(store: Any, spec: Any, every: bool, variant: str | None, data: str | None, trials: int,

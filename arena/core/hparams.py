@@ -40,6 +40,11 @@ class HParam:
         return out
 
 
+# The searched hyperparameters that may change values, never the model's shape (the entry check holds every variant
+# to it: ``runner.check``): trials that differ only in these train together as one pack.
+VALUE_PARAMS: tuple[str, ...] = ("gate_init", "lr_mult", "lr_scale")
+
+
 def gate_init(default: float = 0.5, low: float = 0.05, high: float = 0.95) -> HParam:
     """The initial RWKV share of a gated fusion (0.3 = 30% RWKV, 70% Mamba, the seeds' 'Mamba-heavy')."""
     return HParam(low=low, high=high, default=default)

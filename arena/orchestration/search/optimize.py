@@ -24,19 +24,15 @@ from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant, VariantInfo
 from arena.db.store import Store
-from arena.orchestration.engines import Engine, local_slot
+from arena.orchestration.engines import Engine, Runner, local_slot
 from arena.orchestration.search.space import make_pruner, make_sampler, search_space
-from arena.orchestration.search.storage import open_storage, recover_stale_trials, worker_owner
+from arena.orchestration.search.storage import heartbeats, open_storage, recover_stale_trials, worker_owner
 from arena.orchestration.search.study import best_trial
-from arena.runner.trials import run_checked
+from arena.runner.trials import run_members
 from arena.runner.worker import Worker
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STARTED = (TrialState.RUNNING, *FINISHED)
-
-
-class TrialFailed(Exception):
-    """The run behind a trial failed (diverged, crashed, timeout): Optuna records FAIL and the search goes on."""
 
 
 @dataclass(frozen=True)
@@ -128,62 +124,86 @@ def optimize(job: Job, store: Store | None, stop: Callable[[], bool], after_tria
     owner = worker_owner()
     seed = spec.tuning_seeds[0]
     lock = _BudgetLock(job.lock_path)
+    pack = job.options.execution.pack  # trials trained together as one model (all of the tuning seed)
     # One variant a study: the worker never goes on to another, so no standby is started for one.
     with engine.slot(0, 1, ahead=False) if engine is not None else local_slot(job.threads, job.env,
                                                                                 standby=False) as run:
-
-        def objective(trial: optuna.Trial) -> float:
-            trial.set_user_attr("call", job.call_id)
-            for key, value in owner.items():
-                trial.set_user_attr(key, value)
-            lock.release()  # the trial now counts against the budget: let the other workers look
-            trial.set_user_attr("seed", seed)
-            trial.set_user_attr("sampler_seed", job.sampler_seed)
-            hp = {name: trial.suggest_float(name, h.low, h.high, log=h.log) for name, h in space.items()}
-
-            def on_event(event: dict[str, Any]) -> bool:
-                if event.get("type") != "eval" or not math.isfinite(float(event["val_loss"])):
-                    return False
-                trial.report(float(event["val_loss"]), int(event["step"]))
-                return trial.should_prune()
-
-            # Trained in the worker's process, then checked in a clean one, like every run that is recorded.
-            result = run(_train_trial, (spec, loaded, seed, hp, job.options), on_event)[0]
-            if store is not None:
-                store.record_run(result, study_name=job.study, trial_number=trial.number)
-            trial.set_user_attr("run_key", result.key)
-            trial.set_user_attr("status", result.status)
-            return _value(trial, result)
-
         while not stop():
             if job.deadline is not None and time.time() >= job.deadline:
                 return
             lock.acquire()
             try:
-                if _started(study, job.call_id) >= job.budget:
+                started = _started(study, job.call_id)
+                if started >= job.budget:
                     return
-                study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+                # Asked under the lock and marked as this call's before it is let go: the budget stays exact.
+                trials = [study.ask() for _ in range(min(pack, job.budget - started))]
+                for trial in trials:
+                    trial.set_user_attr("call", job.call_id)
+                    for key, value in owner.items():  # whose it is: a sweep fails it if this process dies
+                        trial.set_user_attr(key, value)
             finally:
                 lock.release()
+            with heartbeats(study, trials):
+                _run_trials(trials, study, run, store, job, spec, loaded, space, seed)
             after_trial()
 
 
-def _train_trial(worker: Worker, spec: Spec, loaded: LoadedVariant, seed: int, hp: dict[str, float],
-                 options: RunOptions, on_event: Callable[[dict[str, Any]], bool] | None) -> list[RunResult]:
-    """One trial's run in ``worker`` (here, or in a Ray task), checked in a clean process."""
-    return run_checked(worker, spec, loaded, [seed], hp, options,
-                       on_event=(lambda _seed, event: on_event(event)) if on_event else None)
+def _run_trials(trials: list[optuna.Trial], study: optuna.Study, run: Runner, store: Store | None, job: Job,
+                spec: Spec, loaded: LoadedVariant, space: dict[str, Any], seed: int) -> None:
+    """Train ``trials`` (one pack: each member its trial's hyperparameters, all on the tuning seed; pruning is per
+    member) and tell the study each one's outcome. Whatever stops this midway fails the trials left (as Optuna's
+    own ``optimize`` does), and is raised."""
+    told: set[int] = set()
+    try:
+        hps = []
+        for trial in trials:
+            trial.set_user_attr("seed", seed)
+            trial.set_user_attr("sampler_seed", job.sampler_seed)
+            trial.set_user_attr("pack", job.options.execution.pack)  # its execution: trials trained together
+            hps.append({name: trial.suggest_float(name, h.low, h.high, log=h.log) for name, h in space.items()})
+
+        def on_event(i: int, event: dict[str, Any]) -> bool:
+            if event.get("type") != "eval" or not math.isfinite(float(event["val_loss"])):
+                return False
+            trials[i].report(float(event["val_loss"]), int(event["step"]))
+            return trials[i].should_prune()
+
+        # Trained in the worker's process, then checked in a clean one, like every run that is recorded.
+        results = run(_train_trials, (spec, loaded, seed, hps, job.options), on_event)
+        for trial, result in zip(trials, results, strict=True):
+            if store is not None:
+                store.record_run(result, study_name=job.study, trial_number=trial.number)
+            trial.set_user_attr("run_key", result.key)
+            trial.set_user_attr("status", result.status)
+            state, value = _outcome(trial, result)
+            study.tell(trial, value, state=state)
+            told.add(trial.number)
+    except BaseException:
+        for trial in trials:
+            if trial.number not in told:
+                with contextlib.suppress(Exception):
+                    study.tell(trial, state=TrialState.FAIL)
+        raise
 
 
-def _value(trial: optuna.Trial, result: RunResult) -> float:
+def _train_trials(worker: Worker, spec: Spec, loaded: LoadedVariant, seed: int, hps: list[dict[str, float]],
+                  options: RunOptions, on_event: Callable[[int, dict[str, Any]], bool] | None) -> list[RunResult]:
+    """One pack of trials in ``worker`` (here, or in a Ray task), checked in a clean process."""
+    return run_members(worker, spec, loaded, [(seed, hp) for hp in hps], options, on_event=on_event)
+
+
+def _outcome(trial: optuna.Trial, result: RunResult) -> tuple[TrialState, float | None]:
+    """What the study is told of a trial's run: COMPLETE with its final val loss, PRUNED, or FAIL (the reason in
+    the trial's ``error`` attr)."""
     if result.status == "pruned":
-        raise optuna.TrialPruned(f"pruned at step {result.steps_done}")
+        return TrialState.PRUNED, None
     loss = result.final_val_loss
     if result.status != "ok" or loss is None or not math.isfinite(loss):
         reason = f"{result.status}: {_first_line(result.error) or 'no final val loss'}"[:500]
         trial.set_user_attr("error", reason)
-        raise TrialFailed(reason)
-    return float(loss)
+        return TrialState.FAIL, None
+    return TrialState.COMPLETE, float(loss)
 
 
 def _worker_main(job: Job, stop: Any, errors: Any) -> None:

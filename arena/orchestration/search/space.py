@@ -9,11 +9,11 @@ import optuna
 
 from arena.core.config import did_you_mean
 from arena.core.errors import ArenaError
-from arena.core.hparams import HParam
+from arena.core.hparams import VALUE_PARAMS, HParam
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant
 
-DEFAULT_PARAMS: tuple[str, ...] = ("gate_init", "lr_mult", "lr_scale")
+DEFAULT_PARAMS: tuple[str, ...] = VALUE_PARAMS  # what a search changes unless told: values, so it can pack
 
 
 def search_space(loaded: LoadedVariant, params: Sequence[str] = DEFAULT_PARAMS) -> dict[str, HParam]:
@@ -44,7 +44,9 @@ def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
 
 
 def make_sampler(seed: int) -> optuna.samplers.TPESampler:
-    return optuna.samplers.TPESampler(seed=seed)
+    """TPE; with the constant liar, trials sampled while others run (a pack's, other workers') count those as bad
+    results, so a pack spreads over the space instead of sampling one point K times (Optuna's advice for batches)."""
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def sampler_seed(seed: int, n_existing: int, index: int) -> int:

@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +129,34 @@ def open_storage(storage: str) -> BaseStorage:
 
 def _has_heartbeat(storage: BaseStorage) -> bool:
     return isinstance(storage, RDBStorage)
+
+
+@contextlib.contextmanager
+def heartbeats(study: optuna.Study, trials: Sequence[optuna.Trial]) -> Iterator[None]:
+    """Keep ``trials`` alive in an RDB storage while they run (what ``study.optimize`` does for its one trial: a
+    search asks and tells a pack of trials itself); stale ones are failed by ``recover_stale_trials``. Journal
+    storages have no heartbeats (their trials carry their owner instead)."""
+    storage = study._storage
+    if not isinstance(storage, RDBStorage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial in trials:
+                with contextlib.suppress(Exception):  # a blip: the next beat, well within the grace period
+                    storage.record_heartbeat(trial._trial_id)
+            if stop.wait(HEARTBEAT_INTERVAL_S):
+                return
+
+    thread = threading.Thread(target=beat, name="arena-trial-heartbeats", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 # -- the stale-trial sweep (journal storages) -------------------------------------------------------------------

@@ -6,7 +6,9 @@ Contracts callers may rely on (docs/search.md explains the choices):
   record the
   variant sha256, the spec hash, the searched parameters and the tuning seed; resuming a study made for another
   variant version or other parameters is refused.
-* Trials train with ``spec.tuning_seeds[0]`` (never a tournament seed) in the runner's isolated ``Worker``. The
+* Trials train with ``spec.tuning_seeds[0]`` (never a tournament seed) in the runner's isolated ``Worker``,
+  ``options.execution.pack`` at a time as one packed model (each member its trial's hyperparameters; a search of
+  anything but ``VALUE_PARAMS``, which may change shapes, trains one at a time). The
   variant's defaults are trial 0 of a new study (``baseline`` user attr). Intermediate val losses are reported
   and may prune. A diverged, crashed or timed-out run is a FAIL trial, never an exception; an ``ArenaError``
   (bad data, bad store) stops the search.
@@ -33,6 +35,7 @@ from pathlib import Path
 import optuna
 
 from arena.core.errors import ArenaError
+from arena.core.hparams import VALUE_PARAMS
 from arena.core.options import RunOptions
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant, VariantInfo
@@ -83,6 +86,8 @@ def tune(
     if timeout_s is not None and timeout_s <= 0:
         raise ArenaError(f"--timeout must be positive seconds, got {timeout_s}")
     space = search_space(loaded, params)
+    if options.execution.pack > 1 and not set(space) <= set(VALUE_PARAMS):  # a shape may differ: one at a time
+        options = replace(options, execution=replace(options.execution, pack=1))
     spec_string = storage or default_storage(store.url if store is not None else "sqlite://")
     if options.workers > 1 and storage_kind(spec_string) == "rdb" and spec_string.lower().startswith("sqlite"):
         raise ArenaError(

@@ -9,6 +9,8 @@ Phases, in the order one device call runs them (each writes DIR/tournament-PHASE
   repeat   the same again in fresh processes: every run's train curve against warm's (the same bits?)
   compare  ``--workers 2``, then gf and cp with ``--pack 1`` beside warm's packed runs (packed vs solo)
   engines  the tournament through ``--engine local`` then ``--engine ray`` (issue #17; a ratio only when both end)
+  tune     ``arena tune gf --trials T --pack T`` then ``--pack 1`` (issue #19's lever): seconds per trial each way,
+           and the baseline trial (the defaults, trial 0 of both) packed against alone
   summary  DIR/<date>-<gpu>-tournament.json with the keys issue #15 names, from the phases' reports
 ``--device cpu --preset smoke --steps 20`` checks this script itself on a CPU in a minute. Every phase uses DIR/home
 as its arena home (one user on one machine: each file is inspected once); it holds the champions' checkpoints, so
@@ -146,7 +148,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--phase", choices=["cold", "warm", "compare", "engines", "repeat", "summary"], required=True)
+    ap.add_argument("--phase", required=True,
+                    choices=["cold", "warm", "compare", "engines", "repeat", "tune", "summary"])
     ap.add_argument("--preset", default="phase2")
     ap.add_argument("--device", default="cuda", help="cpu: a quick check of this script itself (with --preset smoke)")
     ap.add_argument("--variants", default=VARIANTS)
@@ -154,6 +157,7 @@ def main() -> None:
     ap.add_argument("--steps", default="500")
     ap.add_argument("--limit", type=float, default=560, help="seconds the tournament may take (the call's limit)")
     ap.add_argument("--pack", default="auto")
+    ap.add_argument("--trials", type=int, default=6, help="tune phase: trials each way (one pack of them)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,6 +196,22 @@ def main() -> None:
         db = out / "repeat.db"
         report["commands"].append(arena([*base, "--db", f"sqlite:///{db}"], log, env, args.limit))
         report["repeat"] = repeats(curves(out / "warm.db"), curves(db))
+    elif args.phase == "tune":  # a packed search against one trial at a time, on the same sampler seed
+        for pack in (str(args.trials), "1"):
+            (out / f"tune_pack{pack}").mkdir(exist_ok=True)  # each its own store and study journal beside it
+            db = out / f"tune_pack{pack}" / "arena.db"
+            cmd = arena(["tune", "gf", "--trials", str(args.trials), "--pack", pack, "--preset", args.preset,
+                         "--steps", args.steps, "--device", args.device, "--db", f"sqlite:///{db}"], log, env,
+                        args.limit / 2)
+            rows = runs(db)
+            report["commands"].append(cmd)
+            report[f"runs_pack{pack}"] = rows
+            report[f"s_per_trial_pack{pack}"] = cmd["seconds"] / max(1, len(rows)) if cmd["rc"] == 0 else None
+        packed, alone = report[f"runs_pack{args.trials}"], report["runs_pack1"]
+        if packed and alone and packed[0]["final_val_loss"] and alone[0]["final_val_loss"]:
+            report["baseline_packed_vs_alone"] = packed[0]["final_val_loss"] - alone[0]["final_val_loss"]
+        if report["s_per_trial_pack1"] and report[f"s_per_trial_pack{args.trials}"]:
+            report["speedup"] = report["s_per_trial_pack1"] / report[f"s_per_trial_pack{args.trials}"]
     elif args.phase == "summary":
         report.update(summary(out, args))
         name = f"{report['date']}-{gpu_slug()}-tournament.json"

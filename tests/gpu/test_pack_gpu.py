@@ -66,7 +66,7 @@ def test_two_graphs_in_one_process_replay_in_any_order() -> None:
     runs = []
     for seed in (0, 1):
         r = RunResult(variant="gf", variant_sha=gf.sha256, spec_hash=SHORT.hash, seed=seed, hparams=hp.to_dict())
-        run = Run(SHORT, gf, [seed], hp, dev, mode, opts, None, [r])
+        run = Run(SHORT, gf, [seed], [hp], dev, mode, opts, None, [r])
         for step in range(run.n_warm):
             run.step(step)
         x, y = run.batch(run.n_warm)
@@ -91,6 +91,23 @@ def test_a_packed_run_repeats_bit_for_bit_and_stays_near_its_solo_run() -> None:
     assert abs(a[1].final_val_loss - solo.final_val_loss) < 5e-3, (a[1].final_val_loss, solo.final_val_loss)
 
 
+def test_a_pack_of_trials_in_a_graph_stays_near_each_trials_solo_run() -> None:
+    """A packed search on CUDA (graph mode, the kernels, fused AdamW): member k has trial k's gate_init, lr_mult and
+    lr_scale (``MemberRates`` inside the captured step) and ends near its solo run; it repeats bit for bit."""
+    _need_kernels()
+    gf = builtin("gf")
+    hps = [None, {"gate_init": 0.2, "lr_mult": 4.0, "lr_scale": 0.5}, {"gate_init": 0.8, "lr_mult": 0.3}]
+    packed = RunOptions(device="cuda", execution=Execution(pack=3))
+    a = train_pack(SHORT, gf, [5, 5, 5], options=packed, member_hparams=hps)
+    b = train_pack(SHORT, gf, [5, 5, 5], options=packed, member_hparams=hps)
+    assert [r.final_val_loss for r in a] == [r.final_val_loss for r in b]
+    assert all(r.env["mode"] == "graph" and r.status == "ok" for r in a), [r.error for r in a]
+    for r, hp in zip(a, hps, strict=True):
+        solo = train(SHORT, gf, 5, hp, options=RunOptions(device="cuda"))
+        assert abs(r.final_val_loss - solo.final_val_loss) < 5e-3, (hp, r.final_val_loss, solo.final_val_loss)
+    assert len({round(r.final_val_loss, 3) for r in a}) == 3
+
+
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2]])
 def test_evaluation_replayed_from_graphs_gives_the_eager_bits_beside_the_training_graph(seeds: list[int]) -> None:
     """The Evaluator's graphs (one per batch shape, each on its own stream) give the eager evaluation's bits, before
@@ -106,7 +123,7 @@ def test_evaluation_replayed_from_graphs_gives_the_eager_bits_beside_the_trainin
     hp = resolve(gf.variant.hparams, None, gf.name)
     results = [RunResult(variant="gf", variant_sha=gf.sha256, spec_hash=SHORT.hash, seed=s, hparams=hp.to_dict())
                for s in seeds]
-    run = Run(SHORT, gf, seeds, hp, dev, mode, opts, None, results)
+    run = Run(SHORT, gf, seeds, [hp] * len(seeds), dev, mode, opts, None, results)
     for step in range(run.n_warm + 2):
         run.step(step)  # the training graph is captured at step n_warm
     eager = Evaluator(run.model, dev, run.autocast, graphs=False)

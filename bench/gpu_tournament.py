@@ -128,6 +128,11 @@ def summary(out: Path, args: argparse.Namespace) -> dict[str, Any]:
         "timing_medians": {k: statistics.median([r["timing"][k] for r in done if r["timing"].get(k) is not None])
                            for k in ("startup_s", "build_s", "capture_s", "train_s", "eval_s", "final_s", "check_s")
                            if any(r["timing"].get(k) is not None for r in done)},
+        # The clean check's parts (set-up of its process, then per run: build, recompute over the val split, pairs)
+        "check_part_medians": {k: statistics.median([r["timing"]["check_parts"][k] for r in done
+                                                     if k in r["timing"].get("check_parts", {})])
+                               for k in ("setup_s", "build_s", "recompute_s", "pairs_s")
+                               if any(k in r["timing"].get("check_parts", {}) for r in done)},
     }
 
 

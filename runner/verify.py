@@ -78,6 +78,7 @@ def _child(conn: Connection, spec_dict: dict[str, Any], source: str, path: str, 
     from arena.runner.loader import load_source
     from arena.runner.train import placement
 
+    t0 = time.perf_counter()
     spec = Spec.from_dict(spec_dict)
     track = load_track(spec, options.data_flag)
     dev, _ = placement(options)
@@ -94,8 +95,11 @@ def _child(conn: Connection, spec_dict: dict[str, Any], source: str, path: str, 
     except ArenaError as exc:
         conn.send(("refused", str(exc)))
         return
-    for (result_dict, _), state in zip(runs, states, strict=True):
+    # Where the check's time goes (issue #15 measures it on the GPU): set-up once, then each run's parts.
+    conn.send(("timing", (-1, {"setup_s": time.perf_counter() - t0})))
+    for i, ((result_dict, _), state) in enumerate(zip(runs, states, strict=True)):
         try:
+            t1 = time.perf_counter()
             v = loaded.variant
             hp = resolve(v.hparams, result_dict["hparams"], v.name)
             model = build_model(spec.dims, v, hp, seed=int(result_dict["seed"]), backend=options.backend,
@@ -106,9 +110,13 @@ def _child(conn: Connection, spec_dict: dict[str, Any], source: str, path: str, 
                                          f"{len(unexpected)} unexpected tensors)")))
                 continue
             seen = track.for_seed(int(result_dict["seed"]))  # a tuning seed's run scored on the tuning split
+            t2 = time.perf_counter()
             loss, finding = _recompute(spec, model, seen, dev)
+            t3 = time.perf_counter()
             finding = finding or _pairs(model, seen, dev)
             guard.check_untampered(before, "while the trained weights were evaluated")
+            parts = {"build_s": t2 - t1, "recompute_s": t3 - t2, "pairs_s": time.perf_counter() - t3}
+            conn.send(("timing", (i, parts)))
             conn.send(("one", (loss, finding)))
         except ArenaError as exc:
             conn.send(("one", (None, str(exc))))
@@ -137,6 +145,7 @@ def verify(
         proc = processes.start(_child, (child, *args))
         child.close()
     verdicts: list[tuple[float | None, str | None]] = []
+    timings: dict[int, dict[str, float]] = {}  # -1: the set-up's; i: the i-th run's
     deadline = time.monotonic() + VERIFY_LIMIT_S
     try:
         while len(verdicts) < len(todo):
@@ -157,6 +166,9 @@ def verify(
                 continue
             if kind == "refused":
                 verdicts += [(None, str(payload))] * (len(todo) - len(verdicts))
+            elif kind == "timing":
+                index, parts = payload
+                timings[int(index)] = dict(parts)
             else:
                 verdicts.append(payload)
     finally:
@@ -164,6 +176,9 @@ def verify(
             proc.kill()
         proc.join(timeout=10)
     checked = {id(r): _judge(r, loss, finding) for (r, _), (loss, finding) in zip(todo, verdicts, strict=True)}
+    for i, (r, _) in enumerate(todo):
+        if i in timings:
+            r.env.setdefault("timing", {})["check_parts"] = timings.get(-1, {}) | timings[i]
     return [checked.get(id(r), r) for r in results]
 
 

@@ -292,6 +292,8 @@ def test_a_worker_trains_seeds_in_packs_and_checks_each_run(tiny_spec, tmp_path:
         timing = r.env["timing"]
         assert set(timing) >= {"build_s", "capture_s", "eval_s", "final_s", "train_s", "startup_s", "check_s"}
         assert timing["eval_s"] > 0 and timing["startup_s"] > 0 and timing["check_s"] > 0
+        assert set(timing["check_parts"]) == {"setup_s", "build_s", "recompute_s", "pairs_s"}
+        assert 0 < timing["check_parts"]["recompute_s"] < timing["check_s"]
         assert timing["build_s"] + timing["eval_s"] + timing["final_s"] + timing["train_s"] <= r.wall_s + 1e-6
 
 

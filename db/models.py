@@ -81,6 +81,7 @@ class VariantModel(Base):
     source: Mapped[str] = mapped_column(Text)
     path: Mapped[str] = mapped_column(Text)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    defaults_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # {hparam: declared default}
 
 
 class EntryModel(Base):

@@ -26,6 +26,7 @@ class VariantRow:
     source: str
     path: str
     first_seen: datetime
+    defaults: dict[str, float] | None = None  # the declared hyperparameters' defaults (None: stored before 0005)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def variant_row(r: VariantModel) -> VariantRow:
         source=r.source,
         path=r.path,
         first_seen=r.first_seen,
+        defaults=json.loads(r.defaults_json) if r.defaults_json else None,
     )
 
 

@@ -12,7 +12,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -253,12 +253,18 @@ class Store(ClaimsMixin):
         raise ArenaError(f"database {self.display_url}: could not write {what} (conflicting concurrent writers)")
 
     # -- variants ----------------------------------------------------------------------------------------------
-    def add_variant(self, name: str, kind: str, summary: str, source: str, sha256: str, path: str) -> bool:
-        """Remember a variant version (keyed by the sha256 of its source). True if it was new; repeating is a
-        no-op (the first path/summary seen is kept). ``first_seen`` strictly increases per name."""
+    def add_variant(self, name: str, kind: str, summary: str, source: str, sha256: str, path: str,
+                    defaults: Mapping[str, float] | None = None) -> bool:
+        """Remember a variant version (keyed by the sha256 of its source) and the defaults of the hyperparameters
+        it declares. True if it was new; repeating is a no-op (the first path/summary seen is kept; defaults are
+        filled in where a version stored before had none). ``first_seen`` strictly increases per name."""
+        declared = dumps({k: float(v) for k, v in defaults.items()}) if defaults is not None else None
 
         def work(s: Session) -> bool:
-            if s.get(VariantModel, sha256) is not None:
+            known = s.get(VariantModel, sha256)
+            if known is not None:
+                if known.defaults_json is None and declared is not None:
+                    known.defaults_json = declared  # one source, one declaration: never a different value
                 return False
             stamp = now()
             last = s.scalar(select(func.max(VariantModel.first_seen)).where(VariantModel.name == name))
@@ -266,7 +272,8 @@ class Store(ClaimsMixin):
                 stamp = last + timedelta(microseconds=1)
             s.add(
                 VariantModel(
-                    sha256=sha256, name=name, kind=kind, summary=summary, source=source, path=path, first_seen=stamp
+                    sha256=sha256, name=name, kind=kind, summary=summary, source=source, path=path, first_seen=stamp,
+                    defaults_json=declared,
                 )
             )
             s.flush()

@@ -44,8 +44,9 @@ def migrate_to(url: str, rev: str) -> list[str]:
 
 
 def test_revisions_are_named_and_ordered() -> None:
-    assert schema.known_revisions() == ["0001_initial", "0002_search", "0003_basis", "0004_claims"]
-    assert schema.head_revision() == "0004_claims"
+    assert schema.known_revisions() == ["0001_initial", "0002_search", "0003_basis", "0004_claims",
+                                         "0005_defaults"]
+    assert schema.head_revision() == "0005_defaults"
     files = sorted(p.name for p in (schema.MIGRATIONS_DIR / "versions").glob("0*.py"))
     assert [f.removesuffix(".py") for f in files] == schema.known_revisions()  # file name = revision id, in order
 
@@ -53,8 +54,8 @@ def test_revisions_are_named_and_ordered() -> None:
 def test_migrate_from_blank_then_models_match(url: str) -> None:
     with Store(url) as store:
         assert store.schema_status() == {
-            "current": "0004_claims",
-            "head": "0004_claims",
+            "current": "0005_defaults",
+            "head": "0005_defaults",
             "pending": [],
             "state": "current",
         }
@@ -96,15 +97,16 @@ def test_models_match_with_optuna_tables_present(url: str) -> None:
 
 def test_older_schema_needs_explicit_upgrade(url: str) -> None:
     assert migrate_to(url, "0001_initial") == ["0001_initial"]
-    with pytest.raises(ArenaError, match=r"schema 0001_initial, this arena needs 0004_claims: run `arena db upgrade`"):
+    needs = r"schema 0001_initial, this arena needs 0005_defaults: run `arena db upgrade`"
+    with pytest.raises(ArenaError, match=needs):
         Store(url)
     assert schema_status(url) == {
         "current": "0001_initial",
-        "head": "0004_claims",
-        "pending": ["0002_search", "0003_basis", "0004_claims"],
+        "head": "0005_defaults",
+        "pending": ["0002_search", "0003_basis", "0004_claims", "0005_defaults"],
         "state": "pending",
     }  # refused, and left as it was
-    assert upgrade(url) == ["0002_search", "0003_basis", "0004_claims"]
+    assert upgrade(url) == ["0002_search", "0003_basis", "0004_claims", "0005_defaults"]
     assert upgrade(url) == []
     with Store(url) as store:
         assert store.schema_status()["state"] == "current"
@@ -119,7 +121,7 @@ def test_upgrade_from_committed_v0_database(tmp_path: Path) -> None:
     with pytest.raises(ArenaError, match="arena db upgrade"):
         Store(url)
     with Store(url, upgrade=True) as store:
-        assert store.schema_status()["current"] == "0004_claims"
+        assert store.schema_status()["current"] == "0005_defaults"
         assert [v.name for v in store.variants()] == ["gf", "gf_mh"]
         (spec_row,) = store.specs()
         assert spec_row.name == "smoke" and spec_row.n_runs == 3
@@ -142,6 +144,13 @@ def test_upgrade_from_committed_v0_database(tmp_path: Path) -> None:
         assert sha is not None
         assert store.add_entry("gf_mh@tuned", sha.sha256, {"gate_init": 0.5}, study_name="s") is True
         assert store.entry("gf_mh@tuned") is not None
+        # What 0005 added: a version stored before has no declared defaults until it is registered again.
+        assert sha.defaults is None
+        assert store.add_variant("gf_mh", sha.kind, sha.summary, sha.source, sha.sha256, sha.path,
+                                 {"gate_init": 0.3}) is False  # not new, but its defaults are filled in
+        assert store.variant(sha.sha256).defaults == {"gate_init": 0.3}
+        store.add_variant("gf_mh", sha.kind, sha.summary, sha.source, sha.sha256, sha.path, {"gate_init": 0.9})
+        assert store.variant(sha.sha256).defaults == {"gate_init": 0.3}  # once recorded, kept
     engine = create_engine(url)
     try:
         with engine.connect() as conn:

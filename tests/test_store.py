@@ -101,7 +101,7 @@ def one_line_error(excinfo: pytest.ExceptionInfo[ArenaError]) -> str:
 # -- opening ----------------------------------------------------------------------------------------------------
 def test_blank_database_is_migrated_to_head(store: Store, url: str) -> None:
     status = store.schema_status()
-    assert status["current"] == status["head"] == "0004_claims"
+    assert status["current"] == status["head"] == "0005_defaults"
     assert status["pending"] == [] and status["state"] == "current"
     assert schema_status(url)["state"] == "current"
     assert upgrade(url) == []
@@ -364,7 +364,7 @@ def test_newer_schema_is_refused_and_untouched(url: str) -> None:
         upgrade(url)
     assert schema_status(url) == {
         "current": "0099_from_the_future",
-        "head": "0004_claims",
+        "head": "0005_defaults",
         "pending": [],
         "state": "newer",
     }
@@ -468,8 +468,8 @@ def test_optuna_shares_the_database(url: str) -> None:
         assert len(s.runs(SPEC.hash)) == 1
     engine = create_engine(url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() != "0004_claims"
-        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0004_claims"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() != "0005_defaults"
+        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0005_defaults"
     engine.dispose()
 
 

@@ -348,3 +348,34 @@ def test_a_tuned_entry_whose_best_trial_is_the_defaults_leaves_the_default_row_i
     assert rows[("default", "hy")].losses == LOSSES["hy"]
     assert rows[("tuned-2", "hy@tuned-2")].losses == {0: 2.5, 1: 2.5, 2: 2.5}
     assert ("default", "cp@tuned-2") not in rows and ("tuned-2", "cp") not in rows
+
+
+def test_the_default_row_is_the_declared_defaults_and_hand_set_runs_rank_apart(store: Store) -> None:
+    """The store keeps each version's declared defaults, so the default league holds exactly the runs with them:
+    cp tuned twice (cp@tuned-2 = its defaults, cp@tuned-4 not) leaves one default cp row, the defaults' (the rule
+    once inferred from tournaments gave cp@tuned-4's runs a default row too); a run with hyperparameters set by
+    hand (``arena run --hp``) is neither, and lands in league ``custom`` under a name that says what differs."""
+    from arena.orchestration.leaderboard import build
+
+    cp, gf = Entry.of(builtin("cp")), Entry.of(builtin("gf"))
+    assert store.variant(cp.loaded.sha256).defaults == cp.hparams.to_dict()  # recorded when registered
+    other = {**cp.hparams.to_dict(), "lr_scale": 2.0}
+    store.add_entry("cp@tuned-2", cp.loaded.sha256, cp.hparams.to_dict(), origin="tuned", study_name="tune/cp/x",
+                    league="tuned-2", budget=2)
+    store.add_entry("cp@tuned-4", cp.loaded.sha256, other, origin="tuned", study_name="tune/cp/y", league="tuned-4",
+                    budget=4)
+    hand = {**gf.hparams.to_dict(), "gate_init": 0.2}
+    for seed in SPEC.seeds:
+        for variant, sha, hp in (("cp", cp.loaded.sha256, other), ("gf", gf.loaded.sha256, hand)):
+            store.record_run(RunResult(
+                variant=variant, variant_sha=sha, spec_hash=SPEC.hash, seed=seed, hparams=hp, final_val_loss=2.5,
+                val_curve=_val_curve(2.5), steps_done=6, code_digest=BASIS.code, stack_id=BASIS.stack,
+                env={"device": "cpu"}, params_total=51_864, params_target=51_864))
+    store.start_tournament(SPEC.hash, "default", BASIS.code, BASIS.stack, {}, "f", ["cp", "gf", "hy"])
+    board = build(store, SPEC.hash)
+    rows = {(league.name, row.name): row for league in board.leagues for row in league.rows}
+    assert rows[("default", "cp")].losses == LOSSES["cp"] and rows[("default", "gf")].losses == LOSSES["gf"]
+    assert [name for lg, name in rows if lg == "default"].count("cp") == 1
+    assert rows[("tuned-4", "cp@tuned-4")].losses == {0: 2.5, 1: 2.5, 2: 2.5}
+    assert rows[("custom", "gf[gate_init=0.2]")].losses == {0: 2.5, 1: 2.5, 2: 2.5}
+    assert [lg.name for lg in board.leagues] == ["default", "tuned-2", "tuned-4", "custom"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from arena.core.config import did_you_mean
 from arena.core.errors import ArenaError
@@ -119,6 +120,16 @@ class HParams(Mapping[str, float]):
 
     def to_dict(self) -> dict[str, float]:
         return dict(self._values)
+
+
+class _Declares(Protocol):
+    @property
+    def hparams(self) -> Mapping[str, HParam]: ...
+
+
+def declared_defaults(variant: _Declares) -> dict[str, float]:
+    """``{name: default}`` of the hyperparameters a variant (``Variant`` or ``VariantInfo``) declares."""
+    return {name: float(h.default) for name, h in variant.hparams.items()}
 
 
 def resolve(declared: Mapping[str, HParam], given: Mapping[str, float] | None, owner: str) -> HParams:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from arena.core.errors import ArenaError
+from arena.core.hparams import declared_defaults
 from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
@@ -128,7 +129,8 @@ def register(store: Store, spec: Spec, entries: Iterable[Entry]) -> None:
     store.add_spec(spec)
     for e in entries:
         v = e.loaded.variant
-        store.add_variant(v.name, v.kind, v.summary, e.loaded.source, e.loaded.sha256, e.loaded.path)
+        store.add_variant(v.name, v.kind, v.summary, e.loaded.source, e.loaded.sha256, e.loaded.path,
+                          declared_defaults(v))
 
 
 def plan(

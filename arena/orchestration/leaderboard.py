@@ -147,7 +147,7 @@ def build(store: Store, spec_hash: str, *, code: str | None = None, stack: str |
     rows = _group(here, store, spec, seeds, plain)
     sigma = _noise(rows, spec, seeds)
     leagues = []
-    for name in sorted({r.league for r in rows}, key=lambda n: (n != "default", n)):
+    for name in sorted({r.league for r in rows}, key=lambda n: (n != "default", n == CUSTOM, n)):
         leagues.append(_league(store, spec_hash, name, [r for r in rows if r.league == name], code, stack))
     return Board(spec_hash=spec_hash, spec=spec, code_digest=code, stack_id=stack, stack=stack_info,
                  ranking_seeds=seeds, leagues=leagues, noise_floor=sigma, stale_runs=stale, other_stacks=dict(other),
@@ -161,12 +161,17 @@ def _noise(rows: list[Row], spec: Spec | None, seeds: tuple[int, ...]) -> float 
     return None if ref is None else stats.noise_floor_on(ref.losses, seeds)
 
 
+CUSTOM = "custom"  # the league of runs whose hyperparameters were set by hand
+
+
 def _group(runs: list[StoredRun], store: Store, spec: Spec | None, seeds: tuple[int, ...],
            plain: set[str]) -> list[Row]:
     """One row per entry over the runs of its (variant version, hparams); runs of no entry are the default
     league's, under the variant's name. Two entries of one computation share its runs, a row in each league: a
-    tuned entry whose best trial is the defaults (``cp@tuned-30`` = ``cp``) when ``cp`` ran in a default-league
-    tournament (``plain``) and no other group of that version is ``cp``'s."""
+    tuned entry whose best trial is the defaults (``cp@tuned-30`` = ``cp``) also leaves ``cp``'s default row. The
+    defaults are those the version declares (stored with it); for a version stored before they were, the rule is
+    inferred: ``cp`` ran in a default-league tournament (``plain``) and no other group of that version is
+    ``cp``'s."""
     entries: dict[tuple[str, str], list[EntryRow]] = defaultdict(list)
     for e in store.entries():
         entries[(e.variant_sha, hparams_key(e.hparams))].append(e)
@@ -178,17 +183,30 @@ def _group(runs: list[StoredRun], store: Store, spec: Spec | None, seeds: tuple[
             continue  # search runs train on the tuning seeds and score on the tuning split: listed apart
         groups[(run.result.variant_sha, hparams_key(run.result.hparams))].append(run)
     unclaimed = {sha for (sha, hkey) in groups if (sha, hkey) not in entries}  # versions with a plain group
+    declared = {sha: store.variant(sha) for sha, _ in groups}
     rows: list[Row] = []
     for (sha, hkey), members in groups.items():
         first = members[0].result
         names = [(e.name, e.league) for e in entries.get((sha, hkey), [])]
-        if names and first.variant in plain and sha not in unclaimed and all(lg != "default" for _, lg in names):
+        version = declared[sha]
+        if version is not None and version.defaults is not None:
+            is_default = hkey == hparams_key(version.defaults)
+        else:  # stored before the defaults were: inferred
+            is_default = first.variant in plain and sha not in unclaimed
+        if names and is_default and all(lg != "default" for _, lg in names):
             names.append((first.variant, "default"))
         if not names:
             name = first.variant
             if latest.get(first.variant) not in (None, sha):
                 name = f"{first.variant}~{sha[:7]}"  # an older version of a changed file
-            names = [(name, "default")]
+            league = "default"
+            if version is not None and version.defaults is not None and not is_default:
+                # Set by hand (``arena run --hp``): neither the defaults nor a tuned entry's, so never ranked
+                # against either; named by what differs.
+                changed = {k: v for k, v in first.hparams.items() if version.defaults.get(k) != v}
+                name = f"{name}[{','.join(f'{k}={v:g}' for k, v in sorted(changed.items()))}]"
+                league = CUSTOM
+            names = [(name, league)]
         rows += [_row(store, sha, members, seeds, name, league) for name, league in names]
     return rows
 

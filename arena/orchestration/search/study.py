@@ -13,7 +13,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from arena.core.errors import ArenaError
-from arena.core.hparams import resolve
+from arena.core.hparams import declared_defaults, resolve
 from arena.core.spec import Spec
 from arena.core.variant import LoadedVariant
 from arena.db.store import Store
@@ -94,7 +94,7 @@ def check_study(study: optuna.Study, loaded: LoadedVariant, where: str) -> None:
 def register_variant(store: Store, spec: Spec, loaded: LoadedVariant) -> None:
     v = loaded.variant
     store.add_spec(spec)
-    store.add_variant(v.name, v.kind, v.summary, loaded.source, loaded.sha256, loaded.path)
+    store.add_variant(v.name, v.kind, v.summary, loaded.source, loaded.sha256, loaded.path, declared_defaults(v))
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

@@ -1,24 +1,24 @@
 """The arena store: the only code that sees SQL, sessions or ORM objects. Callers get plain dataclasses.
 
-Longer than usual because it is the one narrow class that owns every statement (house style 10); what could leave
-it has: the engine (``engine``), the records and their conversion (``records``), the migrations (``schema``).
+One narrow class owns every statement (house style 10); its methods live in small modules by what they keep: the
+runs and the connection here, ``catalog`` (variants, entries, specs), ``decisions`` (champions, tournaments),
+``claims``; beside them the engine (``engine``), the records and their conversion (``records``), the migrations
+(``schema``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DatabaseError,
@@ -30,9 +30,10 @@ from sqlalchemy.orm import Session
 
 from arena.core.errors import ArenaError
 from arena.core.result import RunResult, hparams_key
-from arena.core.spec import Spec
 from arena.db import schema, spool
+from arena.db.catalog import CatalogMixin
 from arena.db.claims import Claimed, ClaimRow, ClaimsMixin
+from arena.db.decisions import DecisionsMixin
 from arena.db.engine import (
     SQLITE_BEGIN,
     default_url,
@@ -43,7 +44,7 @@ from arena.db.engine import (
     missing_folders,
     sqlite_file,
 )
-from arena.db.models import DecisionModel, EntryModel, RunModel, SpecModel, TournamentModel, VariantModel
+from arena.db.models import RunModel
 from arena.db.records import (
     DecisionRecord,
     DecisionRow,
@@ -52,15 +53,8 @@ from arena.db.records import (
     StoredRun,
     TournamentRow,
     VariantRow,
-    decision_row,
-    dumps,
-    entry_row,
-    loads,
-    now,
     run_model,
     stored_run,
-    tournament_row,
-    variant_row,
 )
 
 __all__ = ["ClaimRow", "Claimed", "DecisionRecord", "DecisionRow", "EntryRow", "SpecRow", "Store", "StoredRun",
@@ -72,7 +66,7 @@ DEFAULT_TIMEOUT_S = 30.0
 # Held by the migrating connection on PostgreSQL so that two processes opening a blank database do not race.
 _PG_MIGRATION_LOCK = 0x4172656E61  # "Arena"
 
-class Store(ClaimsMixin):
+class Store(CatalogMixin, DecisionsMixin, ClaimsMixin):
     """The arena database behind one narrow API. This docstring is the contract.
 
     - ``Store(url)`` opens a SQLite file (``sqlite:///PATH``; parent folders are created) or a PostgreSQL database
@@ -252,170 +246,6 @@ class Store(ClaimsMixin):
                 continue
         raise ArenaError(f"database {self.display_url}: could not write {what} (conflicting concurrent writers)")
 
-    # -- variants ----------------------------------------------------------------------------------------------
-    def add_variant(self, name: str, kind: str, summary: str, source: str, sha256: str, path: str,
-                    defaults: Mapping[str, float] | None = None) -> bool:
-        """Remember a variant version (keyed by the sha256 of its source) and the defaults of the hyperparameters
-        it declares. True if it was new; repeating is a no-op (the first path/summary seen is kept; defaults are
-        filled in where a version stored before had none). ``first_seen`` strictly increases per name."""
-        declared = dumps({k: float(v) for k, v in defaults.items()}) if defaults is not None else None
-
-        def work(s: Session) -> bool:
-            known = s.get(VariantModel, sha256)
-            if known is not None:
-                if known.defaults_json is None and declared is not None:
-                    known.defaults_json = declared  # one source, one declaration: never a different value
-                return False
-            stamp = now()
-            last = s.scalar(select(func.max(VariantModel.first_seen)).where(VariantModel.name == name))
-            if last is not None and stamp <= last:
-                stamp = last + timedelta(microseconds=1)
-            s.add(
-                VariantModel(
-                    sha256=sha256, name=name, kind=kind, summary=summary, source=source, path=path, first_seen=stamp,
-                    defaults_json=declared,
-                )
-            )
-            s.flush()
-            return True
-
-        return self._write(f"variant {name}", work)
-
-    def variant(self, sha256: str) -> VariantRow | None:
-        with self._tx() as s:
-            row = s.get(VariantModel, sha256)
-            return variant_row(row) if row is not None else None
-
-    def latest_variant(self, name: str) -> VariantRow | None:
-        """The most recently first-seen version of ``name``."""
-        with self._tx() as s:
-            row = s.scalars(
-                select(VariantModel).where(VariantModel.name == name).order_by(VariantModel.first_seen.desc())
-            ).first()
-            return variant_row(row) if row is not None else None
-
-    def variants(self) -> list[VariantRow]:
-        """The latest version of every variant name, sorted by name."""
-        latest = (
-            select(VariantModel.name, func.max(VariantModel.first_seen).label("first_seen"))
-            .group_by(VariantModel.name)
-            .subquery()
-        )
-        query = (
-            select(VariantModel)
-            .join(latest, and_(VariantModel.name == latest.c.name, VariantModel.first_seen == latest.c.first_seen))
-            .order_by(VariantModel.name)
-        )
-        with self._tx() as s:
-            return [variant_row(r) for r in s.scalars(query)]
-
-    def variant_versions(self, name: str) -> list[VariantRow]:
-        """Every version of ``name``, oldest first."""
-        with self._tx() as s:
-            rows = s.scalars(select(VariantModel).where(VariantModel.name == name).order_by(VariantModel.first_seen))
-            return [variant_row(r) for r in rows]
-
-    # -- entries -----------------------------------------------------------------------------------------------
-    def add_entry(
-        self,
-        name: str,
-        variant_sha: str,
-        hparams: dict[str, float],
-        origin: str = "tuned",
-        study_name: str | None = None,
-        league: str | None = None,
-        budget: int | None = None,
-    ) -> bool:
-        """Freeze a named (variant version, hyperparameters) entry such as ``gf_mh@tuned``. True if new; the same
-        content again is a no-op; the same name with other content raises ArenaError (entries are never replaced).
-        The variant version must have been added (ArenaError otherwise)."""
-
-        def work(s: Session) -> bool:
-            if s.get(VariantModel, variant_sha) is None:
-                raise ArenaError(f"entry '{name}': unknown variant version {variant_sha[:12]}; add the variant first")
-            old = s.scalars(select(EntryModel).where(EntryModel.name == name)).first()
-            if old is None:
-                s.add(
-                    EntryModel(
-                        name=name,
-                        variant_sha=variant_sha,
-                        hparams_json=dumps(hparams),
-                        origin=origin,
-                        study_name=study_name,
-                        created=now(),
-                        league=league,
-                        budget=budget,
-                    )
-                )
-                s.flush()
-                return True
-            new = (variant_sha, loads(dumps(hparams)), origin, study_name, league, budget)
-            if (old.variant_sha, loads(old.hparams_json), old.origin, old.study_name, old.league, old.budget) == new:
-                return False
-            raise ArenaError(
-                f"entry '{name}' already exists with other content (variant {old.variant_sha[:12]}, "
-                f"hparams {old.hparams_json}); entries are frozen: pick another name"
-            )
-
-        return self._write(f"entry {name}", work)
-
-    def entries(self) -> list[EntryRow]:
-        """Every entry, sorted by name."""
-        with self._tx() as s:
-            return [entry_row(r) for r in s.scalars(select(EntryModel).order_by(EntryModel.name))]
-
-    def entry(self, name: str) -> EntryRow | None:
-        with self._tx() as s:
-            row = s.scalars(select(EntryModel).where(EntryModel.name == name)).first()
-            return entry_row(row) if row is not None else None
-
-    # -- specs -------------------------------------------------------------------------------------------------
-    def add_spec(self, spec: Spec) -> bool:
-        """Remember a spec by its hash. True if new; repeating is a no-op (the first display name is kept)."""
-
-        def work(s: Session) -> bool:
-            if s.get(SpecModel, spec.hash) is not None:
-                return False
-            s.add(SpecModel(hash=spec.hash, name=spec.name, json=dumps(spec.to_dict()), created=now()))
-            s.flush()
-            return True
-
-        return self._write(f"spec {spec.label}", work)
-
-    def spec(self, spec_hash: str) -> Spec | None:
-        """The spec stored under ``spec_hash`` (its ``hash`` equals ``spec_hash``), or None."""
-        with self._tx() as s:
-            row = s.get(SpecModel, spec_hash)
-            return Spec.from_dict(json.loads(row.json)) if row is not None else None
-
-    def specs(self) -> list[SpecRow]:
-        """Every spec with its number of stored runs, oldest first."""
-        n_runs = select(RunModel.spec_hash, func.count(RunModel.id).label("n")).group_by(RunModel.spec_hash).subquery()
-        query = (
-            select(SpecModel, func.coalesce(n_runs.c.n, 0))
-            .outerjoin(n_runs, n_runs.c.spec_hash == SpecModel.hash)
-            .order_by(SpecModel.created, SpecModel.hash)
-        )
-        with self._tx() as s:
-            return [SpecRow(hash=r.hash, name=r.name, created=r.created, n_runs=int(n), label=r.label)
-                    for r, n in s.execute(query)]
-
-    def label_spec(self, spec_hash: str, label: str | None) -> None:
-        """Give a stored spec a label (None removes it); ArenaError if the spec is unknown or the label is taken."""
-
-        def work(s: Session) -> None:
-            row = s.get(SpecModel, spec_hash)
-            if row is None:
-                raise ArenaError(f"unknown spec {spec_hash[:8]}; see: arena specs")
-            if label is not None:
-                query = select(SpecModel).where(SpecModel.label == label, SpecModel.hash != spec_hash)
-                taken = s.scalars(query).first()
-                if taken is not None:
-                    raise ArenaError(f"label '{label}' already names spec {taken.hash[:8]}; pick another label")
-            row.label = label
-
-        self._write(f"spec label {label}", work)
-
     # -- runs --------------------------------------------------------------------------------------------------
     def record_run(
         self,
@@ -512,105 +342,6 @@ class Store(ClaimsMixin):
             query = query.where(RunModel.status == status)
         with self._tx() as s:
             return [stored_run(r) for r in s.scalars(query.order_by(RunModel.id))]
-
-    # -- champions ---------------------------------------------------------------------------------------------
-    def record_decision(self, d: DecisionRecord) -> int:
-        """Append a champion decision (stamped with the current UTC time); return its id. Never updates."""
-        with self._tx(write=True) as s:
-            row = DecisionModel(
-                spec_hash=d.spec_hash,
-                decided_at=now(),
-                challenger_name=d.challenger_name,
-                challenger_sha=d.challenger_sha,
-                challenger_hparams_json=dumps(d.challenger_hparams),
-                champion_name=d.champion_name,
-                champion_sha=d.champion_sha,
-                champion_hparams_json=None if d.champion_hparams is None else dumps(d.champion_hparams),
-                promoted=d.promoted,
-                by_default=d.by_default,
-                reason=d.reason,
-                evidence_json=dumps(d.evidence),
-                league=None if d.league == "default" else d.league,
-                code_digest=d.code_digest,
-                stack_id=d.stack_id,
-                tournament_id=d.tournament_id,
-            )
-            s.add(row)
-            s.flush()
-            return row.id
-
-    def decisions(self, spec_hash: str | None = None, league: str | None = None) -> list[DecisionRow]:
-        """Every decision (of one spec and league, if given), in the order they were recorded."""
-        query = select(DecisionModel).order_by(DecisionModel.id)
-        if spec_hash is not None:
-            query = query.where(DecisionModel.spec_hash == spec_hash)
-        if league is not None:
-            query = query.where(_league_is(league))
-        with self._tx() as s:
-            return [decision_row(r) for r in s.scalars(query)]
-
-    def champion(self, spec_hash: str, league: str = "default") -> DecisionRow | None:
-        """The latest decision of ``spec_hash`` in ``league`` that crowned someone (promoted or by default)."""
-        query = (
-            select(DecisionModel)
-            .where(DecisionModel.spec_hash == spec_hash)
-            .where(_league_is(league))
-            .where(or_(DecisionModel.promoted.is_(True), DecisionModel.by_default.is_(True)))
-            .order_by(DecisionModel.id.desc())
-            .limit(1)
-        )
-        with self._tx() as s:
-            row = s.scalars(query).first()
-            return decision_row(row) if row is not None else None
-
-
-    # -- tournaments -------------------------------------------------------------------------------------------------
-    def start_tournament(
-        self, spec_hash: str, league: str, code_digest: str, stack_id: str, stack: dict[str, Any], fingerprint: str,
-        entries: list[str],
-    ) -> int:
-        """Record that a tournament started (status ``running``); return its id."""
-        with self._tx(write=True) as s:
-            row = TournamentModel(
-                spec_hash=spec_hash, league=league, code_digest=code_digest, stack_id=stack_id,
-                stack_json=dumps(stack), fingerprint=fingerprint, entries_json=dumps(entries), status="running",
-                started=now(),
-            )
-            s.add(row)
-            s.flush()
-            return row.id
-
-    def finish_tournament(self, tournament_id: int, outcome: list[dict[str, Any]], fingerprint: str) -> None:
-        """Mark a tournament completed with its outcome (one dict per decision or note) and the fingerprint of the
-        state it left (a later tournament with that fingerprint has nothing new to decide)."""
-        with self._tx(write=True) as s:
-            row = s.get(TournamentModel, tournament_id)
-            if row is None:
-                raise ArenaError(f"unknown tournament #{tournament_id}")
-            row.status, row.outcome_json, row.finished = "completed", dumps(outcome), now()
-            row.fingerprint = fingerprint
-
-    def tournaments(self, spec_hash: str | None = None, *, completed: bool = False) -> list[TournamentRow]:
-        """Tournaments (of one spec), oldest first; only completed ones with ``completed``."""
-        query = select(TournamentModel).order_by(TournamentModel.id)
-        if spec_hash is not None:
-            query = query.where(TournamentModel.spec_hash == spec_hash)
-        if completed:
-            query = query.where(TournamentModel.status == "completed")
-        with self._tx() as s:
-            return [tournament_row(r) for r in s.scalars(query)]
-
-    def completed_tournament(self, fingerprint: str) -> TournamentRow | None:
-        """The latest completed tournament with this fingerprint (same spec, league, basis, entries, champion)."""
-        query = (select(TournamentModel).where(TournamentModel.fingerprint == fingerprint)
-                 .where(TournamentModel.status == "completed").order_by(TournamentModel.id.desc()).limit(1))
-        with self._tx() as s:
-            row = s.scalars(query).first()
-            return tournament_row(row) if row is not None else None
-
-
-def _league_is(league: str) -> Any:
-    return DecisionModel.league.is_(None) if league == "default" else DecisionModel.league == league
 
 
 def _create_sqlite(url: str, path: Path, timeout_s: float) -> list[str]:

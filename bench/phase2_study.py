@@ -10,8 +10,8 @@ memoized runs are never trained twice, and a call cut by its limit loses only th
 Stages, each an ``arena`` command, each done once (``progress.json``):
   default   ``arena tournament --variants V --seeds N``: every entry with its defaults on the tournament seeds
   tune/V    ``arena tune V --trials T' --resume``: until V's study has T finished trials on the tuning seed
-  adopt/V   ``arena adopt V``: its best trial frozen as ``V@tuned-T`` (league tuned-T)
-  tuned     ``arena tournament --variants V@tuned-T,... --seeds N``: every tuned entry on the tournament seeds
+  adopt/V   ``arena adopt V``: its best trial frozen as ``V@tuned-TxK`` (league tuned-TxK: T trials, K at once)
+  tuned     ``arena tournament --variants V@tuned-TxK,... --seeds N``: every tuned entry on the tournament seeds
   export    ``arena leaderboard --format json|markdown|csv`` (every league of the spec) into the folder
 A stage that fails (non-zero exit) is retried by the next call; the time left bounds every command.
 """
@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--variants", default=ENTRIES)
     ap.add_argument("--pack", default="auto")
     # Trials a tuning pack holds: one number for every entry (their executions alike); 6 divides the 30 trials.
-    ap.add_argument("--tune-pack", default="6")
+    ap.add_argument("--tune-pack", default="6", help="a number (the same for every entry)")
     args = ap.parse_args()
     end = time.monotonic() + args.budget_s
     folder = Path(args.dir).resolve()
@@ -117,7 +117,9 @@ def main() -> None:
                         state["done"].pop(f"tune/{v}", None)  # counted again next call
                         continue
             stage(f"adopt/{v}", ["adopt", v, *spec_flags, "--db", db])
-        tuned = [f"{v}@tuned-{args.trials}" for v in variants if state["done"].get(f"adopt/{v}")]
+        at_once = int(args.tune_pack)  # part of the league: tuned-30x6 is 30 trials, 6 at a time
+        league = f"tuned-{args.trials}" if at_once == 1 else f"tuned-{args.trials}x{at_once}"
+        tuned = [f"{v}@{league}" for v in variants if state["done"].get(f"adopt/{v}")]
         if len(tuned) == len(variants):
             stage("tuned", ["tournament", "--variants", ",".join(tuned), "--pack", args.pack, *common])
         if state["done"].get("tuned"):

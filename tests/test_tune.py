@@ -247,6 +247,8 @@ def test_global_budget_with_two_workers(tmp_path: Path, spec: Spec) -> None:
         assert all(t.state.is_finished() for t in trials)
         assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes took trials
         assert len(store.runs(spec.hash)) == len({t.user_attrs["run_key"] for t in trials})
+        assert {t.user_attrs["concurrency"] for t in trials} == {2}  # two optimizers: two trials in flight
+        assert search.adopt(builtin("gf_mh"), spec, store) == "gf_mh@tuned-5x2"
 
 
 def test_a_packed_search_trains_its_trials_together_within_the_budget(tuned: Tuned, tmp_path: Path,
@@ -272,6 +274,11 @@ def test_a_packed_search_trains_its_trials_together_within_the_budget(tuned: Tun
         for run in runs:
             assert run.result.hparams == by_trial[run.trial_number].params  # each member its trial's values
             assert run.result.env["pack"]["size"] == 2 and run.result.seed == spec.tuning_seeds[0]
+        # Two at a time is another search than one at a time (TPE learns from finished trials only): its own league.
+        assert {t.user_attrs["concurrency"] for t in trials} == {2}
+        name = search.adopt(builtin("gf_mh"), spec, store)
+        entry = store.entry(name)
+        assert name == "gf_mh@tuned-5x2" and entry is not None and entry.league == "tuned-5x2" and entry.budget == 5
 
 
 def test_cli_tune_refuses_to_pack_a_search_of_shapes(tmp_path: Path, corpus: Path) -> None:

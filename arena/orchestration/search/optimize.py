@@ -71,6 +71,7 @@ class Job:
     options: RunOptions = field(default_factory=RunOptions)
     threads: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    concurrency: int = 1  # trials of this call in flight at once (optimizers × pack): how adaptive the search is
     verbosity: int = optuna.logging.WARNING
 
 
@@ -161,6 +162,7 @@ def _run_trials(trials: list[optuna.Trial], study: optuna.Study, run: Runner, st
             trial.set_user_attr("seed", seed)
             trial.set_user_attr("sampler_seed", job.sampler_seed)
             trial.set_user_attr("pack", job.options.execution.pack)  # its execution: trials trained together
+            trial.set_user_attr("concurrency", job.concurrency)  # the search's shape: part of its tuned league
             hps.append({name: trial.suggest_float(name, h.low, h.high, log=h.log) for name, h in space.items()})
 
         def on_event(i: int, event: dict[str, Any]) -> bool:

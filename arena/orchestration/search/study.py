@@ -146,14 +146,28 @@ def spent(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished() and not t.user_attrs.get("swept"))
 
 
+def concurrency(study: optuna.Study) -> int:
+    """How many trials the study had in flight at once, at most (optimizers × pack; 1: one after another). TPE
+    learns only from finished trials, so a search of 30 trials 6 at a time is a weaker search than 30 in a row:
+    the shape is part of the budget (trials before this was recorded count as one at a time)."""
+    return max((int(t.user_attrs.get("concurrency", 1)) for t in study.get_trials(deepcopy=False)
+                if t.state.is_finished() and not t.user_attrs.get("swept")), default=1)
+
+
+def tuned_league(budget: int, at_once: int) -> str:
+    """``tuned-30`` (30 trials, one at a time) or ``tuned-30x6`` (30 trials, 6 at a time)."""
+    return f"tuned-{budget}" if at_once <= 1 else f"tuned-{budget}x{at_once}"
+
+
 def adopt(
     loaded: LoadedVariant, spec: Spec, store: Store, storage: str | None = None, *, name: str | None = None
 ) -> str:
     """Freeze the study's best COMPLETE trial as the entry ``<variant>@tuned-<N>`` (or ``name``): the variant version
     with the trial's params over its defaults, ``origin="tuned"``, in the league ``tuned-<N>`` where N is the number
-    of finished trials the study spent (its tuning budget): a tuned entry competes only against entries tuned with
-    the same budget. Returns the entry name. Adopting the same trial again is a no-op; an existing entry with other
-    content raises ArenaError (entries are frozen)."""
+    of finished trials the study spent (its tuning budget), ``tuned-<N>x<C>`` when it ran C trials at once: a tuned
+    entry competes only against entries tuned with the same budget, searched alike. Returns the entry name.
+    Adopting the same trial again is a no-op; an existing entry with other content raises ArenaError (entries are
+    frozen)."""
     storage = storage or default_storage(store.url)
     study = load_tuned_study(loaded, spec, storage)
     best = best_trial(study)
@@ -161,7 +175,7 @@ def adopt(
         raise ArenaError(f"study '{study.study_name}' has no completed trial to adopt; run more trials")
     budget = spent(study)
     hparams = resolve(loaded.variant.hparams, {k: float(v) for k, v in best.params.items()}, loaded.name)
-    league = f"tuned-{budget}"
+    league = tuned_league(budget, concurrency(study))
     entry = name or f"{loaded.name}@{league}"
     register_variant(store, spec, loaded)
     store.add_entry(entry, loaded.sha256, hparams.to_dict(), origin="tuned", study_name=study.study_name,

@@ -147,7 +147,7 @@ def _per_process(template: Job, options: RunOptions, seed: int, n_existing: int)
     return [
         replace(
             template, sampler_seed=sampler_seed(seed, n_existing, i),
-            threads=max(1, cpus // n) if n > 1 else None,
+            threads=max(1, cpus // n) if n > 1 else None, concurrency=n * options.execution.pack,
             env={"CUDA_VISIBLE_DEVICES": str(gpus[i % len(gpus)])} if gpus else {},
         )
         for i in range(n)

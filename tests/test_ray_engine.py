@@ -430,8 +430,11 @@ def test_two_local_drivers_on_one_sqlite_store_share_the_runs(tiny_spec: Any, tm
 
 # -- a search on Ray -----------------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.parametrize("pack", [1, 2])
 def test_a_search_on_ray_keeps_its_budget_and_reports_its_evals(cluster: Cluster, tiny_spec: Any,
-                                                                 tmp_path: Path) -> None:
+                                                                 tmp_path: Path, pack: int) -> None:
+    """Trials as Ray tasks, one at a time or two as one packed model (each member's evals reach its own trial)."""
+    from arena.core.options import Execution
     from arena.db.store import Store
     from arena.orchestration.search import tune as search
     from arena.orchestration.search.storage import open_storage, worker_owner
@@ -439,7 +442,8 @@ def test_a_search_on_ray_keeps_its_budget_and_reports_its_evals(cluster: Cluster
 
     store = Store(f"sqlite:///{tmp_path / 'arena.db'}")
     events: list[Any] = []
-    summary = search.tune(builtin("gf"), tiny_spec, trials=5, store=store, options=_ray(cluster.address),
+    summary = search.tune(builtin("gf"), tiny_spec, trials=5, store=store,
+                          options=_ray(cluster.address, execution=Execution(pack=pack)),
                           storage=str(tmp_path / "optuna.journal"), on_trial=events.append)
     import optuna
 
@@ -449,6 +453,8 @@ def test_a_search_on_ray_keeps_its_budget_and_reports_its_evals(cluster: Cluster
     assert all(t.intermediate_values for t in finished)  # every eval went through the driver (prunes there)
     assert {t.user_attrs["worker"] for t in study.trials} == {worker_owner()["worker"]}  # one driver
     assert len(store.runs(tiny_spec.hash)) == 5
+    assert {t.user_attrs["pack"] for t in study.trials} == {pack}
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 5  # each its own hyperparameters
     store.close()
 
 

@@ -110,20 +110,19 @@ class MemberRates:
     AdamW's step is linear in the learning rate, decoupled decay included: Δ = −lr·(wd·p + m̂/(√v̂ + ε)), where the
     moments m̂, v̂ depend on the gradients only. So every group steps once at its fastest member's rate, and member k's
     slice of each parameter is moved by its factor r_k = lr_k / lr_max ≤ 1 of that step: p ← p₀ + r_k·(p − p₀),
-    member k's solo AdamW step up to rounding (≤ one more ulp of p per step). The optimizer's interface
-    (``param_groups``, ``zero_grad``, ``step``, ``state_dict``) is AdamW's; the step is capturable in a CUDA graph."""
+    member k's solo AdamW step up to rounding (≤ one more ulp of p per step). What the loop uses of an optimizer
+    (``param_groups``, ``zero_grad``, ``step``) is AdamW's; the step is capturable in a CUDA graph."""
 
     def __init__(self, opt: torch.optim.AdamW, factors: list[list[float]]) -> None:
         self.opt = opt
         self.param_groups = opt.param_groups
-        self.state = opt.state
         self._before: list[list[torch.Tensor]] = []
         self._factors: list[list[torch.Tensor]] = []
         for group, rates in zip(opt.param_groups, factors, strict=True):
             params: list[torch.Tensor] = group["params"]
             r = torch.tensor(rates, dtype=torch.float32, device=params[0].device)  # (K,)
             self._before.append([torch.empty_like(p) for p in params])
-            # (K, 1, …) per parameter: member k's slice scaled by r[k]; None where every member's rate is the max
+            # (K, 1, …) per parameter: member k's slice scaled by r[k]; none where every member's rate is the max
             self._factors.append([] if all(x == 1.0 for x in rates)
                                  else [r.view(-1, *([1] * (p.dim() - 1))).to(p.dtype) for p in params])
 
@@ -138,9 +137,6 @@ class MemberRates:
         for group, before, rates in zip(self.param_groups, self._before, self._factors, strict=True):
             for p, p0, r in zip(group["params"], before, rates, strict=False):  # no rates: the step stands
                 p.copy_(p0.lerp_(p, r))  # p₀ + r·(p − p₀), per member
-
-    def state_dict(self) -> dict[str, object]:
-        return self.opt.state_dict()
 
 
 def clip_per_member(params: list[torch.Tensor], max_norm: float, eps: float = 1e-6) -> torch.Tensor:

@@ -10,6 +10,7 @@ rounding of two runs of the same code) makes the run ``rejected``. The recompute
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -166,9 +167,10 @@ def verify(
                 continue
             if kind == "refused":
                 verdicts += [(None, str(payload))] * (len(todo) - len(verdicts))
-            elif kind == "timing":
-                index, parts = payload
-                timings[int(index)] = dict(parts)
+            elif kind == "timing":  # only bookkeeping: a malformed one (the child runs variant code) is dropped
+                with contextlib.suppress(TypeError, ValueError):
+                    index, parts = payload
+                    timings[int(index)] = {str(k): float(v) for k, v in dict(parts).items()}
             else:
                 verdicts.append(payload)
     finally:

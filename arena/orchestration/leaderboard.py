@@ -26,7 +26,7 @@ import numpy as np
 from arena.champions import stats
 from arena.core.result import hparams_key
 from arena.core.spec import Spec
-from arena.db.store import EntryRow, Store, StoredRun, TournamentRow
+from arena.db.store import EntryRow, Store, StoredRun, TournamentRow, VariantRow
 
 
 @dataclass
@@ -189,8 +189,9 @@ def _group(runs: list[StoredRun], store: Store, spec: Spec | None, seeds: tuple[
         first = members[0].result
         names = [(e.name, e.league) for e in entries.get((sha, hkey), [])]
         version = declared[sha]
-        if version is not None and version.defaults is not None:
-            is_default = hkey == hparams_key(version.defaults)
+        defaults = version.defaults if version is not None else None
+        if defaults is not None:
+            is_default = hkey == hparams_key(defaults)
         else:  # stored before the defaults were: inferred
             is_default = first.variant in plain and sha not in unclaimed
         if names and is_default and all(lg != "default" for _, lg in names):
@@ -200,20 +201,20 @@ def _group(runs: list[StoredRun], store: Store, spec: Spec | None, seeds: tuple[
             if latest.get(first.variant) not in (None, sha):
                 name = f"{first.variant}~{sha[:7]}"  # an older version of a changed file
             league = "default"
-            if version is not None and version.defaults is not None and not is_default:
+            if defaults is not None and not is_default:
                 # Set by hand (``arena run --hp``): neither the defaults nor a tuned entry's, so never ranked
                 # against either; named by what differs.
-                changed = {k: v for k, v in first.hparams.items() if version.defaults.get(k) != v}
+                changed = {k: v for k, v in first.hparams.items() if defaults.get(k) != v}
                 name = f"{name}[{','.join(f'{k}={v:g}' for k, v in sorted(changed.items()))}]"
                 league = CUSTOM
             names = [(name, league)]
-        rows += [_row(store, sha, members, seeds, name, league) for name, league in names]
+        rows += [_row(version, sha, members, seeds, name, league) for name, league in names]
     return rows
 
 
-def _row(store: Store, sha: str, members: list[StoredRun], seeds: tuple[int, ...], name: str, league: str) -> Row:
+def _row(variant: VariantRow | None, sha: str, members: list[StoredRun], seeds: tuple[int, ...], name: str,
+         league: str) -> Row:
     first = members[0].result
-    variant = store.variant(sha)
     in_set = [m.result for m in members if m.result.seed in seeds]
     ok = [r for r in in_set if r.status == "ok" and r.final_val_loss is not None]
     toks = [r.tokens_per_s for r in ok if r.tokens_per_s]

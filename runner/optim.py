@@ -143,7 +143,8 @@ def clip_per_member(params: list[torch.Tensor], max_norm: float, eps: float = 1e
     """``clip_grad_norm_`` for each member of a pack: every parameter is (K, ...), member k's gradient norm is over
     its slices of all of them, and only its own slices are scaled. Returns the K norms (before clipping)."""
     grads = [p.grad for p in params if p.grad is not None]
-    per_tensor = torch.stack([g.detach().flatten(1).float().norm(dim=1) for g in grads])  # (n_tensors, K)
+    # reshape, not flatten(1): a scalar parameter of the solo model is (K,) here (ws's mixing weight)
+    per_tensor = torch.stack([g.detach().reshape(len(g), -1).float().norm(dim=1) for g in grads])  # (n_tensors, K)
     norms = per_tensor.norm(dim=0)  # (K,)
     coef = (max_norm / (norms + eps)).clamp(max=1.0)  # (K,): 1 where the norm is within max_norm
     for g in grads:

@@ -20,7 +20,7 @@ from arena.model.lm import HybridLM, build_model
 from arena.model.pack import PackedLM
 from arena.runner import causality
 from arena.runner.evaluate import loss_of, member_losses
-from arena.runner.loader import builtin, load_source
+from arena.runner.loader import builtin, load_source, shipped_sources
 from arena.runner.optim import clip_per_member
 from arena.runner.provenance import local_stack
 from arena.runner.train import train, train_pack
@@ -126,13 +126,17 @@ def test_member_losses_are_each_members_mean_over_its_own_targets() -> None:
 
 
 def test_clipping_is_per_member_as_clip_grad_norm_is_for_a_solo_model() -> None:
-    stacked = [torch.zeros(3, 4, 5, requires_grad=True), torch.zeros(3, 6, requires_grad=True)]
-    grads = [torch.randn(3, 4, 5) * torch.tensor([0.01, 10.0, 100.0]).view(3, 1, 1), torch.randn(3, 6)]
+    # the last is a scalar of the solo model (ws's mixing weight): (K,) in the pack
+    stacked = [torch.zeros(3, 4, 5, requires_grad=True), torch.zeros(3, 6, requires_grad=True),
+               torch.zeros(3, requires_grad=True)]
+    grads = [torch.randn(3, 4, 5) * torch.tensor([0.01, 10.0, 100.0]).view(3, 1, 1), torch.randn(3, 6),
+             torch.randn(3)]
     for p, g in zip(stacked, grads, strict=True):
         p.grad = g.clone()
     clip_per_member(stacked, 1.0)
     for i in range(3):
-        solo = [torch.zeros(4, 5, requires_grad=True), torch.zeros(6, requires_grad=True)]
+        solo = [torch.zeros(4, 5, requires_grad=True), torch.zeros(6, requires_grad=True),
+                torch.zeros((), requires_grad=True)]
         for p, g in zip(solo, grads, strict=True):
             p.grad = g[i].clone()
         torch.nn.utils.clip_grad_norm_(solo, 1.0, foreach=True)
@@ -207,6 +211,18 @@ def test_k_packed_seeds_train_as_k_solo_runs_within_fp32_tolerance(tiny_spec) ->
         assert len(r.diagnostics) == len(solo.diagnostics)
         assert r.diagnostics[-1]["gates"][0]["mean"] == pytest.approx(solo.diagnostics[-1]["gates"][0]["mean"],
                                                                      abs=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(shipped_sources()))
+def test_every_shipped_variant_trains_in_a_pack_as_its_solo_runs(name: str, tiny_spec) -> None:
+    # The H200 found ws crashing in a pack (its scalar mixing weight is (K,) there): every shipped file, every step
+    # kind (the eager check steps clip too), against its solo runs.
+    variant = builtin(name)
+    packed = train_pack(tiny_spec, variant, [0, 1], options=RunOptions(device="cpu", execution=Execution(pack=2)))
+    for r in packed:
+        solo = train(tiny_spec, variant, r.seed, options=CPU)
+        assert r.status == solo.status == "ok", (name, r.error, solo.error)
+        assert abs(r.final_val_loss - solo.final_val_loss) < 1e-5, name
 
 
 def test_member_rates_step_each_member_as_its_own_adamw() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from arena.core.stack import Basis
 from arena.db.store import DecisionRow, Store
 from arena.model.lm import build_model
 from arena.orchestration.contest import Contests, Outcome
-from arena.orchestration.entries import Entry
+from arena.orchestration.entries import Entry, Job
 from arena.orchestration.execute import execute, plan, register
 from arena.orchestration.tournament import Plan, decide
 from arena.runner.check import reference_params
@@ -74,6 +74,7 @@ class Story:
     runs_after_again: int
     worse: list[Outcome]
     after_worse: list[DecisionRow]
+    decision_trainings: list[tuple[str, list[tuple[str, int]]]]  # what the first decision trained: (title, runs)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,13 @@ def story(tmp_path_factory: pytest.TempPathFactory, tiny_spec: Spec) -> Iterator
         jobs = plan(store, spec, entries, spec.seeds, basis)
         the_plan = Plan(spec, basis, tuple(entries), (), tuple(jobs))
         execute(store, spec, jobs, options, basis, checkpoint_dir=str(home / "ckpt"))
-        first = decide(store, the_plan, options, checkpoint_dir=str(home / "ckpt"))
+        trainings: list[tuple[str, list[tuple[str, int]]]] = []
+
+        def trainer(todo: Sequence[Job], title: str) -> None:  # the CLI's hook: records, then trains as it does
+            trainings.append((title, sorted((j.entry.name, j.seed) for j in todo)))
+            execute(store, spec, todo, options, basis, checkpoint_dir=str(home / "ckpt"))
+
+        first = decide(store, the_plan, options, checkpoint_dir=str(home / "ckpt"), trainer=trainer)
         after_first, runs_after_first = store.decisions(spec.hash), len(store.runs(spec.hash))
         # The same tournament command again: nothing is trained, nothing is decided.
         again_plan = Plan(spec, basis, tuple(entries), (), tuple(plan(store, spec, entries, spec.seeds, basis)))
@@ -105,7 +112,7 @@ def story(tmp_path_factory: pytest.TempPathFactory, tiny_spec: Spec) -> Iterator
         # `arena submit` of a worse file: a family of one against the new champion.
         worse_outcomes = Contests(store, spec, options, basis).challenge(Entry.of(worse, name="worse2"))
         yield Story(spec, home, store, basis, first, after_first, runs_after_first, again, after_again,
-                    runs_after_again, worse_outcomes, store.decisions(spec.hash))
+                    runs_after_again, worse_outcomes, store.decisions(spec.hash), trainings)
         store.close()
 
 
@@ -129,6 +136,14 @@ def test_a_clearly_better_challenger_is_confirmed_on_fresh_seeds_and_promoted(st
     assert family["winner"] == "fast" and family["alpha"] == 0.01 and family["procedure"] == "sequence"
     champ = story.store.champion(story.spec.hash)
     assert champ is not None and champ.challenger_name == "fast" and champ.id == d.id
+
+
+def test_the_champion_and_its_candidate_train_their_fresh_seeds_as_one_execution(story: Story) -> None:
+    # One execution for both sides (their groups share the slots, standbys and overlapped checks), through the
+    # caller's trainer (the CLI shows it under its progress display), named for its title.
+    fresh = [2, 3, 4, 5]
+    assert story.decision_trainings == [("decision: gf, fast on seeds 2, 3, 4, 5",
+                                         sorted([("fast", s) for s in fresh] + [("gf", s) for s in fresh]))]
 
 
 def test_a_worse_challenger_is_not_a_candidate_and_gets_no_fresh_runs(story: Story) -> None:

@@ -153,12 +153,14 @@ def submit(
                   f"{n_params:,} params at {spec.label}")
     if no_run:
         return
-    contests = Contests(store, spec, options, basis, on_note=lambda text: console.print(f"  [dim]{text}[/dim]"))
+    contests = Contests(store, spec, options, basis, on_note=lambda text: console.print(f"  [dim]{text}[/dim]"),
+                        trainer=lambda jobs, title: train(console, store, spec, jobs, options, basis,
+                                                          contests.checkpoint_dir, title=title))
     with open_engine(options):  # Ray: joined (or started) once for the whole challenge
-        # issue #16: the entry's runs under the progress display, then the decision under a spinner: never silent
+        # issue #16: the entry's runs under the progress display, then the decision's own runs the same way
         train(console, store, spec, todo, options, basis, contests.checkpoint_dir, title=entry.name)
-        with _status(deciding(spec, [contests.league])):
-            outcomes = contests.challenge(entry)
+        console.print(deciding(spec, [contests.league]), highlight=False)
+        outcomes = contests.challenge(entry)
         for outcome in outcomes:
             print_outcome(console, outcome)
     prune_checkpoints(store, spec, contests.checkpoint_dir)  # issue #16: only the champions' runs keep theirs
@@ -235,9 +237,12 @@ def tournament(
                     on_skip=lambda jobs, why: console.print(
                         f"[yellow]not stored[/yellow] {len(jobs)} run(s) of {jobs[0].entry.name}: {escape(why)} "
                         "(arena's failure, not the variant's; run the command again)", highlight=False))
-        with _status(deciding(spec, the_plan.leagues)):  # issue #16: it may train fresh seeds; say so
-            outcomes = decide(store, the_plan, options, checkpoint_dir=ckpt,
-                              on_note=lambda text: console.print(f"  [dim]{escape(text)}[/dim]"))
+        # issue #16: it may train fresh seeds; say so, and show them training as the tournament's runs were
+        console.print(deciding(spec, the_plan.leagues), highlight=False)
+        outcomes = decide(store, the_plan, options, checkpoint_dir=ckpt,
+                          on_note=lambda text: console.print(f"  [dim]{escape(text)}[/dim]"),
+                          trainer=lambda jobs, title: train(console, store, spec, jobs, options, the_plan.basis,
+                                                            ckpt, title=title))
         for outcome in outcomes:
             print_outcome(console, outcome)
     prune_checkpoints(store, spec, ckpt)  # issue #16: decided; only the champions' runs keep their checkpoints

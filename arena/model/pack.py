@@ -90,6 +90,16 @@ class _PackedLinearMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _restore_flat_weights(module: nn.Module) -> None:
+    """Point every RNN's weight list back at its own parameters: ``functional_call`` restores the parameters but
+    leaves ``nn.GRU``/``nn.LSTM``'s ``_flat_weights`` on the tensors it swapped in (the stacked ones), so the
+    template's own forward (the diagnostics) would compute with them, and the state audit rightly flags tensors
+    outside its parameters."""
+    for sub in module.modules():
+        if isinstance(sub, nn.RNNBase):
+            sub._init_flat_weights()
+
+
 def _looped(fusion: nn.Module) -> Any:
     """``fusion``'s call under a packed forward, once per member on its own slice of the inputs and parameters (a
     module torch cannot vmap, e.g. ``nn.GRU``: no batching rule for it)."""
@@ -150,12 +160,14 @@ class PackedLM:
         self._wrapper = _EmbedForward(self.template)
         # A fusion torch cannot vmap (no batching rule for one of its ops) runs once per member instead.
         self.looped: list[int] = []
+        self._looped_fusions: list[nn.Module] = []  # a plain list: not submodules (the template holds them)
         for i, block in enumerate(self.template.blocks):
             fusion = getattr(block, "fusion", None)
             if fusion is not None and not vmappable(fusion, self.template.dims.d_model,
                                                     next(self.template.parameters()).device):
                 block.packed_fusion = _looped(fusion)
                 self.looped.append(i)
+                self._looped_fusions.append(fusion)
         self._vmapped = vmap(self._member_forward, in_dims=(0, 0, 0), randomness="error")
 
     # -- forward ----------------------------------------------------------------------------------------------
@@ -171,6 +183,8 @@ class PackedLM:
             idx = idx.expand(self.k, *idx.shape)
         with _PackedLinearMode():
             out: tuple[torch.Tensor, torch.Tensor] = self._vmapped(self.params, self.buffers, idx)
+        for fusion in self._looped_fusions:
+            _restore_flat_weights(fusion)
         return out
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,8 @@ from arena.orchestration.execute import execute, register
 from arena.runner.inspection import inspect_one
 
 NoteFn = Callable[[str], None]
+# Trains and records jobs (the CLI's: under its progress display); the second argument names them for a title.
+TrainFn = Callable[[Sequence[Job], str], object]
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,14 @@ class Contests:
     def __init__(
         self, store: Store, spec: Spec, options: RunOptions, basis: Basis, *, league: str = DEFAULT_LEAGUE,
         settings: PolicySettings | None = None, checkpoint_dir: str | None = None, on_note: NoteFn | None = None,
+        trainer: TrainFn | None = None,
     ) -> None:
         self.store, self.spec, self.options, self.basis, self.league = store, spec, options, basis, league
         self.registry = Registry(store, spec, settings, league=league, basis=basis)
         self.settings = self.registry.settings
         self.checkpoint_dir = checkpoint_dir or str(checkpoints_dir())
         self.on_note = on_note
+        self.trainer = trainer
 
     def _note(self, text: str) -> None:
         if self.on_note is not None:
@@ -92,13 +96,21 @@ class Contests:
     def ensure_runs(self, entry: Entry, seeds: Sequence[int]) -> dict[int, RunResult]:
         """The entry's results on these seeds (this basis), running what is not stored yet. A run that arena's own
         machinery failed to finish is not stored and is missing from the answer."""
-        out = self.stored(entry, seeds)
-        todo = [Job(entry, seed) for seed in seeds if seed not in out]
+        return self.ensure_many([entry], seeds)[entry.name]
+
+    def ensure_many(self, entries: Sequence[Entry], seeds: Sequence[int]) -> dict[str, dict[int, RunResult]]:
+        """``ensure_runs`` of several entries as one execution (a champion and its challenger: their groups share
+        the engine's slots, processes started ahead and overlapped checks, instead of one command each)."""
+        todo = [Job(e, seed) for e in entries for seed in seeds
+                if self.store.get_run(e.key(self.spec, seed, self.basis)) is None]
         if todo:
-            for result in execute(self.store, self.spec, todo, self.options, self.basis,
-                                  checkpoint_dir=self.checkpoint_dir):
-                out[result.seed] = result
-        return out
+            names = ", ".join(dict.fromkeys(job.entry.name for job in todo))
+            title = f"decision: {names} on seeds {', '.join(map(str, sorted({j.seed for j in todo})))}"
+            if self.trainer is not None:
+                self.trainer(todo, title)
+            else:
+                execute(self.store, self.spec, todo, self.options, self.basis, checkpoint_dir=self.checkpoint_dir)
+        return {e.name: self.stored(e, seeds) for e in entries}
 
     def entry_of(self, sha: str, hparams: Mapping[str, float], name: str) -> Entry:
         row = self.store.variant(sha)
@@ -219,17 +231,19 @@ class Contests:
 
         trained: dict[str, dict[int, RunResult]] = {}
 
-        def runs_of(entry: Entry) -> dict[int, RunResult]:
-            # All of an entry's fresh seeds in one worker at its first use: a process start and a clean check per
-            # seed would cost more than the few runs a futile stop might have spared (they stay stored, memoized).
-            if entry.name not in trained:
-                trained[entry.name] = self.ensure_runs(entry, fresh_seeds)
-            return trained[entry.name]
+        def runs_of(name: str) -> tuple[dict[int, RunResult], dict[int, RunResult]]:
+            # All of a candidate's fresh seeds, and the champion's at the first candidate, as one execution at its
+            # first use: a process start and a clean check per seed would cost more than the few runs a futile
+            # stop might have spared (they stay stored, memoized).
+            need = [e for e in (champ, by_name[name]) if e.name not in trained]
+            if need:
+                trained.update(self.ensure_many(need, fresh_seeds))
+            return trained[champ.name], trained[name]
 
         def fresh(name: str, i: int) -> float:
             seed = fresh_seeds[i]
-            champ_run = runs_of(champ).get(seed)
-            chal_run = runs_of(by_name[name]).get(seed)
+            champ_runs_fresh, chal_runs = runs_of(name)
+            champ_run, chal_run = champ_runs_fresh.get(seed), chal_runs.get(seed)
             if champ_run is None or chal_run is None:
                 raise ArenaError(f"seed {seed} of {name} or {champ.name} could not be finished by arena "
                                  "(a machinery failure, nothing stored): run the command again")

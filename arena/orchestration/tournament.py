@@ -15,7 +15,7 @@ from arena.core.options import RunOptions
 from arena.core.spec import Spec
 from arena.core.stack import Basis
 from arena.db.store import Store
-from arena.orchestration.contest import Contests, NoteFn, Outcome
+from arena.orchestration.contest import Contests, NoteFn, Outcome, TrainFn
 from arena.orchestration.entries import DEFAULT_LEAGUE, Entry, Job, tournament_entries
 from arena.orchestration.execute import plan
 from arena.runner.provenance import basis_for
@@ -63,13 +63,14 @@ def _worker_env(options: RunOptions) -> dict[str, str]:
 
 def decide(
     store: Store, the_plan: Plan, options: RunOptions, *, checkpoint_dir: str | None = None,
-    on_note: NoteFn | None = None,
+    on_note: NoteFn | None = None, trainer: TrainFn | None = None,
 ) -> list[Outcome]:
-    """One champion decision per league, each recorded with its tournament; a repeat decides nothing new."""
+    """One champion decision per league, each recorded with its tournament; a repeat decides nothing new.
+    ``trainer`` trains the runs a decision needs (default: ``execute`` with no display)."""
     outcomes: list[Outcome] = []
     for league, entries in the_plan.leagues.items():
         contests = Contests(store, the_plan.spec, options, the_plan.basis, league=league,
-                            checkpoint_dir=checkpoint_dir, on_note=on_note)
+                            checkpoint_dir=checkpoint_dir, on_note=on_note, trainer=trainer)
         fingerprint = contests.fingerprint(entries)
         done = store.completed_tournament(fingerprint)
         if done is not None:

@@ -36,10 +36,20 @@ def run_checked(
     at a time, as one packed model), then check every ok run in a clean process (``runner.verify``): the results
     as they are to be recorded, keyed on ``basis`` (default: the basis the worker reports for ``options``).
     ``on_event(seed, event)``."""
+    return train_seeds(worker, spec, loaded, seeds, hparams, options, on_event=on_event,
+                       checkpoint_paths=checkpoint_paths, policy=policy, basis=basis).finish()
+
+
+def train_seeds(
+    worker: Worker, spec: Spec, loaded: LoadedVariant, seeds: Sequence[int], hparams: Mapping[str, float] | None,
+    options: RunOptions, *, on_event: Callable[[int, dict[str, Any]], Any] | None = None,
+    checkpoint_paths: Mapping[int, str] | None = None, policy: bool = True, basis: Basis | None = None,
+) -> PendingCheck:
+    """The training half of ``run_checked``: the seeds trained, their check still to come (``PendingCheck``)."""
     paths = [(checkpoint_paths or {}).get(seed) for seed in seeds]
-    return run_members(worker, spec, loaded, [(seed, hparams) for seed in seeds], options,
-                       on_event=(lambda i, event: on_event(seeds[i], event)) if on_event else None,
-                       checkpoint_paths=paths, policy=policy, basis=basis)
+    return train_members(worker, spec, loaded, [(seed, hparams) for seed in seeds], options,
+                         on_event=(lambda i, event: on_event(seeds[i], event)) if on_event else None,
+                         checkpoint_paths=paths, policy=policy, basis=basis)
 
 
 def run_members(
@@ -50,53 +60,92 @@ def run_members(
     """``run_checked`` for members that each bring their own hyperparameters (a packed search: K trials of the
     tuning seed as one model, ``options.execution.pack`` at a time): one result per member, in order, checked.
     ``on_event(i, event)`` names the member by its index in ``members``."""
+    return train_members(worker, spec, loaded, members, options, on_event=on_event,
+                         checkpoint_paths=checkpoint_paths, policy=policy, basis=basis).finish()
+
+
+class PendingCheck:
+    """Trained results waiting for their clean-process check (``runner.verify``): ``finish()`` checks them (once)
+    and returns them as they are to be recorded; ``cancel()`` drops them. Until one of the two, it holds the
+    trained weights (a temporary folder) and the check's process started ahead. The worker is free meanwhile: a
+    caller may train the next group while this one is checked (``arena.orchestration.execute`` does)."""
+
+    def __init__(self, spec: Spec, loaded: LoadedVariant, results: list[RunResult], states: list[str],
+                 folder: tempfile.TemporaryDirectory[str], options: RunOptions, policy: bool,
+                 checker: Standby | None) -> None:
+        self.spec, self.loaded, self.results, self.states = spec, loaded, results, states
+        self.folder, self.options, self.policy, self.checker = folder, options, policy, checker
+
+    def finish(self) -> list[RunResult]:
+        from arena.runner.verify import verify
+
+        try:
+            t0 = time.perf_counter()
+            checked = verify(self.spec, self.loaded.source, self.loaded.path, self.results, self.states,
+                             self.options, policy=self.policy, standby=self.checker)
+            for r in checked:  # one clean process checks the whole group: its time, on each of the group's runs
+                r.env.setdefault("timing", {})["check_s"] = time.perf_counter() - t0
+            return checked
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if self.checker is not None:
+            self.checker.kill()  # handed over by then, or not needed: an interruption, arena's own failure
+            self.checker = None
+        self.folder.cleanup()
+
+
+def train_members(
+    worker: Worker, spec: Spec, loaded: LoadedVariant, members: Sequence[Member], options: RunOptions, *,
+    on_event: Callable[[int, dict[str, Any]], Any] | None = None,
+    checkpoint_paths: Sequence[str | None] | None = None, policy: bool = True, basis: Basis | None = None,
+) -> PendingCheck:
+    """The training half of ``run_members``: the members trained in ``worker``, their check still to come."""
     from arena.runner.provenance import basis_for, resolved_device
 
     # On a GPU the clean-check process starts now and sets up while the seeds train (``runner.standby``).
     checker = Standby(gpu_warm()) if resolved_device(options) != "cpu" else None
+    folder = tempfile.TemporaryDirectory(prefix="arena-states-")
     try:
-        return _train_then_check(worker, spec, loaded, list(members), options, on_event,
+        results, states = _train(worker, spec, loaded, list(members), options, on_event,
                                  list(checkpoint_paths or [None] * len(members)), policy,
-                                 basis or basis_for(options, worker.env), checker)
-    finally:
+                                 basis or basis_for(options, worker.env), folder.name)
+    except BaseException:
         if checker is not None:
-            checker.kill()  # handed over by then, or not needed: an interruption, arena's own failure
+            checker.kill()
+        folder.cleanup()
+        raise
+    return PendingCheck(spec, loaded, results, states, folder, options, policy, checker)
 
 
-def _train_then_check(
+def _train(
     worker: Worker, spec: Spec, loaded: LoadedVariant, members: list[Member], options: RunOptions,
     on_event: Callable[[int, dict[str, Any]], Any] | None, checkpoint_paths: list[str | None], policy: bool,
-    basis: Basis, checker: Standby | None,
-) -> list[RunResult]:
-    from arena.runner.verify import verify
-
+    basis: Basis, folder: str,
+) -> tuple[list[RunResult], list[str]]:
     shared = {_frozen(hp) for _, hp in members}
-    with tempfile.TemporaryDirectory(prefix="arena-states-") as folder:
-        results, states = [], []
-        for pack in packs(list(range(len(members))), options.execution.pack):
-            paths = [str(Path(folder) / f"member{i}.pt") for i in pack]
-            seeds = [members[i][0] for i in pack]
-            hps = [dict(members[i][1] or {}) for i in pack]
-            task = make_task(spec, loaded, seeds, hps[0] if len(shared) == 1 else None, options, None, basis)
-            task = replace(task, state_paths=tuple(paths), policy=policy,
-                           checkpoint_paths=tuple(checkpoint_paths[i] for i in pack),
-                           member_hparams=tuple(hps) if len(shared) > 1 else ())
+    results, states = [], []
+    for pack in packs(list(range(len(members))), options.execution.pack):
+        paths = [str(Path(folder) / f"member{i}.pt") for i in pack]
+        seeds = [members[i][0] for i in pack]
+        hps = [dict(members[i][1] or {}) for i in pack]
+        task = make_task(spec, loaded, seeds, hps[0] if len(shared) == 1 else None, options, None, basis)
+        task = replace(task, state_paths=tuple(paths), policy=policy,
+                       checkpoint_paths=tuple(checkpoint_paths[i] for i in pack),
+                       member_hparams=tuple(hps) if len(shared) > 1 else ())
 
-            def forward(event: dict[str, Any], pack: list[int] = pack) -> Any:
-                if on_event is None:
-                    return None
-                if "member" not in event:  # a phase of the whole pack: every member in it is in that phase
-                    for i in pack[1:]:
-                        on_event(i, event)
-                return on_event(pack[int(event.get("member", 0))], event)
+        def forward(event: dict[str, Any], pack: list[int] = pack) -> Any:
+            if on_event is None:
+                return None
+            if "member" not in event:  # a phase of the whole pack: every member in it is in that phase
+                for i in pack[1:]:
+                    on_event(i, event)
+            return on_event(pack[int(event.get("member", 0))], event)
 
-            results.extend(worker.run_pack(task, forward))
-            states.extend(paths)
-        t0 = time.perf_counter()
-        checked = verify(spec, loaded.source, loaded.path, results, states, options, policy=policy, standby=checker)
-        for r in checked:  # one clean process checks the whole group: its time, on each of the group's runs
-            r.env.setdefault("timing", {})["check_s"] = time.perf_counter() - t0
-        return checked
+        results.extend(worker.run_pack(task, forward))
+        states.extend(paths)
+    return results, states
 
 
 def _frozen(hp: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:

@@ -57,16 +57,22 @@ def test_a_sigkilled_run_is_retried_once_in_a_fresh_process(
     tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[list[int]] = []
-    real = ex.run_checked
+    real_train, real_run = ex.train_seeds, ex.run_checked
 
     def killed_first(worker: Worker, spec: Any, loaded: Any, seeds: list[int], *args: Any, **kw: Any) -> Any:
         calls.append(list(seeds))
-        out: list[RunResult] = real(worker, spec, loaded, seeds, *args, **kw)
-        if len(calls) == 1:  # as if the OOM killer took the worker during seed 1
-            out[1].status, out[1].error = "crashed", "the worker process was killed by SIGKILL (killed: out of memory?)"
-        return out
+        pending = real_train(worker, spec, loaded, seeds, *args, **kw)
+        # as if the OOM killer took the worker during seed 1
+        pending.results[1].status = "crashed"
+        pending.results[1].error = "the worker process was killed by SIGKILL (killed: out of memory?)"
+        return pending
 
-    monkeypatch.setattr(ex, "run_checked", killed_first)
+    def again(worker: Worker, spec: Any, loaded: Any, seeds: list[int], *args: Any, **kw: Any) -> Any:
+        calls.append(list(seeds))
+        return real_run(worker, spec, loaded, seeds, *args, **kw)
+
+    monkeypatch.setattr(ex, "train_seeds", killed_first)
+    monkeypatch.setattr(ex, "run_checked", again)
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")
     basis = basis_for(CPU)
     gf = Entry.of(builtin("gf"))

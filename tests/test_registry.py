@@ -14,6 +14,7 @@ import torch
 
 from arena.champions.registry import Registry
 from arena.core.options import RunOptions
+from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.core.stack import Basis
 from arena.db.store import DecisionRow, Store
@@ -98,9 +99,9 @@ def story(tmp_path_factory: pytest.TempPathFactory, tiny_spec: Spec) -> Iterator
         execute(store, spec, jobs, options, basis, checkpoint_dir=str(home / "ckpt"))
         trainings: list[tuple[str, list[tuple[str, int]]]] = []
 
-        def trainer(todo: Sequence[Job], title: str) -> None:  # the CLI's hook: records, then trains as it does
+        def trainer(todo: Sequence[Job], title: str) -> list[RunResult]:  # the CLI's hook: records, then trains
             trainings.append((title, sorted((j.entry.name, j.seed) for j in todo)))
-            execute(store, spec, todo, options, basis, checkpoint_dir=str(home / "ckpt"))
+            return execute(store, spec, todo, options, basis, checkpoint_dir=str(home / "ckpt"))
 
         first = decide(store, the_plan, options, checkpoint_dir=str(home / "ckpt"), trainer=trainer)
         after_first, runs_after_first = store.decisions(spec.hash), len(store.runs(spec.hash))

@@ -21,6 +21,7 @@ from rich.markup import escape
 
 if TYPE_CHECKING:  # imported per command, to start fast
     from arena.core.options import RunOptions
+    from arena.core.result import RunResult
     from arena.core.spec import Spec
     from arena.core.stack import Basis
     from arena.db.store import Store
@@ -108,16 +109,16 @@ def source_shas(sources: Iterable[str]) -> list[str]:
 def train(
     console: Console, store: "Store", spec: "Spec", jobs: Sequence["Job"], options: "RunOptions", basis: "Basis",
     checkpoint_dir: str, *, title: str, slots: int | None = None,
-) -> None:
+) -> list["RunResult"]:
     """Train and record ``jobs`` under the progress display (one bar, a line per worker; plain lines off a
     terminal). A run arena's own machinery failed is not stored: one yellow line, and the next command runs it."""
     from arena.cli.progress import TournamentProgress
     from arena.orchestration.execute import execute
 
     if not jobs:
-        return
+        return []
     with TournamentProgress(console, list(jobs), spec.steps, slots or options.workers, title=title) as progress:
-        execute(store, spec, jobs, options, basis, checkpoint_dir=checkpoint_dir, on_progress=progress.on_event,
+        return execute(store, spec, jobs, options, basis, checkpoint_dir=checkpoint_dir, on_progress=progress.on_event,
                 on_done=progress.on_done, on_skip=lambda skipped, why: console.print(
                     f"[yellow]not stored[/yellow] {len(skipped)} run(s) of {escape(skipped[0].entry.name)}: "
                     f"{escape(why)} (arena's failure, not the variant's; run the command again)", highlight=False))

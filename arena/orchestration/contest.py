@@ -40,8 +40,9 @@ from arena.orchestration.execute import execute, register
 from arena.runner.inspection import inspect_one
 
 NoteFn = Callable[[str], None]
-# Trains and records jobs (the CLI's: under its progress display); the second argument names them for a title.
-TrainFn = Callable[[Sequence[Job], str], object]
+# Trains and records jobs, returning their results (the CLI's: under its progress display); the second argument
+# names them for a title.
+TrainFn = Callable[[Sequence[Job], str], list[RunResult]]
 
 
 @dataclass(frozen=True)
@@ -101,16 +102,20 @@ class Contests:
     def ensure_many(self, entries: Sequence[Entry], seeds: Sequence[int]) -> dict[str, dict[int, RunResult]]:
         """``ensure_runs`` of several entries as one execution (a champion and its challenger: their groups share
         the engine's slots, processes started ahead and overlapped checks, instead of one command each)."""
-        todo = [Job(e, seed) for e in entries for seed in seeds
-                if self.store.get_run(e.key(self.spec, seed, self.basis)) is None]
+        out = {e.name: self.stored(e, seeds) for e in entries}
+        todo = [Job(e, seed) for e in entries for seed in seeds if seed not in out[e.name]]
         if todo:
             names = ", ".join(dict.fromkeys(job.entry.name for job in todo))
             title = f"decision: {names} on seeds {', '.join(map(str, sorted({j.seed for j in todo})))}"
             if self.trainer is not None:
-                self.trainer(todo, title)
+                done = self.trainer(todo, title)
             else:
-                execute(self.store, self.spec, todo, self.options, self.basis, checkpoint_dir=self.checkpoint_dir)
-        return {e.name: self.stored(e, seeds) for e in entries}
+                done = execute(self.store, self.spec, todo, self.options, self.basis,
+                               checkpoint_dir=self.checkpoint_dir)
+            for result in done:  # recorded by now; named by the entry that trained it
+                if result.variant in out:
+                    out[result.variant][result.seed] = result
+        return out
 
     def entry_of(self, sha: str, hparams: Mapping[str, float], name: str) -> Entry:
         row = self.store.variant(sha)

@@ -29,17 +29,21 @@ from arena.db.store import Store
 from arena.orchestration.engines import Runner, open_engine
 from arena.orchestration.entries import Entry, Job
 from arena.orchestration.schedule import Schedule, by_entry
-from arena.runner.trials import run_checked
+from arena.runner.trials import run_checked, train_seeds
 from arena.runner.worker import MachineryFailure, Worker
 
 _groups = by_entry  # the jobs of each entry together (first-come order of entries, seeds in the given order)
 
 
+Complete = Callable[[], list[RunResult]]  # a group's clean check still to run: its results as they are to be recorded
+
+
 def _run_group(
     spec: Spec, worker: Worker, group: list[Job], options: RunOptions, basis: Basis, checkpoint_dir: str | None,
     on_progress: Callable[[Job, dict[str, Any]], None] | None,
-) -> list[tuple[Job, RunResult]]:
-    """One entry's jobs trained in ``worker`` and checked in a clean process: (job, result to record) pairs."""
+) -> Callable[[], list[tuple[Job, RunResult]]]:
+    """One entry's jobs trained in ``worker``; the returned call checks them in a clean process and gives the
+    (job, result to record) pairs. The worker is free once this returns (the next group may train meanwhile)."""
     entry = group[0].entry
     by_seed = {job.seed: job for job in group}
     ckpts = {}
@@ -53,37 +57,48 @@ def _run_group(
 
     started = time.time()
     try:
-        done = _train_group(spec, worker, entry, list(by_seed), options, basis, ckpts, progress)
+        check = _train_group(spec, worker, entry, list(by_seed), options, basis, ckpts, progress)
     except BaseException:  # nothing of the group is stored: its checkpoints would only fill the disk
         _remove_new(ckpts.values(), started)
         raise
-    for result in done:
-        result.variant = entry.name if entry.origin == "file" else entry.loaded.name
-        path = ckpts.get(result.seed)
-        if path is not None:  # a worker killed while saving leaves a temporary file; a rejected run, a checkpoint
-            _remove_new([path], started, keep=result.status == "ok")
-        if result.status != "ok":
-            result.checkpoint_path = None
-    return [(by_seed[r.seed], r) for r in done]
+
+    def complete() -> list[tuple[Job, RunResult]]:
+        try:
+            done = check()
+        except BaseException:
+            _remove_new(ckpts.values(), started)
+            raise
+        for result in done:
+            result.variant = entry.name if entry.origin == "file" else entry.loaded.name
+            path = ckpts.get(result.seed)
+            if path is not None:  # a worker killed while saving leaves a temporary file; a rejected run, a checkpoint
+                _remove_new([path], started, keep=result.status == "ok")
+            if result.status != "ok":
+                result.checkpoint_path = None
+        return [(by_seed[r.seed], r) for r in done]
+
+    return complete
 
 
 def _train_group(
     spec: Spec, worker: Worker, entry: Entry, seeds: list[int], options: RunOptions, basis: Basis,
     ckpts: dict[int, str], progress: Callable[[int, dict[str, Any]], None],
-) -> list[RunResult]:
-    done = run_checked(worker, spec, entry.loaded, seeds, entry.hparams, options, on_event=progress,
-                       checkpoint_paths=ckpts, basis=basis)
+) -> Complete:
+    pending = train_seeds(worker, spec, entry.loaded, seeds, entry.hparams, options, on_event=progress,
+                          checkpoint_paths=ckpts, basis=basis)
     # A SIGKILL is what the OOM killer sends, whoever used the memory: run such a seed once more in a fresh
-    # process before its crash counts (a variant that needs the memory itself is killed again).
-    killed = [r.seed for r in done if r.status == "crashed" and "SIGKILL" in (r.error or "")]
-    if killed:
-        worker.kill()
-        again = {r.seed: r for r in run_checked(worker, spec, entry.loaded, killed, entry.hparams, options,
-                                                 on_event=progress, checkpoint_paths=ckpts, basis=basis)}
-        for r in again.values():
-            r.env["retried"] = "after SIGKILL"
-        done = [again.get(r.seed, r) for r in done]
-    return done
+    # process before its crash counts (a variant that needs the memory itself is killed again). Rare: checked now.
+    killed = [r.seed for r in pending.results if r.status == "crashed" and "SIGKILL" in (r.error or "")]
+    if not killed:
+        return pending.finish
+    done = pending.finish()
+    worker.kill()
+    again = {r.seed: r for r in run_checked(worker, spec, entry.loaded, killed, entry.hparams, options,
+                                             on_event=progress, checkpoint_paths=ckpts, basis=basis)}
+    for r in again.values():
+        r.env["retried"] = "after SIGKILL"
+    retried = [again.get(r.seed, r) for r in done]
+    return lambda: retried
 
 
 def _remove_new(paths: Iterable[str], since: float, keep: bool = False) -> None:
@@ -165,6 +180,7 @@ def execute(
     on_done: DoneFn | None = None,
     on_skip: SkipFn | None = None,
     rerun: bool = False,
+    overlap_checks: bool | None = None,
 ) -> list[RunResult]:
     """Run the jobs on the engine of ``options`` (``engines``: worker processes here, or Ray tasks), one slot
     thread per group in flight; record the results here, the one writer of the store.
@@ -176,7 +192,12 @@ def execute(
     leaves its final weights there as ``<run key>.pt`` (on the node that trained it). When arena's own machinery
     fails (``MachineryFailure``: e.g. a full disk for checkpoints, a Ray task whose workers kept dying) the entry's
     runs are not stored, never as the variant's crash: ``on_skip`` hears of them, the others go on, and the next
-    command runs them again."""
+    command runs them again.
+
+    With ``overlap_checks`` (default: on a GPU with the local engine) a slot trains its next group while the last
+    one is checked (a check takes ≈ 13 s of a pack's ≈ 40 s on an H200, on a GPU one pack leaves part idle); at
+    most one check per slot is in flight, and a group is recorded, and its claim released, when its check ends.
+    The results are the same either way: only the wall time changes."""
     groups = _groups(jobs)
     results: list[RunResult] = []
     lock = threading.Lock()
@@ -186,38 +207,99 @@ def execute(
         return results
     with open_engine(options) as engine, Schedule(store, spec, basis, groups) as schedule:
         n_slots = max(1, min(engine.slots, len(groups)))
+        defer = overlaps_checks(options, engine.name) if overlap_checks is None else overlap_checks
 
-        def run_group(slot: int, run: Runner, group: list[Job]) -> None:
+        def skip(group: list[Job], exc: MachineryFailure) -> None:
+            if on_skip:
+                on_skip(group, str(exc))
+
+        def run_group(slot: int, run: Runner, group: list[Job], checks: _Checks) -> None:
             by_seed = {job.seed: job for job in group}
             progress = (lambda seed, event: on_progress(slot, by_seed[seed], event)) if on_progress else None
             try:
-                done = run(_group_in_worker, (spec, group, options, basis, checkpoint_dir), progress)
-                _record_all(store, [(by_seed[r.seed], r) for r in done], lock, results, rerun,
-                            (lambda job, r: on_done(slot, job, r)) if on_done else None)
-            finally:
+                if defer:  # the local engine: the function runs here, so its result may be a call to make later
+                    complete = run(_train_in_worker, (spec, group, options, basis, checkpoint_dir), progress)
+                else:
+                    done = run(_group_in_worker, (spec, group, options, basis, checkpoint_dir), progress)
+                    complete = lambda: done  # noqa: E731 (checked already, in the task)
+            except BaseException:
                 schedule.release_jobs(group)
+                raise
+
+            def finish() -> None:
+                try:
+                    pairs = complete()
+                    _record_all(store, [(by_seed[r.seed], r) for r in pairs], lock, results, rerun,
+                                (lambda job, r: on_done(slot, job, r)) if on_done else None)
+                finally:
+                    schedule.release_jobs(group)
+
+            if defer:
+                checks.start(finish, group)
+            else:
+                finish()
 
         def work(slot: int) -> None:
-            # A slot goes on to another variant only when there are more groups than slots.
-            with engine.slot(slot, n_slots, ahead=len(groups) > n_slots) as run:
-                while not stop.is_set():
-                    handout = schedule.next(stop)
-                    if handout is None:
-                        return
-                    _deliver(handout.stored, lock, results, (lambda job, r: on_done(slot, job, r)) if on_done
-                             else None)
-                    if not handout.train:
-                        continue
-                    try:
-                        run_group(slot, run, handout.train)
-                    except MachineryFailure as exc:
-                        if on_skip:
-                            on_skip(handout.train, str(exc))
+            checks = _Checks(skip, errors, stop)
+            try:
+                # A slot goes on to another variant only when there are more groups than slots.
+                with engine.slot(slot, n_slots, ahead=len(groups) > n_slots) as run:
+                    while not stop.is_set():
+                        handout = schedule.next(stop)
+                        if handout is None:
+                            return
+                        _deliver(handout.stored, lock, results, (lambda job, r: on_done(slot, job, r)) if on_done
+                                 else None)
+                        if not handout.train:
+                            continue
+                        try:
+                            run_group(slot, run, handout.train, checks)
+                        except MachineryFailure as exc:
+                            skip(handout.train, exc)
+            finally:
+                checks.wait()
 
         _run_slots(work, n_slots, stop, errors)
     if errors:
         raise _one_line(errors[0])
     return results
+
+
+def overlaps_checks(options: RunOptions, engine: str) -> bool:
+    """Whether a slot trains its next group while the last one is checked: on a GPU with the local engine (a Ray
+    task checks its own group; on a CPU the check would take its cores from the training)."""
+    from arena.runner.provenance import resolved_device
+
+    return engine == "local" and resolved_device(options) != "cpu"
+
+
+class _Checks:
+    """A slot's clean check in flight, on a thread of its own (at most one: ``start`` waits for the last)."""
+
+    def __init__(self, skip: Callable[[list[Job], MachineryFailure], None], errors: list[BaseException],
+                 stop: threading.Event) -> None:
+        self.skip, self.errors, self.stop = skip, errors, stop
+        self.thread: threading.Thread | None = None
+
+    def start(self, finish: Callable[[], None], group: list[Job]) -> None:
+        self.wait()
+
+        def guarded() -> None:
+            try:
+                finish()
+            except MachineryFailure as exc:  # arena's failure: the group is not stored, the others go on
+                self.skip(group, exc)
+            except BaseException as exc:  # as a slot's error: one line, and the other slots stop
+                self.errors.append(exc)
+                self.stop.set()
+
+        self.thread = threading.Thread(target=guarded, daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        while self.thread is not None and self.thread.is_alive():
+            self.thread.join(timeout=0.2)
+        self.thread = None
 
 
 def _group_in_worker(
@@ -227,7 +309,17 @@ def _group_in_worker(
     """One group in ``worker`` (here or in a Ray task): its results as they are to be recorded. Events go out as
     (seed, event), so a Ray task sends no variant source with each of them."""
     progress = (lambda job, event: on_event(job.seed, event)) if on_event else None
-    return [r for _, r in _run_group(spec, worker, group, options, basis, checkpoint_dir, progress)]
+    return [r for _, r in _run_group(spec, worker, group, options, basis, checkpoint_dir, progress)()]
+
+
+def _train_in_worker(
+    worker: Worker, spec: Spec, group: list[Job], options: RunOptions, basis: Basis, checkpoint_dir: str | None,
+    on_event: Callable[[int, dict[str, Any]], Any] | None,
+) -> Complete:
+    """``_group_in_worker`` with the check left to make: the local engine's, when checks overlap training."""
+    progress = (lambda job, event: on_event(job.seed, event)) if on_event else None
+    complete = _run_group(spec, worker, group, options, basis, checkpoint_dir, progress)
+    return lambda: [r for _, r in complete()]
 
 
 def _run_slots(work: Callable[[int], None], n_slots: int, stop: threading.Event, errors: list[BaseException]) -> None:

@@ -1,0 +1,101 @@
+"""A slot trains its next group while the last one is checked (``execute(overlap_checks=...)``, on by default on a
+GPU): the same results as one after the other, every group recorded when its own check ends, no claim left, and an
+arena failure in a check is that group's skip, never the variant's result."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arena.core.options import RunOptions
+from arena.db.store import Store
+from arena.orchestration.entries import Entry, Job
+from arena.orchestration.execute import execute, overlaps_checks, plan, register
+from arena.runner import trials
+from arena.runner.loader import builtin
+from arena.runner.provenance import basis_for
+from arena.runner.worker import MachineryFailure
+
+CPU = RunOptions(device="cpu", timeout_s=300)
+
+
+def _tournament(tmp_path: Path, name: str, spec: Any, overlap: bool, **kw: Any) -> tuple[Store, list[Entry]]:
+    store = Store(f"sqlite:///{tmp_path / name}")
+    entries = [Entry.of(builtin("gf")), Entry.of(builtin("ws"))]
+    register(store, spec, entries)
+    basis = basis_for(CPU)
+    execute(store, spec, plan(store, spec, entries, spec.seeds, basis), CPU, basis, overlap_checks=overlap, **kw)
+    return store, entries
+
+
+def _finals(store: Store, spec: Any) -> dict[tuple[str, int], tuple[str, float | None]]:
+    return {(r.result.variant, r.result.seed): (r.result.status, r.result.final_val_loss)
+            for r in store.runs(spec.hash)}
+
+
+def _claims(tmp_path: Path, name: str) -> int:
+    return int(sqlite3.connect(tmp_path / name).execute("select count(*) from arena_claims").fetchone()[0])
+
+
+def test_the_next_group_trains_while_the_last_is_checked_and_the_results_are_the_same(
+    tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serial, _ = _tournament(tmp_path, "serial.db", tiny_spec, overlap=False)
+    # The first group's check waits until the second group has started training: without the overlap the slot
+    # would wait for that check first, and this would time out.
+    second_started, waited = threading.Event(), []
+    real_finish = trials.PendingCheck.finish
+
+    def finish_after_the_next_starts(self: trials.PendingCheck) -> Any:
+        if not waited:
+            waited.append(second_started.wait(timeout=120))
+        return real_finish(self)
+
+    def on_progress(slot: int, job: Job, event: dict[str, Any]) -> None:
+        if job.entry.name == "ws":
+            second_started.set()
+
+    done: list[str] = []
+    monkeypatch.setattr(trials.PendingCheck, "finish", finish_after_the_next_starts)
+    overlapped, _ = _tournament(tmp_path, "overlap.db", tiny_spec, overlap=True, on_progress=on_progress,
+                                on_done=lambda slot, job, r: done.append(job.label))
+    assert waited == [True]
+    assert _finals(overlapped, tiny_spec) == _finals(serial, tiny_spec)
+    assert all(status == "ok" for status, _ in _finals(overlapped, tiny_spec).values())
+    assert sorted(done) == ["gf seed 0", "gf seed 1", "ws seed 0", "ws seed 1"]
+    assert _claims(tmp_path, "overlap.db") == 0
+    serial.close()
+    overlapped.close()
+
+
+def test_an_arena_failure_in_an_overlapped_check_skips_only_that_group(
+    tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_finish = trials.PendingCheck.finish
+
+    def broken_for_gf(self: trials.PendingCheck) -> Any:
+        if self.loaded.name == "gf":
+            self.cancel()
+            raise MachineryFailure("gf: the clean-check process could not start")
+        return real_finish(self)
+
+    monkeypatch.setattr(trials.PendingCheck, "finish", broken_for_gf)
+    skipped: list[tuple[list[str], str]] = []
+    store, entries = _tournament(tmp_path, "a.db", tiny_spec, overlap=True,
+                                 on_skip=lambda jobs, why: skipped.append(([j.label for j in jobs], why)))
+    assert {k: v[0] for k, v in _finals(store, tiny_spec).items()} == {("ws", 0): "ok", ("ws", 1): "ok"}
+    assert skipped == [(["gf seed 0", "gf seed 1"], "gf: the clean-check process could not start")]
+    assert _claims(tmp_path, "a.db") == 0
+    basis = basis_for(CPU)
+    assert {j.label for j in plan(store, tiny_spec, entries, tiny_spec.seeds, basis)} == {"gf seed 0", "gf seed 1"}
+    store.close()
+
+
+def test_checks_overlap_by_default_only_on_a_gpu_with_the_local_engine() -> None:
+    assert overlaps_checks(RunOptions(device="cuda"), "local")
+    assert not overlaps_checks(RunOptions(device="cpu"), "local")
+    assert not overlaps_checks(RunOptions(device="cuda"), "ray")

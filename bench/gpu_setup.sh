@@ -4,6 +4,8 @@
 R=${R:-$PWD}
 python3 -m pip install -q --upgrade --no-index --no-deps --no-compile --target /tmp/site "$R"/.whl/*.whl >/tmp/pip.log 2>&1 || tail -3 /tmp/pip.log
 python3 -m pip install -q --upgrade --no-deps --no-build-isolation --no-compile --target /tmp/site "$R" >>/tmp/pip.log 2>&1 || tail -3 /tmp/pip.log
-export PYTHONPATH=/tmp/site TRITON_CACHE_DIR=/tmp/tc ARENA_DATA=$R/.data/tinyshakespeare.txt
+# TRITON_CACHE_AUTOTUNING: arena's workers set it themselves, but pytest and the bench scripts' own processes do not
+# (2026-12-02: the export after tests/gpu found nothing, and each pack_repeat child autotuned from scratch)
+export PYTHONPATH=/tmp/site TRITON_CACHE_DIR=/tmp/tc ARENA_DATA=$R/.data/tinyshakespeare.txt TRITON_CACHE_AUTOTUNING=1
 if [ -f "$R/.tc/autotune.tgz" ]; then (cd /tmp && python3 -P -m arena.cli autotune import "$R/.tc/autotune.tgz" | tail -1); fi
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader

@@ -8,7 +8,8 @@ Phases, in the order one device call runs them (each writes DIR/tournament-PHASE
   warm     the same tournament into a new store (wall_s_warm, the per-run env.timing)
   repeat   the same again in fresh processes: every run's train curve against warm's (the same bits?)
   compare  ``--workers 2``, then gf and cp with ``--pack 1`` beside warm's packed runs (packed vs solo)
-  engines  the tournament through ``--engine local`` then ``--engine ray`` (issue #17; a ratio only when both end)
+  engines  the tournament's runs through ``--engine local``, ``--engine ray`` and Ray with ``--gpu-share 0.5``
+           (issue #17; a ratio only when all end)
   tune     ``arena tune gf --trials T --pack T`` then ``--pack 1`` (issue #19's lever): seconds per trial each way,
            and the baseline trial (the defaults, trial 0 of both) packed against alone
   summary  DIR/<date>-<gpu>-tournament.json with the keys issue #15 names, from the phases' reports
@@ -182,21 +183,30 @@ def main() -> None:
         report["commands"].append(arena([*base, "--db", f"sqlite:///{db}"], log, env, args.limit))
         report["runs_warm"] = runs(db)
     elif args.phase == "engines":  # issue #17: the same tournament through the local engine, then through Ray
-        for engine in ("local", "ray"):
-            db = out / f"engine_{engine}.db"
-            cmd = arena([*base, "--engine", engine, "--db", f"sqlite:///{db}"], log, env, args.limit)
+        # The runs only: no fresh seeds to decide on (max_seeds = the tournament's), and a third of the call each.
+        # Locally a slot trains its next group while the last is checked; a Ray task holds its GPU share through
+        # its group's check, so Ray also runs with two tasks on the GPU (--gpu-share 0.5) to give it the overlap.
+        runs_only = ["--set", f"max_seeds={len(args.seeds.split(','))}"]
+        engines = [("local", ["--engine", "local"]), ("ray", ["--engine", "ray"])]
+        if args.device == "cuda":  # a share of a GPU: none on a CPU check of this script
+            engines.append(("ray_half", ["--engine", "ray", "--gpu-share", "0.5"]))
+        for name, flags in engines:
+            db = out / f"engine_{name}.db"
+            cmd = arena([*base, *runs_only, *flags, "--db", f"sqlite:///{db}"], log, env, args.limit / 3)
             report["commands"].append(cmd)
             rows = runs(db)
-            report[f"runs_{engine}"] = rows
-            report[f"wall_s_{engine}"] = cmd["seconds"]
-            report[f"ok_{engine}"] = sum(r["status"] == "ok" for r in rows)
+            report[f"runs_{name}"] = rows
+            report[f"wall_s_{name}"] = cmd["seconds"]
+            report[f"ok_{name}"] = sum(r["status"] == "ok" for r in rows)
         finished = all(c["rc"] == 0 for c in report["commands"])
         report["measured"] = finished  # a ratio of two commands cut by the same limit says nothing
-        if finished and report["ok_local"] and report["ok_local"] == report["ok_ray"]:
-            report["ray_overhead"] = report["wall_s_ray"] / report["wall_s_local"] - 1
-            same = {(r["variant"], r["seed"]): r["final_val_loss"] for r in report["runs_local"]}
-            report["max_abs_loss_diff"] = max(abs(r["final_val_loss"] - same[(r["variant"], r["seed"])])
-                                              for r in report["runs_ray"] if (r["variant"], r["seed"]) in same)
+        same = {(r["variant"], r["seed"]): r["final_val_loss"] for r in report["runs_local"]}
+        for name, _ in engines[1:]:
+            if finished and report["ok_local"] and report["ok_local"] == report[f"ok_{name}"]:
+                report[f"{name}_overhead"] = report[f"wall_s_{name}"] / report["wall_s_local"] - 1
+                report[f"{name}_max_abs_loss_diff"] = max(
+                    abs(r["final_val_loss"] - same[(r["variant"], r["seed"])])
+                    for r in report[f"runs_{name}"] if (r["variant"], r["seed"]) in same)
     elif args.phase == "repeat":  # after warm: the same tournament in fresh processes, every run compared
         db = out / "repeat.db"
         report["commands"].append(arena([*base, "--db", f"sqlite:///{db}"], log, env, args.limit))

@@ -99,3 +99,27 @@ def test_checks_overlap_by_default_only_on_a_gpu_with_the_local_engine() -> None
     assert overlaps_checks(RunOptions(device="cuda"), "local")
     assert not overlaps_checks(RunOptions(device="cpu"), "local")
     assert not overlaps_checks(RunOptions(device="cuda"), "ray")
+
+
+def test_a_decision_gives_each_entry_its_own_runs_when_a_tuned_entry_shares_its_variant(
+    tiny_spec: Any, tmp_path: Path
+) -> None:
+    # A tuned entry's results are named for its variant (gf), like the champion's: they go by sha and hparams.
+    from arena.core.result import RunResult
+    from arena.orchestration.contest import Contests
+
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    gf = builtin("gf")
+    champ = Entry.of(gf)
+    tuned = Entry.of(gf, {"gate_init": 0.2}, name="gf@tuned-3", origin="tuned", league="tuned-3")
+
+    def trainer(jobs: Any, title: str) -> list[RunResult]:  # what a worker would send back, without training
+        return [RunResult(variant="gf", variant_sha=j.entry.loaded.sha256, spec_hash=tiny_spec.hash, seed=j.seed,
+                          hparams=j.entry.hparams.to_dict(), status="ok",
+                          final_val_loss=1.0 if j.entry is champ else 2.0) for j in jobs]
+
+    contests = Contests(store, tiny_spec, CPU, basis_for(CPU), trainer=trainer)
+    got = contests.ensure_many([champ, tuned], [3, 4])
+    assert {s: r.final_val_loss for s, r in got["gf"].items()} == {3: 1.0, 4: 1.0}
+    assert {s: r.final_val_loss for s, r in got["gf@tuned-3"].items()} == {3: 2.0, 4: 2.0}
+    store.close()

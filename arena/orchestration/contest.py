@@ -112,9 +112,13 @@ class Contests:
             else:
                 done = execute(self.store, self.spec, todo, self.options, self.basis,
                                checkpoint_dir=self.checkpoint_dir)
-            for result in done:  # recorded by now; named by the entry that trained it
-                if result.variant in out:
-                    out[result.variant][result.seed] = result
+            # Recorded by now. Each result goes to its entry by what identifies the run (a tuned entry's result is
+            # named for its variant, like the champion it may face, but its hyperparameters are its own).
+            ids = {(e.loaded.sha256, hparams_key(e.hparams.to_dict())): e.name for e in entries}
+            for result in done:
+                name = ids.get((result.variant_sha, hparams_key(result.hparams)))
+                if name is not None:
+                    out[name][result.seed] = result
         return out
 
     def entry_of(self, sha: str, hparams: Mapping[str, float], name: str) -> Entry:

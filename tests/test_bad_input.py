@@ -316,7 +316,7 @@ def test_failed_groups_leave_no_checkpoint(home: Path, tiny_flags: list[str], mo
             Path(f"{path}.tmp-12345").write_bytes(b"half")
         raise MachineryFailure("could not write a checkpoint: No space left on device")
 
-    monkeypatch.setattr(execute, "run_checked", fail)
+    monkeypatch.setattr(execute, "train_seeds", fail)
     r = arena("tournament", "--variants", "gf", *tiny_flags, "--device", "cpu")
     assert "not stored" in r.out, r.err + r.out
     assert list((home / "artifacts" / "runs").iterdir()) == []

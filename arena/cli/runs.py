@@ -118,10 +118,11 @@ def submit(
 ) -> None:
     """Validate and register a variant, run it on the spec's seeds, and ask the champion registry for a verdict."""
     from arena.cli.views import print_outcome
+    from arena.orchestration.checkpoints import prune_checkpoints
     from arena.orchestration.contest import Contests
     from arena.orchestration.engines import open_engine
     from arena.orchestration.entries import Entry
-    from arena.orchestration.execute import prune_checkpoints, register
+    from arena.orchestration.execute import register
     from arena.runner.inspection import inspect_one
     from arena.runner.loader import read_file
     from arena.runner.provenance import basis_for
@@ -195,8 +196,9 @@ def tournament(
     from arena.cli.progress import TournamentProgress
     from arena.cli.views import print_leaderboard, print_outcome
     from arena.core.home import checkpoints_dir
+    from arena.orchestration.checkpoints import prune_checkpoints
     from arena.orchestration.engines import open_engine
-    from arena.orchestration.execute import execute, prune_checkpoints, register
+    from arena.orchestration.execute import execute, register
     from arena.orchestration.tournament import decide, prepare
 
     spec = spec_from_flags(preset, steps, seeds, track, data, sets)

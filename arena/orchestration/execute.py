@@ -15,6 +15,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,8 @@ from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.core.stack import Basis
-from arena.db.spool import pid_alive
 from arena.db.store import Store
-from arena.orchestration.engines import Runner, open_engine
+from arena.orchestration.engines import Engine, Runner, open_engine
 from arena.orchestration.entries import Entry, Job
 from arena.orchestration.schedule import Schedule, by_entry
 from arena.runner.trials import run_checked, train_seeds
@@ -111,35 +111,6 @@ def _remove_new(paths: Iterable[str], since: float, keep: bool = False) -> None:
                     p.unlink()
 
 
-def prune_checkpoints(store: Store, spec: Spec, checkpoint_dir: str | Path) -> int:
-    """After a spec's champion decisions: delete the checkpoints (``<checkpoint_dir>/<run key>.pt``) of the spec's
-    stored runs that belong to no current champion (of any league), and the temporary files of writers that died.
-    Nothing a decision or ``arena champions show`` reads is lost: a champion's artifact folder holds its own copy of
-    its best seed (``Registry.keep_artifacts``), and the champions' runs keep theirs. Runs not stored yet and other
-    specs' runs are left alone (a submit of the same spec deciding at this moment in another process may find its
-    checkpoint gone: its champion folder then says it kept none). Returns how many files were deleted."""
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        return 0
-    keep: set[str] = set()
-    for league in {d.league for d in store.decisions(spec.hash)}:
-        champ = store.champion(spec.hash, league)
-        if champ is not None:
-            keep |= {r.key for r in store.runs(spec.hash, variant_sha=champ.challenger_sha,
-                                                hparams=champ.challenger_hparams)}
-    removed = 0
-    for run in store.runs(spec.hash):
-        if run.key not in keep:
-            with contextlib.suppress(FileNotFoundError):
-                (folder / f"{run.key}.pt").unlink()
-                removed += 1
-    for tmp in folder.glob("*.pt.tmp-*"):  # runner.loop._save names them <file>.tmp-<pid>
-        if not pid_alive(tmp.name.rsplit("-", 1)[1]):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
 def register(store: Store, spec: Spec, entries: Iterable[Entry]) -> None:
     store.add_spec(spec)
     for e in entries:
@@ -200,69 +171,99 @@ def execute(
     The results are the same either way: only the wall time changes."""
     groups = _groups(jobs)
     results: list[RunResult] = []
-    lock = threading.Lock()
-    stop = threading.Event()
     errors: list[BaseException] = []
     if not groups:
         return results
     with open_engine(options) as engine, Schedule(store, spec, basis, groups) as schedule:
-        n_slots = max(1, min(engine.slots, len(groups)))
-        defer = overlaps_checks(options, engine.name) if overlap_checks is None else overlap_checks
-
-        def skip(group: list[Job], exc: MachineryFailure) -> None:
-            if on_skip:
-                on_skip(group, str(exc))
-
-        def run_group(slot: int, run: Runner, group: list[Job], checks: _Checks) -> None:
-            by_seed = {job.seed: job for job in group}
-            progress = (lambda seed, event: on_progress(slot, by_seed[seed], event)) if on_progress else None
-            try:
-                if defer:  # the local engine: the function runs here, so its result may be a call to make later
-                    complete = run(_train_in_worker, (spec, group, options, basis, checkpoint_dir), progress)
-                else:
-                    done = run(_group_in_worker, (spec, group, options, basis, checkpoint_dir), progress)
-                    complete = lambda: done  # noqa: E731 (checked already, in the task)
-            except BaseException:
-                schedule.release_jobs(group)
-                raise
-
-            def finish() -> None:
-                try:
-                    pairs = complete()
-                    _record_all(store, [(by_seed[r.seed], r) for r in pairs], lock, results, rerun,
-                                (lambda job, r: on_done(slot, job, r)) if on_done else None)
-                finally:
-                    schedule.release_jobs(group)
-
-            if defer:
-                checks.start(finish, group)
-            else:
-                finish()
-
-        def work(slot: int) -> None:
-            checks = _Checks(skip, errors, stop)
-            try:
-                # A slot goes on to another variant only when there are more groups than slots.
-                with engine.slot(slot, n_slots, ahead=len(groups) > n_slots) as run:
-                    while not stop.is_set():
-                        handout = schedule.next(stop)
-                        if handout is None:
-                            return
-                        _deliver(handout.stored, lock, results, (lambda job, r: on_done(slot, job, r)) if on_done
-                                 else None)
-                        if not handout.train:
-                            continue
-                        try:
-                            run_group(slot, run, handout.train, checks)
-                        except MachineryFailure as exc:
-                            skip(handout.train, exc)
-            finally:
-                checks.wait()
-
-        _run_slots(work, n_slots, stop, errors)
+        slots = _Slots(store, spec, options, basis, checkpoint_dir, on_progress, on_done, on_skip, rerun, schedule,
+                       engine, len(groups), results, errors,
+                       overlaps_checks(options, engine.name) if overlap_checks is None else overlap_checks)
+        _run_slots(slots.work, slots.n_slots, slots.stop, errors)
     if errors:
         raise _one_line(errors[0])
     return results
+
+
+@dataclass
+class _Slots:
+    """One ``execute``: what its slot threads share, and what each of them does."""
+
+    store: Store
+    spec: Spec
+    options: RunOptions
+    basis: Basis
+    checkpoint_dir: str | None
+    on_progress: ProgressFn | None
+    on_done: DoneFn | None
+    on_skip: SkipFn | None
+    rerun: bool
+    schedule: Schedule
+    engine: Engine
+    n_groups: int
+    results: list[RunResult]
+    errors: list[BaseException]
+    defer: bool  # checks overlap the next group's training (``overlaps_checks``)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def n_slots(self) -> int:
+        return max(1, min(self.engine.slots, self.n_groups))
+
+    def skip(self, group: list[Job], exc: MachineryFailure) -> None:
+        if self.on_skip:
+            self.on_skip(group, str(exc))
+
+    def done_fn(self, slot: int) -> Callable[[Job, RunResult], None] | None:
+        on_done = self.on_done
+        return (lambda job, r: on_done(slot, job, r)) if on_done else None
+
+    def work(self, slot: int) -> None:
+        checks = _Checks(self.skip, self.errors, self.stop)
+        try:
+            # A slot goes on to another variant only when there are more groups than slots.
+            with self.engine.slot(slot, self.n_slots, ahead=self.n_groups > self.n_slots) as run:
+                while not self.stop.is_set():
+                    handout = self.schedule.next(self.stop)
+                    if handout is None:
+                        return
+                    _deliver(handout.stored, self.lock, self.results, self.done_fn(slot))
+                    if not handout.train:
+                        continue
+                    try:
+                        self.run_group(slot, run, handout.train, checks)
+                    except MachineryFailure as exc:
+                        self.skip(handout.train, exc)
+        finally:
+            checks.wait()
+
+    def run_group(self, slot: int, run: Runner, group: list[Job], checks: _Checks) -> None:
+        by_seed = {job.seed: job for job in group}
+        on_progress = self.on_progress
+        progress = (lambda seed, event: on_progress(slot, by_seed[seed], event)) if on_progress else None
+        args = (self.spec, group, self.options, self.basis, self.checkpoint_dir)
+        try:
+            if self.defer:  # the local engine: the function runs here, so its result may be a call to make later
+                complete = run(_train_in_worker, args, progress)
+            else:
+                done = run(_group_in_worker, args, progress)
+                complete = lambda: done  # noqa: E731 (checked already, in the task)
+        except BaseException:
+            self.schedule.release_jobs(group)
+            raise
+
+        def finish() -> None:
+            try:
+                pairs = complete()
+                _record_all(self.store, [(by_seed[r.seed], r) for r in pairs], self.lock, self.results, self.rerun,
+                            self.done_fn(slot))
+            finally:
+                self.schedule.release_jobs(group)
+
+        if self.defer:
+            checks.start(finish, group)
+        else:
+            finish()
 
 
 def overlaps_checks(options: RunOptions, engine: str) -> bool:

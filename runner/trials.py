@@ -106,17 +106,16 @@ def train_members(
 
     # On a GPU the clean-check process starts now and sets up while the seeds train (``runner.standby``).
     checker = Standby(gpu_warm()) if resolved_device(options) != "cpu" else None
-    folder = tempfile.TemporaryDirectory(prefix="arena-states-")
+    pending = PendingCheck(spec, loaded, [], [], tempfile.TemporaryDirectory(prefix="arena-states-"), options,
+                           policy, checker)
     try:
-        results, states = _train(worker, spec, loaded, list(members), options, on_event,
-                                 list(checkpoint_paths or [None] * len(members)), policy,
-                                 basis or basis_for(options, worker.env), folder.name)
+        pending.results, pending.states = _train(worker, spec, loaded, list(members), options, on_event,
+                                                 list(checkpoint_paths or [None] * len(members)), policy,
+                                                 basis or basis_for(options, worker.env), pending.folder.name)
     except BaseException:
-        if checker is not None:
-            checker.kill()
-        folder.cleanup()
+        pending.cancel()
         raise
-    return PendingCheck(spec, loaded, results, states, folder, options, policy, checker)
+    return pending
 
 
 def _train(

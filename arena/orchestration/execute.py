@@ -309,8 +309,7 @@ def _group_in_worker(
 ) -> list[RunResult]:
     """One group in ``worker`` (here or in a Ray task): its results as they are to be recorded. Events go out as
     (seed, event), so a Ray task sends no variant source with each of them."""
-    progress = (lambda job, event: on_event(job.seed, event)) if on_event else None
-    return [r for _, r in _run_group(spec, worker, group, options, basis, checkpoint_dir, progress)()]
+    return _train_in_worker(worker, spec, group, options, basis, checkpoint_dir, on_event)()
 
 
 def _train_in_worker(

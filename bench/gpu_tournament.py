@@ -21,9 +21,11 @@ remove it before the call's output goes back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -40,10 +42,21 @@ def arena(args: list[str], log: Path, env: dict[str, str], timeout: float = 560)
     with log.open("a") as f:
         f.write(f"\n$ arena {' '.join(args)}\n")
         f.flush()
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "arena.cli", *args], stdout=f, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
         try:
-            rc = subprocess.run([sys.executable, "-P", "-m", "arena.cli", *args], stdout=f, stderr=subprocess.STDOUT,
-                                env=env, timeout=timeout, check=False).returncode
+            rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            # Cut by the call's limit: every arena process prints its threads' stacks first (SIGUSR1), so a hang
+            # is diagnosed from the log (2026-12-02: a cold tournament stopped recording after its second group).
+            f.write("\n--- limit reached: the stacks of every process of the command ---\n")
+            f.flush()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGUSR1)
+            time.sleep(5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             rc = 124
     return {"args": args, "rc": rc, "seconds": round(time.monotonic() - t0, 1)}
 

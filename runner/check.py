@@ -27,8 +27,10 @@ CHECK_SEED = 987_654_321  # the init the check builds (the runs use the tourname
 
 
 @functools.cache
+@functools.lru_cache(maxsize=8)
 def reference_params(dims: ModelDims, reference: str = "gf") -> int:
-    """Parameter count of the reference variant at these dims (standard FFN width): what every entry is matched to."""
+    """Parameter count of the reference variant at these dims (standard FFN width): what every entry is matched to.
+    Cached: a pure function of its arguments (a shipped file), asked by every run, check and verification."""
     ref = builtin(reference)
     assert isinstance(ref.variant, Variant)
     return count_params(build_model(dims, ref.variant))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -73,16 +74,41 @@ def evaluate(model: HybridLM, batches: list[Batch], device: torch.device, autoca
     return float(total) / max(n, 1.0), float(correct) / max(n, 1.0)
 
 
-def grad_norms(model: HybridLM) -> dict[str, float]:
-    """The gradient's L2 norm per part (rwkv6, mamba2, fusion, ...), from the last backward; one host sync."""
-    squares: dict[str, list[torch.Tensor]] = {}
-    for name, p in model.named_parameters():
-        if p.grad is not None:
-            squares.setdefault(model.part_of(name), []).append(p.grad.detach().float().pow(2).sum())
-    if not squares:
-        return {}
-    sums = torch.stack([torch.stack(t).sum() for t in squares.values()]).tolist()  # (parts,)
-    return {part: math.sqrt(v) for part, v in zip(squares, sums, strict=True)}
+def _members(model: HybridLM | PackedLM) -> tuple[int, list[tuple[str, torch.Tensor, torch.Tensor | None]]]:
+    """(K, every parameter and its gradient with a leading K): a pack's stacked tensors, a plain model's
+    unsqueezed (K = 1)."""
+    if isinstance(model, PackedLM):
+        return model.k, [(n, p.detach(), p.grad) for n, p in model.named_parameters()]
+    return 1, [(n, p.detach().unsqueeze(0), None if p.grad is None else p.grad.unsqueeze(0))
+               for n, p in model.named_parameters()]
+
+
+def _pooled(groups: list[list[str]], rows: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    """Per-tensor values ``rows`` (tensors, K, ...) summed into the groups each tensor belongs to (``groups[i]``
+    for tensor i), as one matrix product: (labels, (labels, K, ...))."""
+    labels = list(dict.fromkeys(g for gs in groups for g in gs))
+    member = torch.tensor([[1.0 if g in gs else 0.0 for gs in groups] for g in labels], dtype=rows.dtype)
+    return labels, torch.tensordot(member.to(rows.device), rows, dims=1)  # (labels, tensors) · (tensors, K, ...)
+
+
+def _squares(tensors: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+    """Σ x² of each member's slice of each tensor, (tensors, K): one foreach norm over the K·tensors slices (a
+    handful of kernels, where a loop over tensors and members launched thousands)."""
+    norms = torch._foreach_norm([t[i].float() for t in tensors for i in range(k)])
+    return torch.stack(norms).view(len(tensors), k).double().pow(2)  # (tensors, K)
+
+
+@torch.no_grad()
+def grad_norms(model: HybridLM | PackedLM) -> list[dict[str, float]]:
+    """Per member (one for a plain model): the gradient's L2 norm per part (rwkv6, mamba2, fusion, ...), from the
+    last backward; one host sync for every member."""
+    k, named = _members(model)
+    with_grad = [(n, g) for n, _, g in named if g is not None]
+    if not with_grad:
+        return [{} for _ in range(k)]
+    parts, sums = _pooled([[model.part_of(n)] for n, _ in with_grad], _squares([g for _, g in with_grad], k))
+    table = sums.tolist()  # (parts, K)
+    return [{part: math.sqrt(table[i][m]) for i, part in enumerate(parts)} for m in range(k)]
 
 
 def snapshot(model: HybridLM | PackedLM) -> dict[str, torch.Tensor]:
@@ -91,32 +117,46 @@ def snapshot(model: HybridLM | PackedLM) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def movement(model: HybridLM, initial: dict[str, torch.Tensor]) -> dict[str, dict[str, float | None]]:
-    """How far each parameter group moved since ``initial``: ``rel`` = ‖θ − θ₀‖ / ‖θ₀‖ over the group's elements
-    (None when θ₀ is all zero: there is no size to be relative to) and ``rms`` = ‖θ − θ₀‖ / √n, the typical change
-    of one element. Groups: the whole model (``all``), each part (rwkv6, mamba2, fusion, ffn, embed, norm, ...)
-    and each parameter within a part, every layer pooled (``HybridLM.group_of``: ``fusion/gate.bias``)."""
-    terms: dict[str, list[torch.Tensor]] = {}  # group -> per tensor [Σ (θ − θ₀)², Σ θ₀²]
+def movement(model: HybridLM | PackedLM, initial: dict[str, torch.Tensor]) -> list[dict[str, dict[str, float | None]]]:
+    """Per member: how far each parameter group moved since ``initial`` (``snapshot`` of the same model): ``rel`` =
+    ‖θ − θ₀‖ / ‖θ₀‖ over the group's elements (None when θ₀ is all zero: there is no size to be relative to) and
+    ``rms`` = ‖θ − θ₀‖ / √n, the typical change of one element. Groups: the whole model (``all``), each part
+    (rwkv6, mamba2, fusion, ffn, embed, norm, ...) and each parameter within a part, every layer pooled
+    (``HybridLM.group_of``: ``fusion/gate.bias``). One host sync for every member."""
+    k, named = _members(model)
+    template = model.template if isinstance(model, PackedLM) else model
+    names = [n for n, _, _ in named]
+    start = [initial[n] if isinstance(model, PackedLM) else initial[n].unsqueeze(0) for n in names]
+    moved = torch._foreach_sub([p for _, p, _ in named], start)
+    pairs = torch.stack([_squares(moved, k), _squares(start, k)], dim=-1)  # (tensors, K, 2)
+    groups = [["all", template.part_of(n), template.group_of(n)] for n in names]
+    labels, sums = _pooled(groups, pairs)  # (groups, K, 2)
     count: dict[str, int] = {}
-    for name, p in model.named_parameters():
-        start = initial[name].float()
-        pair = torch.stack([(p.detach().float() - start).pow(2).sum(), start.pow(2).sum()])  # (2,)
-        for group in ("all", model.part_of(name), model.group_of(name)):
-            terms.setdefault(group, []).append(pair)
-            count[group] = count.get(group, 0) + p.numel()
-    sums = torch.stack([torch.stack(t).sum(0) for t in terms.values()]).cpu().tolist()  # (groups, 2): one sync
-    out: dict[str, dict[str, float | None]] = {}
-    for group, (moved2, size2) in zip(terms, sums, strict=True):
-        out[group] = {"rel": math.sqrt(moved2 / size2) if size2 > 0 else None, "rms": math.sqrt(moved2 / count[group])}
+    for gs, (_, p, _) in zip(groups, named, strict=True):
+        for g in gs:
+            count[g] = count.get(g, 0) + p[0].numel()
+    table = sums.tolist()  # (groups, K, 2): Σ (θ − θ₀)², Σ θ₀²
+    out: list[dict[str, dict[str, float | None]]] = []
+    for m in range(k):
+        moved_m: dict[str, dict[str, float | None]] = {}
+        for g, row in zip(labels, table, strict=True):
+            moved2, size2 = row[m]
+            moved_m[g] = {"rel": math.sqrt(moved2 / size2) if size2 > 0 else None, "rms": math.sqrt(moved2 / count[g])}
+        out.append(moved_m)
     return out
 
 
 def diagnostics(model: HybridLM, step: int, probe: list[Batch], device: torch.device, autocast: bool,
-                initial: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+                initial: dict[str, torch.Tensor] | None = None, *, norms: dict[str, float] | None = None,
+                moved: dict[str, dict[str, float | None]] | None = None) -> dict[str, Any]:
     """On one val batch: gate statistics, pathway output norms and each pathway's amplitude in the fused output
     (per layer; ``arena.model.attribution``); the last step's gradient norms per part; with ``initial`` (θ₀,
-    ``snapshot``) how far each parameter group has moved (``movement``)."""
-    norms = grad_norms(model)
+    ``snapshot``) how far each parameter group has moved (``movement``). A pack passes its member's ``norms`` and
+    ``moved``, computed for every member at once, and loads only the member's weights into ``model``."""
+    if norms is None:
+        norms = grad_norms(model)[0]
+    if moved is None and initial is not None:
+        moved = movement(model, initial)[0]
     model.set_record(True)
     evaluate(model, probe, device, autocast)  # records gates, pathway norms and amplitudes
     model.set_record(False)
@@ -127,8 +167,8 @@ def diagnostics(model: HybridLM, step: int, probe: list[Batch], device: torch.de
         "pathway_norms": model.pathway_norms(),
         "grad_norms": norms,
     }
-    if initial is not None:
-        diag["moved"] = movement(model, initial)
+    if moved is not None:
+        diag["moved"] = moved
     if "rwkv6" in norms and norms.get("mamba2"):
         diag["grad_ratio"] = norms["rwkv6"] / norms["mamba2"]
     return diag

@@ -28,7 +28,7 @@ from arena.runner import causality
 from arena.runner.check import Violation, audit_model, reference_params, unmatched_reason
 from arena.runner.data import Track, load_track
 from arena.runner.eval_graph import Evaluator
-from arena.runner.evaluate import diagnostics, loss_of, member_losses, snapshot
+from arena.runner.evaluate import diagnostics, grad_norms, loss_of, member_losses, movement, snapshot
 from arena.runner.feed import BatchFeeder
 from arena.runner.optim import clip_per_member, lr_at, make_optimizer, set_lr
 
@@ -89,8 +89,13 @@ class Run:
         variant = self.loaded.variant
         assert isinstance(variant, Variant), "train runs the variant: call it in a worker, on a loaded file"
         target = reference_params(spec.dims, spec.reference_variant)
-        members = [build_model(spec.dims, variant, hp, seed=seed, backend=options.backend,
-                               match_params_to=target).to(dev) for seed, hp in zip(self.seeds, self.hps, strict=True)]
+        # The FFN width is matched once, for the first member: hyperparameters change values only, so every member's
+        # match is the same width (two extra model builds per member saved; a shape difference is still caught below).
+        first = build_model(spec.dims, variant, self.hps[0], seed=self.seeds[0], backend=options.backend,
+                            match_params_to=target)
+        members = [first.to(dev)] + [
+            HybridLM(spec.dims, variant, hp, seed=seed, backend=options.backend, ffn_hidden=first.ffn_hidden).to(dev)
+            for seed, hp in zip(self.seeds[1:], self.hps[1:], strict=True)]
         solo = members[0]
         shapes = {n: p.shape for n, p in solo.named_parameters()}
         if any({n: p.shape for n, p in m.named_parameters()} != shapes for m in members[1:]):
@@ -257,15 +262,16 @@ class Run:
         self.phase("evaluating")
         # Σ lr so far (lr_mult × this for the Mamba group): how far Adam, about lr a step, could have moved anything.
         schedule_sum = sum(lr_at(self.spec, s) for s in range(done))
+        # Gradient norms and movement of every member at once (one sync each); then the recorded forward per member.
+        norms, moved = grad_norms(self.model), movement(self.model, self.initial)
         for k, result in enumerate(self.results):
             if not self.active[k]:
                 continue
             lr_sum = self.spec.lr * self.hps[k].to_dict().get("lr_scale", 1.0) * schedule_sum
-            if isinstance(self.model, PackedLM):  # diagnostics read one plain model: member k, loaded into it
-                model, initial = self.model.load_member(k), {n: t[k] for n, t in self.initial.items()}
-            else:
-                model, initial = self.model, self.initial
-            diag = diagnostics(model, done, self.val_batches[k][:1], self.dev, self.autocast, initial=initial)
+            # The recorded forward reads one plain model: a pack's member k, its weights loaded into the template.
+            model = self.model.load_member(k, grads=False) if isinstance(self.model, PackedLM) else self.model
+            diag = diagnostics(model, done, self.val_batches[k][:1], self.dev, self.autocast, norms=norms[k],
+                               moved=moved[k])
             diag["lr_sum"] = lr_sum
             result.diagnostics.append(diag)
         val = self.evaluator("val")

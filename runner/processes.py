@@ -9,6 +9,7 @@ current environment and working folder to the child, which ``enter`` applies fir
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import multiprocessing as mp
 import os
 import signal
@@ -75,7 +76,15 @@ def pipe() -> tuple[Any, Any]:
     return context().Pipe()
 
 
+def stacks_on_sigusr1() -> None:
+    """``kill -USR1 <pid>`` prints every thread's stack of this process to its stderr (a hang, diagnosed where it
+    happens: the driver and every child arena starts call this)."""
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
 def _enter_then(env: dict[str, str], cwd: str, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    stacks_on_sigusr1()
     os.environ.clear()
     os.environ.update(env)
     sys.path[:] = [p for p in sys.path if p and os.path.isabs(p)]  # no entry may follow the folder we move into

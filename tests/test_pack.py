@@ -211,6 +211,14 @@ def test_k_packed_seeds_train_as_k_solo_runs_within_fp32_tolerance(tiny_spec) ->
         assert len(r.diagnostics) == len(solo.diagnostics)
         assert r.diagnostics[-1]["gates"][0]["mean"] == pytest.approx(solo.diagnostics[-1]["gates"][0]["mean"],
                                                                      abs=1e-5)
+        # A pack computes every member's gradient norms and movement at once: each member's are its solo run's.
+        for d, e in zip(r.diagnostics, solo.diagnostics, strict=True):
+            assert d["grad_norms"].keys() == e["grad_norms"].keys()
+            for part, v in e["grad_norms"].items():
+                assert d["grad_norms"][part] == pytest.approx(v, rel=1e-4), part
+            assert d["moved"].keys() == e["moved"].keys()
+            for group, v in e["moved"].items():
+                assert d["moved"][group]["rms"] == pytest.approx(v["rms"], rel=1e-3, abs=1e-9), group
 
 
 @pytest.mark.parametrize("name", sorted(shipped_sources()))

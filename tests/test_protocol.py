@@ -327,7 +327,7 @@ def test_amplitude_share_at_init_is_the_gate_weighted_rms() -> None:
 def test_movement_is_zero_at_the_start_and_exact_after_a_known_change() -> None:
     m = model("gf_mh")
     start = snapshot(m)
-    moved = movement(m, start)
+    moved = movement(m, start)[0]
     assert {"all", "rwkv6", "mamba2", "fusion", "ffn", "embed", "norm", "fusion/gate.bias", "rwkv6/bonus"} <= set(moved)
     assert all(v["rms"] == 0.0 and v["rel"] in (0.0, None) for v in moved.values())
     assert moved["fusion/gate.weight"]["rel"] is None  # starts at zero: no size to be relative to
@@ -336,7 +336,7 @@ def test_movement_is_zero_at_the_start_and_exact_after_a_known_change() -> None:
         for block in m.blocks:
             assert isinstance(block, Block) and isinstance(block.fusion, nn.Module)
             block.fusion.gate.bias.add_(0.1)  # every channel of every layer: logit(0.3) → logit(0.3) + 0.1
-    moved = movement(m, start)
+    moved = movement(m, start)[0]
     assert moved["fusion/gate.bias"]["rms"] == pytest.approx(0.1, rel=1e-6)
     assert moved["fusion/gate.bias"]["rel"] == pytest.approx(0.1 / abs(logit(0.3)), rel=1e-6)
     assert moved["fusion"]["rel"] == pytest.approx(0.1 / abs(logit(0.3)), rel=1e-6)  # the weight is still 0

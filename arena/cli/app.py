@@ -81,6 +81,9 @@ app.command("dashboard")(search.dashboard)
 
 
 def main() -> None:
+    from arena.runner.processes import stacks_on_sigusr1
+
+    stacks_on_sigusr1()
     try:
         app()
     except ArenaError as exc:

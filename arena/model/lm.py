@@ -190,6 +190,7 @@ class HybridLM(nn.Module):
         super().__init__()
         self.dims = dims
         hidden = ffn_hidden if ffn_hidden is not None else dims.ffn_mult * dims.d_model
+        self.ffn_hidden = hidden  # what a pack's other members are built with (build_model matched it)
         with seeded(seed, "embed"):
             self.embed = nn.Embedding(dims.vocab_size, dims.d_model)
             nn.init.normal_(self.embed.weight, std=0.02)

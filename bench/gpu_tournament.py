@@ -212,10 +212,12 @@ def main() -> None:
         known = {"local": ["--engine", "local"], "ray": ["--engine", "ray"],
                  "ray_half": ["--engine", "ray", "--gpu-share", "0.5"]}
         engines = [(name, known[name]) for name in args.engines.split(",")]
-        for name, flags in engines:
+        t_start = time.monotonic()
+        for i, (name, flags) in enumerate(engines):
             db = out / f"engine_{name}.db"
+            share = (args.limit - (time.monotonic() - t_start)) / (len(engines) - i)  # what the earlier ones left
             start = log.stat().st_size if log.exists() else 0
-            cmd = arena([*base, *runs_only, *flags, "--db", f"sqlite:///{db}"], log, env, args.limit / len(engines))
+            cmd = arena([*base, *runs_only, *flags, "--db", f"sqlite:///{db}"], log, env, share)
             report["commands"].append(cmd)
             rows = runs(db)
             report[f"runs_{name}"] = rows

@@ -143,6 +143,10 @@ def summary(out: Path, args: argparse.Namespace) -> dict[str, Any]:
         "timing_medians": {k: statistics.median([r["timing"][k] for r in done if r["timing"].get(k) is not None])
                            for k in ("startup_s", "build_s", "capture_s", "train_s", "eval_s", "final_s", "check_s")
                            if any(r["timing"].get(k) is not None for r in done)},
+        "build_part_medians": {k: statistics.median([r["timing"]["build_parts"][k] for r in done
+                                                     if k in r["timing"].get("build_parts", {})])
+                               for k in ("data_s", "models_s", "pack_s", "optimizer_s", "eval_setup_s")
+                               if any(k in r["timing"].get("build_parts", {}) for r in done)},
         # The clean check's parts (set-up of its process, then per run: build, recompute over the val split, pairs)
         "check_part_medians": {k: statistics.median([r["timing"]["check_parts"][k] for r in done
                                                      if k in r["timing"].get("check_parts", {})])

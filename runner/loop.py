@@ -76,16 +76,63 @@ class Run:
         t0 = time.perf_counter()
         self.build(options, track)
         # Where a run's wall time goes besides training (issue #15 measures it): recorded in every result's env.
-        self.timing = {"build_s": time.perf_counter() - t0, "capture_s": 0.0, "eval_s": 0.0, "final_s": 0.0}
+        self.timing: dict[str, Any] = {"build_s": time.perf_counter() - t0, "build_parts": self.build_parts,
+                                       "capture_s": 0.0, "eval_s": 0.0, "final_s": 0.0}
 
     # -- build ------------------------------------------------------------------------------------------------
     def build(self, options: RunOptions, track: Track | None) -> None:
         """The data, the model (each member seeded per component), the optimizer and the batch feeders."""
         spec, dev = self.spec, self.dev
+        self.build_parts: dict[str, float] = {}  # where the build's time goes (recorded in env.timing)
+        lap = time.perf_counter()
+
+        def mark(part: str) -> None:
+            nonlocal lap
+            now = time.perf_counter()
+            self.build_parts[part] = now - lap
+            lap = now
+
         base = track if track is not None else load_track(spec, options.data_flag)
         self.tracks = [base.for_seed(seed) for seed in self.seeds]
         if dev.type == "cuda":
             prepare_cuda()
+        mark("data_s")
+        members = self._members(options)
+        mark("models_s")
+        solo = members[0]
+        self.model: HybridLM | PackedLM = PackedLM(members) if self.k > 1 else solo
+        self.model.train()
+        mark("pack_s")
+        self.solo = solo  # the plain model (a pack's template): the one the audits and diagnostics see
+        self.param_ids = {id(p) for p in solo.parameters()}
+        self.params = list(self.model.parameters())
+        self.trained_ids = {id(p) for p in self.params}
+        # lr_mult: a variant without a Mamba pathway declares none; lr_scale: declared by every shipped variant.
+        lr_mult = [hp.to_dict().get("lr_mult", 1.0) for hp in self.hps]
+        lr_scale = [hp.to_dict().get("lr_scale", 1.0) for hp in self.hps]
+        fused = dev.type == "cuda" and options.execution.fused_adamw
+        self.opt = make_optimizer(self.model, spec, lr_mult, capturable=self.graph, fused=fused, lr_scale=lr_scale)
+        mark("optimizer_s")
+        self.feeds = [BatchFeeder(t, seed, dev, pinned=options.execution.pinned_batches)
+                      for t, seed in zip(self.tracks, self.seeds, strict=True)]
+        self.val_batches = [t.val_batches(final=False) for t in self.tracks]
+        # Evaluation replays a captured forward in graph mode (an eager pass of a pack costs more than the training
+        # between two eval points); the val batches stay on the device.
+        self.evaluator = Evaluator(self.model, dev, self.autocast, graphs=self.graph)
+        self.evaluator.stage("val", self.val_batches)
+        self.initial = snapshot(self.model)  # θ₀ on the device: how far each group moved, at every eval
+        mark("eval_setup_s")
+        self.losses = torch.zeros(self.k, spec.steps, device=dev)  # per-step train losses, read at sync points only
+        self.cuda_graph: torch.cuda.CUDAGraph | None = None
+        self.graph_stream: torch.cuda.Stream | None = None
+        self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # x, y, losses of the graph
+        self.synced_upto = 0
+        self.t_mark = 0.0
+        self.timed_s = 0.0
+
+    def _members(self, options: RunOptions) -> list[HybridLM]:
+        """Every member's plain model on the device, checked against the spec's parameter rules."""
+        spec, dev = self.spec, self.dev
         variant = self.loaded.variant
         assert isinstance(variant, Variant), "train runs the variant: call it in a worker, on a loaded file"
         target = reference_params(spec.dims, spec.reference_variant)
@@ -112,32 +159,7 @@ class Run:
             raise Rejected(mismatch)
         for result in self.results:
             result.params_by_part = solo.params_by_part()
-        self.model: HybridLM | PackedLM = PackedLM(members) if self.k > 1 else solo
-        self.model.train()
-        self.solo = solo  # the plain model (a pack's template): the one the audits and diagnostics see
-        self.param_ids = {id(p) for p in solo.parameters()}
-        self.params = list(self.model.parameters())
-        self.trained_ids = {id(p) for p in self.params}
-        # lr_mult: a variant without a Mamba pathway declares none; lr_scale: declared by every shipped variant.
-        lr_mult = [hp.to_dict().get("lr_mult", 1.0) for hp in self.hps]
-        lr_scale = [hp.to_dict().get("lr_scale", 1.0) for hp in self.hps]
-        fused = dev.type == "cuda" and options.execution.fused_adamw
-        self.opt = make_optimizer(self.model, spec, lr_mult, capturable=self.graph, fused=fused, lr_scale=lr_scale)
-        self.feeds = [BatchFeeder(t, seed, dev, pinned=options.execution.pinned_batches)
-                      for t, seed in zip(self.tracks, self.seeds, strict=True)]
-        self.val_batches = [t.val_batches(final=False) for t in self.tracks]
-        # Evaluation replays a captured forward in graph mode (an eager pass of a pack costs more than the training
-        # between two eval points); the val batches stay on the device.
-        self.evaluator = Evaluator(self.model, dev, self.autocast, graphs=self.graph)
-        self.evaluator.stage("val", self.val_batches)
-        self.initial = snapshot(self.model)  # θ₀ on the device: how far each group moved, at every eval
-        self.losses = torch.zeros(self.k, spec.steps, device=dev)  # per-step train losses, read at sync points only
-        self.cuda_graph: torch.cuda.CUDAGraph | None = None
-        self.graph_stream: torch.cuda.Stream | None = None
-        self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # x, y, losses of the graph
-        self.synced_upto = 0
-        self.t_mark = 0.0
-        self.timed_s = 0.0
+        return members
 
     # -- one step ---------------------------------------------------------------------------------------------
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:

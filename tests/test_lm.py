@@ -47,3 +47,19 @@ def test_every_gradient_of_the_model_repeats_exactly_on_the_cpu() -> None:
     idx = torch.randint(0, spec.dims.vocab_size, (2, 17), generator=torch.Generator().manual_seed(0))
     differ, worst = differing_grads(model, idx[:, :-1], idx[:, 1:])  # (B, T) each
     assert differ == [] and worst == 0.0
+
+
+def test_a_seed_builds_the_same_weights_at_any_cpu_thread_count() -> None:
+    # MKL's QR (orthogonal_) sums in a thread-count-dependent order: a Ray task (1 CPU) built other RWKV-6 LoRA
+    # weights than a local worker (16 threads) for the same seed, and their runs parted on an H200 (2026-12-02).
+    spec, v = preset("phase2"), builtin("gf").variant
+    before = torch.get_num_threads()
+    built = []
+    try:
+        for threads in (1, 16):
+            torch.set_num_threads(threads)
+            built.append({n: p.detach().clone() for n, p in build_model(spec.dims, v, None, seed=3).named_parameters()})
+            assert torch.get_num_threads() == threads  # the caller's count is left as it was
+    finally:
+        torch.set_num_threads(before)
+    assert [n for n in built[0] if not torch.equal(built[0][n], built[1][n])] == []

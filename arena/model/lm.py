@@ -40,6 +40,20 @@ def seeded(seed: int, tag: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a block on one CPU thread, restoring the caller's count afterwards. Initialisation runs under it: MKL's QR
+    (``orthogonal_``, RWKV-6's LoRA and output maps) gives other last bits at another thread count, so the same seed
+    built other weights in a Ray task (1 CPU) than in a local worker (16) — their runs parted from step 4–13 on an
+    H200 (bench/results, 2026-12-02) — and would on a machine with another core count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class _MatmulGradEmbedding(torch.autograd.Function):
     """An embedding lookup whose weight gradient is one_hot(idx)ᵀ @ grad: a matmul with a fixed summation order.
 
@@ -191,12 +205,13 @@ class HybridLM(nn.Module):
         self.dims = dims
         hidden = ffn_hidden if ffn_hidden is not None else dims.ffn_mult * dims.d_model
         self.ffn_hidden = hidden  # what a pack's other members are built with (build_model matched it)
-        with seeded(seed, "embed"):
-            self.embed = nn.Embedding(dims.vocab_size, dims.d_model)
-            nn.init.normal_(self.embed.weight, std=0.02)
-        self.blocks = nn.ModuleList(
-            Block(dims, variant, hparams, i, hidden, backend, seed) for i in range(dims.n_layer)
-        )
+        with one_thread():  # the same weights whatever the machine's or the task's CPU count
+            with seeded(seed, "embed"):
+                self.embed = nn.Embedding(dims.vocab_size, dims.d_model)
+                nn.init.normal_(self.embed.weight, std=0.02)
+            self.blocks = nn.ModuleList(
+                Block(dims, variant, hparams, i, hidden, backend, seed) for i in range(dims.n_layer)
+            )
         self.norm_f = RMSNorm(dims.d_model)
         # On CUDA in deterministic mode only: CPU's embedding backward already sums in a fixed order.
         self.fixed_order_embed = deterministic()

@@ -79,8 +79,14 @@ def pipe() -> tuple[Any, Any]:
 def stacks_on_sigusr1() -> None:
     """``kill -USR1 <pid>`` prints every thread's stack of this process to its stderr (a hang, diagnosed where it
     happens: the driver and every child arena starts call this)."""
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    # The process's own stderr (the real file descriptor: under a test runner sys.stderr may be a buffer).
+    err = sys.__stderr__
+    if err is None:
+        return
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        faulthandler.register(signal.SIGUSR1, file=err, all_threads=True)
 
 
 def _enter_then(env: dict[str, str], cwd: str, target: Callable[..., Any], args: tuple[Any, ...]) -> None:

@@ -294,10 +294,10 @@ def test_a_worker_that_cannot_start_is_one_line(home: Path, tiny_flags: list[str
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from arena.runner import worker
 
-    def full(self: object) -> None:
+    def full(self: object, *args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device", "/tmp/arena-worker")
 
-    monkeypatch.setattr(worker.Worker, "__enter__", full)
+    monkeypatch.setattr(worker.Worker, "_ensure", full)  # where a worker's process is started
     r = arena("noise", "--measure", *tiny_flags, "--device", "cpu")
     assert_one_line_error(r, "No space left on device", "free some space")
     assert "Exception in thread" not in r.err + r.out

@@ -5,7 +5,8 @@
 Phases, in the order one device call runs them (each writes DIR/tournament-PHASE.{json,log}):
   cold     a fresh machine (no Triton autotune results): the tournament (``--pack auto``), timed; then
            ``arena autotune export`` into DIR (carry it to the next machine as .tc/autotune.tgz)
-  warm     the same tournament into a new store (wall_s_warm, the per-run env.timing)
+  warm     the same tournament into a new store (wall_s_warm, the per-run env.timing); the autotune cache exported
+           again (shapes the cold call did not reach)
   repeat   the same again in fresh processes: every run's train curve against warm's (the same bits?)
   compare  ``--workers 2``, then gf and cp with ``--pack 1`` beside warm's packed runs (packed vs solo)
   engines  the tournament's runs through ``--engine local``, ``--engine ray`` and Ray with ``--gpu-share 0.5``
@@ -208,6 +209,9 @@ def main() -> None:
         db = out / "warm.db"
         report["commands"].append(arena([*base, "--db", f"sqlite:///{db}"], log, env, args.limit))
         report["runs_warm"] = runs(db)
+        # Again after a warm tournament: the carried cache may lack shapes only a later phase uses (2026-12-02: the
+        # clean check's first recompute autotuned 26 s, its shapes never reached the cold call's export).
+        report["commands"].append(arena(["autotune", "export", str(out / "autotune.tgz"), "--force"], log, env))
     elif args.phase == "engines":  # issue #17: the same tournament through the local engine, then through Ray
         # The runs only: no fresh seeds to decide on (max_seeds = the tournament's), and a third of the call each.
         # Locally a slot trains its next group while the last is checked; a Ray task holds its GPU share through

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from arena.core.errors import ArenaError
-from arena.core.hparams import VALUE_PARAMS, UndeclaredHParam, resolve
+from arena.core.hparams import VALUE_PARAMS, HParams, UndeclaredHParam, resolve
 from arena.core.spec import ModelDims, Spec
 from arena.core.variant import Fusion, LoadedVariant, Variant
 from arena.model.lm import MATCH_TOLERANCE, HybridLM, build_model, count_params, match_deviation
@@ -49,6 +49,29 @@ def unmatched_reason(v: Variant, n_params: int, target: int) -> str | None:
 
 class Violation(ArenaError):
     """The variant broke a rule about its state (new parameters, buffers, tensors outside its parameters)."""
+
+
+def built_members(spec: Spec, loaded: LoadedVariant, seeds: list[int], hps: list[HParams], backend: str,
+                  dev: torch.device) -> tuple[list[HybridLM], int, int, str | None]:
+    """Every member's plain model on ``dev`` and the spec's size rules: (models, count, the reference's count, why
+    the size is refused or None).
+
+    The FFN width is matched once, for the first member: hyperparameters change values only (the entry check holds
+    every file to it), so every member's match is the same width; a shape difference is still caught here."""
+    v = loaded.variant
+    assert isinstance(v, Variant), "the run builds the variant: call it in a worker, on a loaded file"
+    target = reference_params(spec.dims, spec.reference_variant)
+    first = build_model(spec.dims, v, hps[0], seed=seeds[0], backend=backend, match_params_to=target)
+    members = [first.to(dev)] + [
+        HybridLM(spec.dims, v, hp, seed=seed, backend=backend, ffn_hidden=first.ffn_hidden).to(dev)
+        for seed, hp in zip(seeds[1:], hps[1:], strict=True)]
+    shapes = {n: p.shape for n, p in first.named_parameters()}
+    if any({n: p.shape for n, p in m.named_parameters()} != shapes for m in members[1:]):
+        raise ValueError("the members of a pack differ in shape: their hyperparameters change the model")
+    n_params = count_params(first)
+    refusal = (f"{n_params:,} parameters exceed the spec's budget of {spec.param_budget:,}"
+               if n_params > spec.param_budget else unmatched_reason(v, n_params, target))
+    return members, n_params, target, refusal
 
 
 # -- every trained value ---------------------------------------------------------------------------------------------

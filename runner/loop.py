@@ -20,12 +20,12 @@ from arena.core.hparams import HParams
 from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
-from arena.core.variant import LoadedVariant, Variant
+from arena.core.variant import LoadedVariant
 from arena.model.backend import prepare_cuda
-from arena.model.lm import HybridLM, build_model, count_params
+from arena.model.lm import HybridLM
 from arena.model.pack import PackedLM
 from arena.runner import causality
-from arena.runner.check import Violation, audit_model, reference_params, unmatched_reason
+from arena.runner.check import Violation, audit_model, built_members
 from arena.runner.data import Track, load_track
 from arena.runner.eval_graph import Evaluator
 from arena.runner.evaluate import diagnostics, grad_norms, loss_of, member_losses, movement, snapshot
@@ -97,7 +97,15 @@ class Run:
         if dev.type == "cuda":
             prepare_cuda()
         mark("data_s")
-        members = self._members(options)
+        members, n_params, target, refusal = built_members(spec, self.loaded, self.seeds, self.hps, options.backend,
+                                                           dev)
+        for result in self.results:
+            result.params_total = n_params
+            result.params_target = target if self.loaded.variant.match_params else None
+        if refusal:
+            raise Rejected(refusal)
+        for result in self.results:
+            result.params_by_part = members[0].params_by_part()
         mark("models_s")
         solo = members[0]
         self.model: HybridLM | PackedLM = PackedLM(members) if self.k > 1 else solo
@@ -129,37 +137,6 @@ class Run:
         self.synced_upto = 0
         self.t_mark = 0.0
         self.timed_s = 0.0
-
-    def _members(self, options: RunOptions) -> list[HybridLM]:
-        """Every member's plain model on the device, checked against the spec's parameter rules."""
-        spec, dev = self.spec, self.dev
-        variant = self.loaded.variant
-        assert isinstance(variant, Variant), "train runs the variant: call it in a worker, on a loaded file"
-        target = reference_params(spec.dims, spec.reference_variant)
-        # The FFN width is matched once, for the first member: hyperparameters change values only, so every member's
-        # match is the same width (two extra model builds per member saved; a shape difference is still caught below).
-        first = build_model(spec.dims, variant, self.hps[0], seed=self.seeds[0], backend=options.backend,
-                            match_params_to=target)
-        members = [first.to(dev)] + [
-            HybridLM(spec.dims, variant, hp, seed=seed, backend=options.backend, ffn_hidden=first.ffn_hidden).to(dev)
-            for seed, hp in zip(self.seeds[1:], self.hps[1:], strict=True)]
-        solo = members[0]
-        shapes = {n: p.shape for n, p in solo.named_parameters()}
-        if any({n: p.shape for n, p in m.named_parameters()} != shapes for m in members[1:]):
-            # The entry check holds every variant to value-only searched hyperparameters: not the variant's fault.
-            raise ValueError("the members of a pack differ in shape: their hyperparameters change the model")
-        n_params = count_params(solo)
-        for result in self.results:
-            result.params_total = n_params
-            result.params_target = target if variant.match_params else None
-        if n_params > spec.param_budget:
-            raise Rejected(f"{n_params:,} parameters exceed the spec's budget of {spec.param_budget:,}")
-        mismatch = unmatched_reason(variant, n_params, target)
-        if mismatch:
-            raise Rejected(mismatch)
-        for result in self.results:
-            result.params_by_part = solo.params_by_part()
-        return members
 
     # -- one step ---------------------------------------------------------------------------------------------
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -333,3 +333,13 @@ def test_tournament_keeps_only_the_champions_checkpoints(home: Path, tiny_flags:
     all_runs = {k for (k,) in rows(db, "select key from arena_runs where status = 'ok'")}
     assert kept and kept <= champion_runs and len(all_runs) > len(kept)
     assert list((home / "artifacts" / "champions").rglob("seed*.pt"))  # the champion's own copy
+
+
+@pytest.mark.parametrize("data", ["/no/such/tinyshakespeare.txt", "{tmp}/empty"])
+def test_a_bad_data_flag_fails_before_anything_is_written(data: str, home: Path, tmp_path: Path) -> None:
+    # Even when every run would be memoized (the corpus is then never read), a --data naming no valid corpus is
+    # refused at once: one line, exit 1, no store.
+    (tmp_path / "empty").mkdir()
+    r = arena("tournament", "--preset", "smoke", "--data", data.format(tmp=tmp_path))
+    assert_one_line_error(r, "--data")
+    assert not db_file(home).exists()

@@ -48,6 +48,10 @@ def prepare(
     rerun: bool = False, rerun_failed: Sequence[str] = (),
 ) -> Plan:
     """Inspect the entries (in worker processes) and plan their runs on this machine's basis; writes nothing."""
+    if options.data_flag:  # a --data that names no valid corpus fails here, before anything is written or trained
+        from arena.runner.corpus import resolve_corpus
+
+        resolve_corpus(spec.track, options.data_flag)
     entries, refused = tournament_entries(store, spec, names, options.data_flag)
     if not entries:
         raise ArenaError("no entry passed its check; nothing to run (see the lines above)")

@@ -26,7 +26,7 @@ from arena.core.variant import LoadedVariant
 from arena.runner import processes
 from arena.runner.processes import INTERRUPTED_EXIT, Interrupted, interrupted
 from arena.runner.provenance import resolved_device
-from arena.runner.standby import Standby, gpu_warm
+from arena.runner.standby import Standby, gpu_warm, take_ahead
 
 EventFn = Callable[[dict[str, Any]], bool | None]
 def import_limit_s() -> float:
@@ -224,6 +224,8 @@ class Worker:
             self.close(spare=False)  # one process per variant: nothing one variant did can reach the next one's runs
         self._sha = variant_sha
         if self._proc is None or not self._proc.is_alive():
+            if self._spare is None and gpu:  # the command's first worker: a standby it started before its check
+                self._spare = take_ahead(self.env)
             handed = self._spare.hand(_child_main, (self.threads, self.env)) if self._spare else None
             self._spare = None
             if handed is not None:

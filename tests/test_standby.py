@@ -84,3 +84,41 @@ def test_a_standby_runs_nothing_until_it_is_handed_its_target() -> None:
     dead.proc.kill()
     dead.proc.join(timeout=10)
     assert dead.hand(_ConnectionBase.send, ("ran",)) is None  # the caller starts a fresh child instead
+
+
+def test_the_first_worker_starts_in_the_process_started_before_the_entry_check() -> None:
+    # arena tournament on a GPU starts the first worker's process before checking the files (its ≈ 14 s of start-up
+    # overlap the check); the first worker with that environment takes it, once.
+    from arena.runner import standby
+
+    env = {"ARENA_TEST_SLOT": "0"}
+    standby.start_ahead(env)
+    ahead = standby._AHEAD[(("ARENA_TEST_SLOT", "0"),)]
+    standby.start_ahead(env)  # one is waiting already: no second
+    assert len(standby._AHEAD) == 1 and ahead.proc.is_alive()
+    with Worker(threads=1, env=env, standby=False) as worker:
+        worker._ensure("a-variant", gpu=True)
+        assert worker._proc.pid == ahead.proc.pid
+    assert standby.take_ahead(env) is None and not ahead.proc.is_alive()
+    with Worker(threads=1, env={"ARENA_TEST_SLOT": "1"}, standby=False) as other:
+        other._ensure("a-variant", gpu=False)  # a CPU worker never takes a GPU process
+    standby.start_ahead({})
+    unused = standby._AHEAD[()].proc
+    standby.end_ahead()  # the command had nothing to train: it ends it
+    assert not unused.is_alive() and not standby._AHEAD
+
+
+def test_the_engine_starts_one_process_ahead_per_gpu_of_its_slots_and_none_on_a_cpu(monkeypatch) -> None:
+    from arena.orchestration import engines
+    from arena.runner import provenance, standby
+
+    started: list[dict[str, str]] = []
+    monkeypatch.setattr(standby, "start_ahead", lambda env=None: started.append(dict(env or {})))
+    engines.start_ahead(OPTIONS)
+    assert started == []
+    monkeypatch.setattr(provenance, "resolved_device", lambda options: "cuda")
+    engines.start_ahead(RunOptions(device="cuda", timeout_s=300, workers=4, gpus=(0, 1)))
+    assert started == [{"CUDA_VISIBLE_DEVICES": g} for g in "0101"]  # the pool keeps one per environment
+    started.clear()
+    engines.start_ahead(RunOptions(device="cuda", timeout_s=300, engine="ray"))
+    assert started == []  # a Ray task starts its own process where Ray puts it

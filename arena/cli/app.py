@@ -92,6 +92,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted: finished runs are stored; run the same command to resume[/yellow]")
         sys.exit(130)
+    finally:
+        from arena.runner.standby import end_ahead
+
+        end_ahead()  # a worker process started ahead of a command that failed before it trained
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def submit(
     from arena.cli.views import print_outcome
     from arena.orchestration.checkpoints import prune_checkpoints
     from arena.orchestration.contest import Contests
-    from arena.orchestration.engines import open_engine
+    from arena.orchestration.engines import open_engine, start_ahead
     from arena.orchestration.entries import Entry
     from arena.orchestration.execute import register
     from arena.runner.inspection import inspect_one
@@ -133,6 +133,8 @@ def submit(
     options = run_options(device, backend, mode, timeout, workers, gpus, data, pinned_batches, fused_adamw, pack,
                           len(spec.seeds))
     options = on_engine(options, engine, ray_address, gpu_share)
+    if not no_run:
+        start_ahead(options)  # the first worker's start-up overlaps the file's check
     found = inspect_one(read_file(file), file, spec, data_flag=data)
     loaded, n_params = found.loaded, found.n_params
     store = existing_store(db)
@@ -197,7 +199,7 @@ def tournament(
     from arena.cli.views import print_leaderboard, print_outcome
     from arena.core.home import checkpoints_dir
     from arena.orchestration.checkpoints import prune_checkpoints
-    from arena.orchestration.engines import open_engine
+    from arena.orchestration.engines import open_engine, start_ahead
     from arena.orchestration.execute import execute, register
     from arena.orchestration.tournament import decide, prepare
 
@@ -208,6 +210,7 @@ def tournament(
     options = on_engine(options, engine, ray_address, gpu_share)
     failed = parse_statuses(rerun_failed)
     store = existing_store(db)
+    start_ahead(options)  # the first worker's start-up overlaps the entry check
     # Checking the files (each imported, built and probed for causality in a clean process) takes seconds per
     # entry: say so at once rather than after it (issue #16).
     with _status("checking the entries: each variant file imported, built and checked in a clean process"):

@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
+from arena.runner.standby import end_ahead
 from arena.runner.worker import MachineryFailure, Worker
 
 T = TypeVar("T")
@@ -124,6 +125,21 @@ class LocalEngine:
         return f"{self.slots} worker(s)"
 
 
+def start_ahead(options: RunOptions) -> None:
+    """On a GPU with the local engine: start each slot's first worker process now, before the command's entry
+    check, so that its ≈ 14 s of start-up (kernel imports, CUDA context) overlap the check instead of following it.
+    The first Worker with that slot's environment takes it (``runner.standby.take_ahead``); the local engine's end
+    (or the CLI's) ends one that none took."""
+    from arena.runner.provenance import resolved_device
+    from arena.runner.standby import start_ahead as start
+
+    if options.engine == "ray" or resolved_device(options) != "cuda":
+        return
+    engine = LocalEngine(options)
+    for index in range(engine.slots):
+        start(engine.slot_env(index))
+
+
 def check_engine(options: RunOptions) -> None:
     """Refuse, in one line and before anything is written, ``--engine ray`` where Ray is not installed and a
     ``--ray-address host:port`` where nothing answers (Ray itself would retry for minutes)."""
@@ -176,3 +192,5 @@ def _local_session(options: RunOptions) -> Iterator[LocalEngine]:
         with _LOCAL_LOCK:
             _LOCAL.remove(engine)
         engine.close()
+        if not _LOCAL:
+            end_ahead()  # started ahead for a worker that never came (nothing to train)

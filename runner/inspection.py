@@ -100,6 +100,13 @@ def inspect_one(source: str, path: str, spec: Spec, *, data_flag: str | None = N
     return found
 
 
+def _not_lost(proc: Any) -> None:
+    """A check process that only looks dead (its server died) refuses no file: the command fails instead."""
+    if processes.server_lost(proc):
+        raise processes.MachineryFailure("arena's process server died while checking the entry files; run the "
+                                         "command again")
+
+
 # -- cache ----------------------------------------------------------------------------------------------------------
 def _cached(source: str, spec: Spec) -> Inspected | None:
     sha = hashlib.sha256(source.encode("utf-8")).hexdigest()
@@ -186,6 +193,7 @@ def _run_child(items: list[tuple[str, str]], spec: Spec, data_flag: str | None,
                     break
                 if not proc.is_alive() and not parent.poll():
                     proc.join(timeout=5)
+                    _not_lost(proc)
                     results.append(ArenaError(f"{path}: the check process exited with code {proc.exitcode} while "
                                               f"{phase} the file"))
                     break
@@ -194,6 +202,7 @@ def _run_child(items: list[tuple[str, str]], spec: Spec, data_flag: str | None,
                 kind, payload = parent.recv()
             except (EOFError, OSError):
                 proc.join(timeout=5)
+                _not_lost(proc)
                 results.append(ArenaError(f"{path}: the check process exited with code {proc.exitcode} while "
                                           f"{phase} the file"))
                 break

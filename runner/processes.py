@@ -20,11 +20,35 @@ from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any
 
+from arena.core.errors import ArenaError
+
 INTERRUPTED_EXIT = 130  # what a worker exits with when it is interrupted
 
 
 class Interrupted(KeyboardInterrupt):
     """A run stopped by the user (Ctrl-C, SIGTERM, SIGHUP): never a result, never stored."""
+
+
+class MachineryFailure(ArenaError):
+    """arena's own machinery failed during a run (a checkpoint a full disk cannot hold, the process server gone):
+    the run is no result and must not be stored; the caller leaves it for the next command (or retries)."""
+
+
+def server_lost(proc: Any) -> bool:
+    """Whether a child only looks dead because the process server died: multiprocessing then reads every child of
+    that server as exited with 255, running or not (2026-12-02, H200: a signal that ended the server turned two
+    clean checks still computing into 'rejected' results). The server reaps the children that really exit, so a
+    child whose process is still there was not one of them; it is ended here (``proc.kill`` no longer reaches it:
+    multiprocessing believes it gone)."""
+    if proc.exitcode != 255:
+        return False
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def interrupted(code: int | None) -> bool:
@@ -35,6 +59,7 @@ def interrupted(code: int | None) -> bool:
 PRELOAD = ["torch", "arena.runner.train", "arena.runner.check", "arena.runner.verify", "arena.runner.inspection"]
 _configured = False
 _server_started = False
+_printing_stacks = False  # this process registered the SIGUSR1 stack printer
 
 
 def context() -> ForkServerContext:
@@ -64,10 +89,22 @@ def start(target: Callable[..., Any], args: tuple[Any, ...], *, daemon: bool = T
     neutral.mkdir(mode=0o700, exist_ok=True)
     here = os.getcwd()
     os.chdir(neutral)
+    # The server and multiprocessing's resource tracker start now, by exec: they inherit an ignored SIGUSR1 but not
+    # the stack printer, and SIGUSR1's default ends a process. Ignored, a `kill -USR1` of the whole process group
+    # (bench/gpu_tournament.py asks every process for its stacks) leaves them running.
+    usr1 = getattr(signal, "SIGUSR1", None)
+    if usr1 is not None:
+        if _printing_stacks:  # faulthandler re-installs its handler only when unregistered first
+            faulthandler.unregister(usr1)
+        signal.signal(usr1, signal.SIG_IGN)
     try:
         proc.start()
     finally:
         os.chdir(here)
+        if usr1 is not None:
+            signal.signal(usr1, signal.SIG_DFL)
+            if _printing_stacks:
+                stacks_on_sigusr1()
     _server_started = True
     return proc
 
@@ -85,8 +122,10 @@ def stacks_on_sigusr1() -> None:
     err = sys.__stderr__
     if err is None:
         return
+    global _printing_stacks
     with contextlib.suppress(AttributeError, ValueError, OSError):
         faulthandler.register(signal.SIGUSR1, file=err, all_threads=True)
+        _printing_stacks = True
 
 
 def _enter_then(env: dict[str, str], cwd: str, target: Callable[..., Any], args: tuple[Any, ...]) -> None:

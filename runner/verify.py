@@ -26,7 +26,7 @@ from arena.core.options import RunOptions
 from arena.core.result import RunResult
 from arena.core.spec import Spec
 from arena.runner import processes
-from arena.runner.processes import Interrupted, interrupted
+from arena.runner.processes import Interrupted, MachineryFailure, interrupted, server_lost
 from arena.runner.standby import Standby
 
 REL_TOL = 1e-5  # two evaluations of the same weights by the same code: equal on the CPU, last bits on a GPU
@@ -158,6 +158,9 @@ def verify(
                     proc.join(timeout=5)
                     if interrupted(proc.exitcode):
                         raise Interrupted("the clean-process check was interrupted")
+                    if server_lost(proc):  # arena's failure, not the variant's: no verdict, nothing stored
+                        raise MachineryFailure("arena's process server died during the clean-process check; "
+                                               "run the command again")
                     verdicts += [(None, f"the clean-process check died (exit code {proc.exitcode})")] * (
                         len(todo) - len(verdicts))
                 continue

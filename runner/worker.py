@@ -24,7 +24,7 @@ from arena.core.spec import Spec
 from arena.core.stack import Basis
 from arena.core.variant import LoadedVariant
 from arena.runner import processes
-from arena.runner.processes import INTERRUPTED_EXIT, Interrupted, interrupted
+from arena.runner.processes import INTERRUPTED_EXIT, Interrupted, MachineryFailure, interrupted, server_lost
 from arena.runner.provenance import resolved_device
 from arena.runner.standby import Standby, gpu_warm, take_ahead
 
@@ -40,11 +40,6 @@ def import_limit_s() -> float:
     if not value > 0:
         raise ArenaError(f"ARENA_IMPORT_LIMIT_S={raw!r}: give a positive number of seconds")
     return value
-
-
-class MachineryFailure(ArenaError):
-    """arena's own machinery failed during a run (a checkpoint a full disk cannot hold): the run is no result and
-    must not be stored; the caller leaves it for the next command (or retries)."""
 
 
 @dataclass
@@ -349,7 +344,10 @@ class Worker:
     def _died(self, partials: dict[int, RunResult], t0: float) -> list[RunResult]:
         """The results of a child that died without a word (segfault, os._exit, the OOM killer)."""
         code = self._proc.exitcode if self._proc is not None else None
+        lost = self._proc is not None and server_lost(self._proc)
         self.kill()
+        if lost:
+            raise MachineryFailure("arena's process server died while the run trained; run the command again")
         if interrupted(code):  # Ctrl-C or a kill of the run: not the variant's failure, and not a result
             raise Interrupted(f"the run was interrupted ({_describe_exit(code)})")
         return self._all(partials, t0, "crashed", _describe_exit(code))

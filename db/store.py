@@ -56,6 +56,7 @@ from arena.db.records import (
     run_model,
     stored_run,
 )
+from arena.db.transfer import TransferMixin
 
 __all__ = ["ClaimRow", "Claimed", "DecisionRecord", "DecisionRow", "EntryRow", "SpecRow", "Store", "StoredRun",
            "TournamentRow", "VariantRow",
@@ -66,7 +67,7 @@ DEFAULT_TIMEOUT_S = 30.0
 # Held by the migrating connection on PostgreSQL so that two processes opening a blank database do not race.
 _PG_MIGRATION_LOCK = 0x4172656E61  # "Arena"
 
-class Store(CatalogMixin, DecisionsMixin, ClaimsMixin):
+class Store(CatalogMixin, DecisionsMixin, ClaimsMixin, TransferMixin):
     """The arena database behind one narrow API. This docstring is the contract.
 
     - ``Store(url)`` opens a SQLite file (``sqlite:///PATH``; parent folders are created) or a PostgreSQL database

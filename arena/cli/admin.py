@@ -22,7 +22,8 @@ from arena.cli.console import console
 from arena.core.errors import ArenaError
 
 variants_app = typer.Typer(help="List and check variant files.", no_args_is_help=True)
-db_app = typer.Typer(help="Show and apply database migrations.", no_args_is_help=True)
+db_app = typer.Typer(help="Show and apply database migrations; export a store and import it elsewhere.",
+                    no_args_is_help=True)
 champions_app = typer.Typer(
     help="The champion history and the current champion's artifacts.", invoke_without_command=True
 )
@@ -190,6 +191,42 @@ def _data_status() -> Text:
         return Text(str(exc), style="red")
     origin = "ARENA_DATA" if os.environ.get("ARENA_DATA") else "data cache"
     return Text(f"{path} ({origin}; size and sha256 verified)")
+
+
+@db_app.command("export")
+def db_export(
+    file: Annotated[Path, typer.Argument(help="The file to write (gzipped JSON), e.g. study.arena.json.gz.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
+    db: o.Db = None,
+) -> None:
+    """Write the whole store (runs, variants, entries, specs, tournaments, decisions; not the claims of runs in
+    flight) to FILE, to carry it to another machine: `arena db import FILE` there."""
+    if file.exists() and not force:
+        raise ArenaError(f"{file}: already exists; choose another path or pass --force to replace it")
+    if not file.parent.is_dir():
+        raise ArenaError(f"{file}: its folder {file.parent} does not exist; create it or choose another path")
+    with reading_store(db) as store:
+        counts = store.export_to(file)
+    console.print(f"[green]✓[/green] {_counted(counts)} from {store.display_url} → {file}")
+
+
+@db_app.command("import")
+def db_import(
+    file: Annotated[Path, typer.Argument(help="A file made by `arena db export`.")],
+    db: o.Db = None,
+) -> None:
+    """Copy FILE into a store that holds nothing yet (a new one is created): every run, memoized again, and the
+    champion history as it was. The file is checked first; a refused one writes nothing."""
+    from arena.db.transfer import read_export
+
+    tables = read_export(file)
+    with open_store(db) as store:
+        counts = store.import_tables(tables, file)
+    console.print(f"[green]✓[/green] {_counted(counts)} from {file} → {store.display_url}")
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {name.removeprefix('arena_').replace('_', ' ')}" for name, n in counts.items())
 
 
 @autotune_app.command("export")

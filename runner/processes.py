@@ -59,7 +59,6 @@ def interrupted(code: int | None) -> bool:
 PRELOAD = ["torch", "arena.runner.train", "arena.runner.check", "arena.runner.verify", "arena.runner.inspection"]
 _configured = False
 _server_started = False
-_printing_stacks = False  # this process registered the SIGUSR1 stack printer
 
 
 def context() -> ForkServerContext:
@@ -89,22 +88,19 @@ def start(target: Callable[..., Any], args: tuple[Any, ...], *, daemon: bool = T
     neutral.mkdir(mode=0o700, exist_ok=True)
     here = os.getcwd()
     os.chdir(neutral)
-    # The server and multiprocessing's resource tracker start now, by exec: they inherit an ignored SIGUSR1 but not
-    # the stack printer, and SIGUSR1's default ends a process. Ignored, a `kill -USR1` of the whole process group
-    # (bench/gpu_tournament.py asks every process for its stacks) leaves them running.
-    usr1 = getattr(signal, "SIGUSR1", None)
-    if usr1 is not None:
-        if _printing_stacks:  # faulthandler re-installs its handler only when unregistered first
-            faulthandler.unregister(usr1)
-        signal.signal(usr1, signal.SIG_IGN)
+    # The server and multiprocessing's resource tracker start now, by exec: they inherit this thread's signal mask
+    # but not the stack printer, and SIGUSR1's default ends a process. Blocked, a `kill -USR1` of the whole process
+    # group (bench/gpu_tournament.py asks every process for its stacks) leaves them running; each child unblocks it
+    # (``_enter_then``). The mask is per thread: this works from any thread, unlike a signal handler.
+    usr1 = {signal.SIGUSR1} if hasattr(signal, "SIGUSR1") else set()
+    if usr1:
+        signal.pthread_sigmask(signal.SIG_BLOCK, usr1)
     try:
         proc.start()
     finally:
         os.chdir(here)
-        if usr1 is not None:
-            signal.signal(usr1, signal.SIG_DFL)
-            if _printing_stacks:
-                stacks_on_sigusr1()
+        if usr1:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, usr1)
     _server_started = True
     return proc
 
@@ -122,13 +118,13 @@ def stacks_on_sigusr1() -> None:
     err = sys.__stderr__
     if err is None:
         return
-    global _printing_stacks
     with contextlib.suppress(AttributeError, ValueError, OSError):
         faulthandler.register(signal.SIGUSR1, file=err, all_threads=True)
-        _printing_stacks = True
 
 
 def _enter_then(env: dict[str, str], cwd: str, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    if hasattr(signal, "SIGUSR1"):  # blocked in the server (``start``): a child prints its stacks again
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     stacks_on_sigusr1()
     os.environ.clear()
     os.environ.update(env)

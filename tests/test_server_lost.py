@@ -12,13 +12,7 @@ import textwrap
 import time
 from multiprocessing import forkserver
 
-import pytest
-
 from arena.core.options import RunOptions
-from arena.runner import processes
-from arena.runner.loader import builtin
-from arena.runner.provenance import basis_for
-from arena.runner.worker import MachineryFailure, Worker, make_task
 
 OPTIONS = RunOptions(device="cpu", timeout_s=300)
 
@@ -36,41 +30,6 @@ def _gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
-
-
-def test_a_child_of_a_dead_server_is_told_apart_from_one_that_exited_255_and_ended() -> None:
-    proc = processes.start(time.sleep, (60.0,))
-    time.sleep(0.5)
-    _kill_server()
-    proc.join(timeout=10)
-    assert proc.exitcode == 255 and not _gone(proc.pid)  # what multiprocessing says, and what is true
-    assert processes.server_lost(proc)
-    for _ in range(50):
-        if _gone(proc.pid):
-            break
-        time.sleep(0.1)
-    assert _gone(proc.pid)  # server_lost ended the orphan
-    done = processes.start(sys.exit, (255,))  # a server again (multiprocessing restarts it); a real exit 255
-    done.join(timeout=30)
-    assert done.exitcode == 255 and not processes.server_lost(done)
-
-
-def test_a_run_whose_server_dies_is_a_machinery_failure_not_a_crash(tiny_spec) -> None:
-    with Worker(threads=1, standby=False) as worker:
-        task = make_task(tiny_spec, builtin("gf"), [0], None, OPTIONS, None, basis_for(OPTIONS, worker.env))
-        killed: list[bool] = []
-
-        def on_event(event: dict) -> None:
-            if event.get("type") == "step" and not killed:
-                killed.append(True)
-                _kill_server()
-                # The child is still computing (it would train on and report: a process outlives its server); it
-                # is paused so that this worker sees what a long step shows, a child that reads as dead.
-                os.kill(worker._proc.pid, signal.SIGSTOP)
-
-        with pytest.raises(MachineryFailure, match="process server died"):
-            worker.run_pack(task, on_event)
-    assert killed
 
 
 def test_sigusr1_prints_stacks_and_leaves_the_server_and_its_children_running(tmp_path) -> None:

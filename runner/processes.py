@@ -34,6 +34,11 @@ class MachineryFailure(ArenaError):
     the run is no result and must not be stored; the caller leaves it for the next command (or retries)."""
 
 
+class MachineLost(MachineryFailure):
+    """The process or node that held a group's work is gone (a Ray slot's actor died and no other could take its
+    place): nothing of the group is stored, and it is to be trained again by another slot of the same command."""
+
+
 def server_lost(proc: Any) -> bool:
     """Whether a child only looks dead because the process server died: multiprocessing then reads every child of
     that server as exited with 255, running or not (2026-12-02, H200: a signal that ended the server turned two

@@ -47,7 +47,7 @@ def test_the_next_group_trains_while_the_last_is_checked_and_the_results_are_the
     serial, _ = _tournament(tmp_path, "serial.db", tiny_spec, overlap=False)
     # The first group's check waits until the second group has started training: without the overlap the slot
     # would wait for that check first, and this would time out.
-    second_started, waited = threading.Event(), []
+    second_started, waited = threading.Event(), list[bool]()
     real_finish = trials.PendingCheck.finish
 
     def finish_after_the_next_starts(self: trials.PendingCheck) -> Any:
@@ -95,10 +95,11 @@ def test_an_arena_failure_in_an_overlapped_check_skips_only_that_group(
     store.close()
 
 
-def test_checks_overlap_by_default_only_on_a_gpu_with_the_local_engine() -> None:
-    assert overlaps_checks(RunOptions(device="cuda"), "local")
-    assert not overlaps_checks(RunOptions(device="cpu"), "local")
-    assert not overlaps_checks(RunOptions(device="cuda"), "ray")
+def test_checks_overlap_by_default_only_on_a_gpu() -> None:
+    assert overlaps_checks(RunOptions(device="cuda"))
+    assert overlaps_checks(RunOptions(device="cuda", engine="ray"))  # a Ray slot's actor checks beside training
+    assert not overlaps_checks(RunOptions(device="cpu"))
+    assert not overlaps_checks(RunOptions(device="cpu", engine="ray"))
 
 
 def test_a_decision_gives_each_entry_its_own_runs_when_a_tuned_entry_shares_its_variant(

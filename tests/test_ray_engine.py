@@ -270,6 +270,36 @@ def test_a_ray_worker_killed_mid_run_loses_and_doubles_nothing(cluster: Cluster,
     print(f"\n(a) 20 runs, 1 Ray worker SIGKILLed ({killed[0][0]}), 0 duplicates, {elapsed:.0f} s")
 
 
+@pytest.mark.slow
+def test_a_slot_checks_a_group_while_the_next_one_trains(cluster: Cluster, tiny_spec: Any, tmp_path: Path) -> None:
+    """The GPU's default on the CPU cluster: each slot's actor keeps the group's check (a call made later) and runs
+    it beside the next group; every run is recorded once, checked, with the same losses as the serial way."""
+    from arena.db.store import Store
+    from arena.orchestration.entries import Entry
+    from arena.orchestration.execute import execute, plan, register
+    from arena.runner.loader import builtin
+    from arena.runner.provenance import basis_for
+
+    options = _ray(cluster.address)
+    names = ("gf", "ws", "gpt", "hy")
+    finals = []
+    for overlap in (True, False):
+        store = Store(f"sqlite:///{tmp_path / f'overlap{overlap}.db'}")
+        basis = basis_for(options)
+        entries = [Entry.of(builtin(name)) for name in names]
+        register(store, tiny_spec, entries)
+        execute(store, tiny_spec, plan(store, tiny_spec, entries, tiny_spec.seeds, basis), options, basis,
+                overlap_checks=overlap)
+        runs = store.runs(tiny_spec.hash)
+        assert sorted((r.result.variant, r.result.seed) for r in runs) == sorted(
+            (n, s) for n in names for s in tiny_spec.seeds)
+        assert all(r.result.status == "ok" and r.result.env.get("verified") for r in runs)
+        finals.append({(r.result.variant, r.result.seed): r.result.final_val_loss for r in runs})
+        assert store.claims() == []
+        store.close()
+    assert finals[0] == finals[1]
+
+
 # -- (b) the driver SIGKILLed and run again ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_driver_killed_and_run_again_duplicates_nothing(cluster: Cluster, tmp_path: Path,
@@ -433,7 +463,7 @@ def test_two_local_drivers_on_one_sqlite_store_share_the_runs(tiny_spec: Any, tm
 @pytest.mark.parametrize("pack", [1, 2])
 def test_a_search_on_ray_keeps_its_budget_and_reports_its_evals(cluster: Cluster, tiny_spec: Any,
                                                                  tmp_path: Path, pack: int) -> None:
-    """Trials as Ray tasks, one at a time or two as one packed model (each member's evals reach its own trial)."""
+    """Trials in Ray slots, one at a time or two as one packed model (each member's evals reach its own trial)."""
     from arena.core.options import Execution
     from arena.db.store import Store
     from arena.orchestration.search import tune as search

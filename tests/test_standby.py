@@ -121,4 +121,4 @@ def test_the_engine_starts_one_process_ahead_per_gpu_of_its_slots_and_none_on_a_
     assert started == [{"CUDA_VISIBLE_DEVICES": g} for g in "0101"]  # the pool keeps one per environment
     started.clear()
     engines.start_ahead(RunOptions(device="cuda", timeout_s=300, engine="ray"))
-    assert started == []  # a Ray task starts its own process where Ray puts it
+    assert started == []  # a Ray slot starts its own process where Ray places its actor

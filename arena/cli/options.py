@@ -64,14 +64,14 @@ TunePack = Annotated[
                  "Part of each trial's stack; every variant of one call gets the same."),
 ]
 Engine = Annotated[
-    str, typer.Option("--engine", help="local (worker processes here) | ray (Ray tasks on a cluster: arena[ray]).")
+    str, typer.Option("--engine", help="local (worker processes here) | ray (Ray actors on a cluster: arena[ray]).")
 ]
 RayAddress = Annotated[
     str | None,
     typer.Option("--ray-address", help="The Ray cluster (host:port of `ray start --head`); default: a local instance."),
 ]
 GpuShare = Annotated[
-    float | None, typer.Option("--gpu-share", help="GPUs per Ray task, e.g. 0.5 (default: 1 on CUDA, 0 on the CPU).")
+    float | None, typer.Option("--gpu-share", help="GPUs per Ray slot, e.g. 0.5 (default: 1 on CUDA, 0 on the CPU).")
 ]
 Rerun = Annotated[bool, typer.Option("--rerun", help="Recompute runs that are already stored.")]
 RerunFailed = Annotated[

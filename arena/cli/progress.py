@@ -100,7 +100,7 @@ def _progress(console: Console) -> Progress:
 
 
 def _info(event: dict[str, Any]) -> str:
-    if event.get("node"):  # a Ray task's event: where it runs (node, GPU)
+    if event.get("node"):  # a Ray slot's event: where it runs (node, GPU)
         gpu = f" gpu {event['gpu']}" if event.get("gpu") else ""
         return f"{_info({k: v for k, v in event.items() if k != 'node'})} · {event['node']}{gpu}"
     if event.get("type") == "phase":

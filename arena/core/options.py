@@ -55,7 +55,7 @@ class RunOptions:
     data_flag: str | None = None
     engine: str = "local"  # local: worker processes here; ray: Ray tasks (arena.orchestration.engines)
     ray_address: str | None = None  # the Ray cluster (None: a local Ray instance for the command)
-    gpu_share: float | None = None  # GPUs one Ray task asks for (None: 1 on CUDA, 0 on the CPU)
+    gpu_share: float | None = None  # GPUs one Ray slot asks for (None: 1 on CUDA, 0 on the CPU)
 
     def __post_init__(self) -> None:
         self.validate()

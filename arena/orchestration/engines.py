@@ -1,5 +1,5 @@
 """Engines: where groups of trials train. ``local`` (today's worker processes on this machine) or ``ray`` (Ray
-tasks on any node of a cluster: ``arena.orchestration.ray_engine``, imported only when asked for).
+actors on any node of a cluster, one per slot: ``arena.orchestration.ray_engine``, imported only when asked for).
 
 The contract both keep:
 
@@ -9,9 +9,11 @@ The contract both keep:
 * ``engine.slots`` is how many groups may train at once; ``engine.slot(i, n)`` (a context manager, slot ``i`` of the
   ``n`` in use) yields a ``Runner``. ``runner(fn, args, on_event)`` returns ``fn(worker, *args, events)``, computed
   with a runner ``Worker`` of its own (an isolated child process, so crashes, timeouts and divergence stay
-  results): here, or inside a Ray task. For Ray, ``fn`` is a module-level function and ``args`` plain data (both
-  pickle); ``events`` is ``on_event`` here, and in a Ray task a stand-in that calls ``on_event`` in this process
+  results): here, or inside a slot's Ray actor. For Ray, ``fn`` is a module-level function and ``args`` plain data
+  (both pickle); ``events`` is ``on_event`` here, and in an actor a stand-in that calls ``on_event`` in this process
   (an ``eval`` event waits for its answer: that is how a search prunes). Events from Ray carry ``node`` and ``gpu``.
+  When ``fn`` returns a call to make later (a group's clean check), the runner returns one that makes it where the
+  group trained; a runner whose machine was lost raises ``MachineLost`` (the group trains again in another slot).
 * ``fn`` only computes: this process records what it returns, so it stays the one writer of the store.
 """
 

@@ -1,11 +1,11 @@
 """Plan and execute runs: memoized on (variant sha, spec hash, seed, hyperparameters, code, stack), parallel over
-the slots of an engine (worker processes here, or Ray tasks on a cluster: ``engines``).
+the slots of an engine (worker processes here, or Ray actors on a cluster: ``engines``).
 
 Variant code runs only in worker processes; this process writes the store.
 
 A run is written to the store in one transaction after it finished, so an interrupted tournament (Ctrl-C,
 kill -9, power loss) resumes where it stopped: finished runs are found and skipped, unfinished ones were never
-written. Only this process writes to the store; workers (and Ray tasks) only compute. Runs are claimed before they
+written. Only this process writes to the store; workers (and Ray actors) only compute. Runs are claimed before they
 train (``schedule``), so several drivers on one store share the work instead of repeating it.
 """
 
@@ -29,6 +29,7 @@ from arena.db.store import Store
 from arena.orchestration.engines import Engine, Runner, open_engine
 from arena.orchestration.entries import Entry, Job
 from arena.orchestration.schedule import Schedule, by_entry
+from arena.runner.processes import MachineLost
 from arena.runner.trials import run_checked, train_seeds
 from arena.runner.worker import MachineryFailure, Worker
 
@@ -153,7 +154,7 @@ def execute(
     rerun: bool = False,
     overlap_checks: bool | None = None,
 ) -> list[RunResult]:
-    """Run the jobs on the engine of ``options`` (``engines``: worker processes here, or Ray tasks), one slot
+    """Run the jobs on the engine of ``options`` (``engines``: worker processes here, or Ray actors), one slot
     thread per group in flight; record the results here, the one writer of the store.
 
     The jobs of one entry run together in one process (a fresh one per variant) and are then checked in a clean
@@ -161,11 +162,11 @@ def execute(
     store. Each group is claimed in the store before it trains (``schedule``): a run another live driver is
     training is waited for and its stored result used, never trained twice. With ``checkpoint_dir``, each ok run
     leaves its final weights there as ``<run key>.pt`` (on the node that trained it). When arena's own machinery
-    fails (``MachineryFailure``: e.g. a full disk for checkpoints, a Ray task whose workers kept dying) the entry's
+    fails (``MachineryFailure``: e.g. a full disk for checkpoints, a Ray slot whose actors kept dying) the entry's
     runs are not stored, never as the variant's crash: ``on_skip`` hears of them, the others go on, and the next
-    command runs them again.
+    command runs them again; a group whose machine was lost (``MachineLost``) trains again in another slot.
 
-    With ``overlap_checks`` (default: on a GPU with the local engine) a slot trains its next group while the last
+    With ``overlap_checks`` (default: on a GPU) a slot trains its next group while the last
     one is checked (a check takes ≈ 13 s of a pack's ≈ 40 s on an H200, on a GPU one pack leaves part idle); at
     most one check per slot is in flight, and a group is recorded, and its claim released, when its check ends.
     The results are the same either way: only the wall time changes."""
@@ -177,7 +178,7 @@ def execute(
     with open_engine(options) as engine, Schedule(store, spec, basis, groups) as schedule:
         slots = _Slots(store, spec, options, basis, checkpoint_dir, on_progress, on_done, on_skip, rerun, schedule,
                        engine, len(groups), results, errors,
-                       overlaps_checks(options, engine.name) if overlap_checks is None else overlap_checks)
+                       overlaps_checks(options) if overlap_checks is None else overlap_checks)
         _run_slots(slots.work, slots.n_slots, slots.stop, errors)
     if errors:
         raise _one_line(errors[0])
@@ -214,6 +215,10 @@ class _Slots:
         if self.on_skip:
             self.on_skip(group, str(exc))
 
+    def requeue(self, group: list[Job], exc: MachineLost) -> None:
+        if not self.schedule.requeue(group):
+            self.skip(group, exc)
+
     def done_fn(self, slot: int) -> Callable[[Job, RunResult], None] | None:
         on_done = self.on_done
         return (lambda job, r: on_done(slot, job, r)) if on_done else None
@@ -232,6 +237,8 @@ class _Slots:
                         continue
                     try:
                         self.run_group(slot, run, handout.train, checks)
+                    except MachineLost:
+                        return  # the group went back to the schedule (run_group): another slot trains it
                     except MachineryFailure as exc:
                         self.skip(handout.train, exc)
         finally:
@@ -243,11 +250,15 @@ class _Slots:
         progress = (lambda seed, event: on_progress(slot, by_seed[seed], event)) if on_progress else None
         args = (self.spec, group, self.options, self.basis, self.checkpoint_dir)
         try:
-            if self.defer:  # the local engine: the function runs here, so its result may be a call to make later
+            if self.defer:  # the result is a call to make later: the check, made while the next group trains
                 complete = run(_train_in_worker, args, progress)
             else:
                 done = run(_group_in_worker, args, progress)
                 complete = lambda: done  # noqa: E731 (checked already, in the task)
+        except MachineLost as exc:
+            self.requeue(group, exc)
+            self.schedule.release_jobs(group)
+            raise
         except BaseException:
             self.schedule.release_jobs(group)
             raise
@@ -257,6 +268,8 @@ class _Slots:
                 pairs = complete()
                 _record_all(self.store, [(by_seed[r.seed], r) for r in pairs], self.lock, self.results, self.rerun,
                             self.done_fn(slot))
+            except MachineLost as exc:  # lost with its check's machine: trained again
+                self.requeue(group, exc)
             finally:
                 self.schedule.release_jobs(group)
 
@@ -266,12 +279,12 @@ class _Slots:
             finish()
 
 
-def overlaps_checks(options: RunOptions, engine: str) -> bool:
-    """Whether a slot trains its next group while the last one is checked: on a GPU with the local engine (a Ray
-    task checks its own group; on a CPU the check would take its cores from the training)."""
+def overlaps_checks(options: RunOptions) -> bool:
+    """Whether a slot trains its next group while the last one is checked: on a GPU, with either engine (a Ray
+    slot's actor runs the check beside the next group); on a CPU the check would take its cores from the training."""
     from arena.runner.provenance import resolved_device
 
-    return engine == "local" and resolved_device(options) != "cpu"
+    return resolved_device(options) != "cpu"
 
 
 class _Checks:
@@ -307,8 +320,8 @@ def _group_in_worker(
     worker: Worker, spec: Spec, group: list[Job], options: RunOptions, basis: Basis, checkpoint_dir: str | None,
     on_event: Callable[[int, dict[str, Any]], Any] | None,
 ) -> list[RunResult]:
-    """One group in ``worker`` (here or in a Ray task): its results as they are to be recorded. Events go out as
-    (seed, event), so a Ray task sends no variant source with each of them."""
+    """One group in ``worker`` (here or in a Ray actor): its results as they are to be recorded. Events go out as
+    (seed, event), so a Ray slot sends no variant source with each of them."""
     return _train_in_worker(worker, spec, group, options, basis, checkpoint_dir, on_event)()
 
 

@@ -1,12 +1,15 @@
-"""The Ray engine (``--engine ray``): every group of trials is one Ray task, trained in a runner ``Worker`` process of
-its own on whichever node Ray picks, so a crash, a timeout or a divergence stays a result exactly as locally.
+"""The Ray engine (``--engine ray``): each slot is one Ray actor (``arena.orchestration.ray_slots``) that trains
+group after group in a runner ``Worker`` of its own on whichever node Ray placed it, so a crash, a timeout or a
+divergence stays a result exactly as locally.
 
-* A task asks for one CPU and ``options.gpu_share`` GPUs (default: 1 on CUDA, 0 on the CPU). A task whose Ray worker
-  process or node dies is run again elsewhere (``MAX_RETRIES``); what it returns is a list of plain results that
-  the driver records, so the driver stays the only writer of the store (a SQLite store works across hosts).
-* Events travel through one small actor on the driver's node (``_Channel``): a task sends them in batches, and an
-  ``eval`` event waits for the driver's answer (a search prunes that way). Every event carries ``node``, ``gpu``
-  and ``pid`` (of the Ray worker process).
+* A slot asks for one CPU and ``options.gpu_share`` GPUs (default: 1 on CUDA, 0 on the CPU); the engine has as many
+  as the cluster holds (capped by ``--workers`` when that is more than 1). A group whose slot's actor died trains
+  again on a new actor, at most ``MAX_RETRIES`` times, or in another slot when its node is gone; what a slot
+  returns is a list of plain results that the driver records, so the driver stays the only writer of the store (a
+  SQLite store works across hosts).
+* Events travel through one small actor on the driver's node (``ray_events.Channel``): a slot sends them in
+  batches, and an ``eval`` event waits for the driver's answer (a search prunes that way). Every event carries
+  ``node``, ``gpu`` and ``pid`` (of the slot's actor process).
 * ``session(options)`` joins the cluster at ``options.ray_address`` or, without one, starts a local Ray instance,
   and stops what it started at the end. The driver's ``ARENA_*`` variables (data, home, limits) reach the tasks.
 
@@ -15,119 +18,29 @@ Only ``arena.orchestration.engines`` imports this module (Ray is an extra: ``pip
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-import socket
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import RayError, RayTaskError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
+from arena.orchestration.ray_events import Channel
+from arena.orchestration.ray_slots import Later, SlotHandle
+from arena.runner.processes import MachineLost
 from arena.runner.provenance import resolved_device
-from arena.runner.worker import MachineryFailure, Worker
+from arena.runner.worker import MachineryFailure
 
 T = TypeVar("T")
-MAX_RETRIES = 3  # a group whose Ray worker or node died runs again, up to this many times
-ASK_TIMEOUT_S = 120.0  # an eval event's answer that never comes counts as "go on"
-FLUSH_S = 0.5  # step events are sent at most this often
-
-
-@ray.remote(num_cpus=0)
-class _Channel:
-    """Events from the tasks to the driver (``take``), and the driver's answers to the questions (``answer``)."""
-
-    def __init__(self) -> None:
-        self._events: list[tuple[str, int | None, tuple[Any, ...]]] = []
-        self._asks: dict[int, asyncio.Future[Any]] = {}
-        self._n = 0
-
-    async def put(self, tag: str, batch: list[tuple[Any, ...]]) -> None:
-        self._events.extend((tag, None, args) for args in batch)
-
-    async def ask(self, tag: str, args: tuple[Any, ...]) -> Any:
-        self._n += 1
-        n = self._n
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._asks[n] = future
-        self._events.append((tag, n, args))
-        try:
-            return await asyncio.wait_for(future, ASK_TIMEOUT_S)
-        except TimeoutError:
-            return None
-        finally:
-            self._asks.pop(n, None)
-
-    async def take(self) -> list[tuple[str, int | None, tuple[Any, ...]]]:
-        out, self._events = self._events, []
-        return out
-
-    async def answer(self, n: int, value: Any) -> None:
-        future = self._asks.get(n)
-        if future is not None and not future.done():
-            future.set_result(value)
-
-
-def _where() -> dict[str, Any]:
-    node = ray.get_runtime_context().get_node_id()
-    gpus = ",".join(str(g) for g in ray.get_gpu_ids())
-    return {"node": f"{socket.gethostname()}/{node[:6]}", "gpu": gpus or None, "pid": os.getpid()}
-
-
-class _Forwarder:
-    """The task's stand-in for the driver's ``on_event``: events go out in batches, questions (eval events) wait."""
-
-    def __init__(self, channel: Any, tag: str) -> None:
-        self.channel, self.tag, self.where = channel, tag, _where()
-        self.batch: list[tuple[Any, ...]] = []
-        self.sent = 0.0
-
-    def __call__(self, *args: Any) -> Any:
-        args = tuple({**a, **self.where} if isinstance(a, dict) and "type" in a else a for a in args)
-        if any(isinstance(a, dict) and a.get("type") == "eval" for a in args):
-            self.flush()
-            try:
-                return ray.get(self.channel.ask.remote(self.tag, args), timeout=ASK_TIMEOUT_S + 10)
-            except (RayError, TimeoutError):  # the driver is gone or busy: training goes on
-                return None
-        self.batch.append(args)
-        if time.monotonic() - self.sent >= FLUSH_S or any(isinstance(a, dict) and a.get("type") == "phase"
-                                                           for a in args):
-            self.flush()
-        return None
-
-    def flush(self, wait: bool = False) -> None:
-        """Send the batch; ``wait`` (the task's last flush) until the channel has it, so the driver sees every
-        event of a task before its result."""
-        if self.batch:
-            with contextlib.suppress(RayError, TimeoutError):
-                sent = self.channel.put.remote(self.tag, self.batch)
-                if wait:
-                    ray.get(sent, timeout=30)
-            self.batch = []
-        self.sent = time.monotonic()
-
-
-@ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)
-def _group_task(fn: Callable[..., Any], args: tuple[Any, ...], channel: Any, tag: str | None) -> Any:
-    """One group, in this Ray worker: ``fn(worker, *args, events)`` with a runner Worker of its own."""
-    threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    forward = _Forwarder(channel, tag) if tag is not None else None
-    try:
-        with Worker(threads=threads, standby=False) as worker:  # one group a task: no next variant
-            return fn(worker, *args, forward)
-    finally:
-        if forward is not None:
-            forward.flush(wait=True)
+MAX_RETRIES = 3  # a group whose slot's actor died trains again on a new actor, up to this many times
 
 
 def _env() -> dict[str, str]:
@@ -137,7 +50,8 @@ def _env() -> dict[str, str]:
 
 class RayEngine:
     """The Ray engine of one command (see the module docstring); ``slots`` is what the cluster runs at once
-    (its GPUs / ``gpu_share``, or its CPUs), capped by ``--workers`` when that is more than 1."""
+    (its GPUs / ``gpu_share``, or its CPUs), capped by ``--workers`` when that is more than 1. Its slots' actors
+    serve every execution of the command (a tournament's decision starts in the actors its runs left)."""
 
     name = "ray"
 
@@ -152,6 +66,10 @@ class RayEngine:
         self._channel: Any = None
         self._pump: threading.Thread | None = None
         self._drain_lock = threading.Lock()
+        self._idle: list[SlotHandle] = []  # placed, between executions
+        self._all: list[SlotHandle] = []
+        self._in_use = 0
+        self._lock = threading.Lock()
 
     def __enter__(self) -> RayEngine:
         if not ray.is_initialized():
@@ -160,7 +78,7 @@ class RayEngine:
         try:
             self.slots = self._capacity()
             here = ray.get_runtime_context().get_node_id()
-            self._channel = _Channel.options(  # type: ignore[attr-defined]
+            self._channel = Channel.options(  # type: ignore[attr-defined]
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
             self._pump = threading.Thread(target=self._pump_events, name="arena-ray-events", daemon=True)
             self._pump.start()
@@ -170,6 +88,10 @@ class RayEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            handles, self._all, self._idle = list(self._all), [], []
+        for handle in handles:
+            handle.close()
         self._stop.set()
         if self._pump is not None:
             self._pump.join(timeout=10)
@@ -197,36 +119,88 @@ class RayEngine:
         share = f", {self.gpu_share:g} GPU each" if self.gpu_share else ""
         return f"ray: {nodes} node(s), {self.slots} task(s) at once{share}"
 
+    def _live(self) -> int:
+        with self._lock:
+            return self._in_use
+
     @contextlib.contextmanager
     def slot(self, index: int, in_use: int, ahead: bool = True) -> Iterator[Callable[..., Any]]:
-        yield self.run
+        """A slot's actor (one an earlier execution left, else a new one, placed by Ray) for the caller's groups."""
+        with self._lock:
+            handle = self._idle.pop() if self._idle else None
+            self._in_use += 1
+        try:
+            if handle is None:
+                # SPREAD: the slots go to every node before any node gets a second (fleet first, then depth).
+                handle = SlotHandle({"num_cpus": 1, "num_gpus": self.gpu_share, "max_concurrency": 2,
+                                     "max_restarts": 0, "scheduling_strategy": "SPREAD"}, self._live)
+                with self._lock:
+                    self._all.append(handle)
+                if not handle.place(None):  # waits while the cluster is full (another driver's slots)
+                    raise MachineryFailure("a Ray slot's actor died as it started; run the command again")
+            yield lambda fn, args, on_event: self.run(handle, fn, args, on_event, ahead)
+        finally:
+            with self._lock:
+                self._in_use -= 1
+                if handle is not None and handle.actor is not None:
+                    self._idle.append(handle)
 
-    def run(self, fn: Callable[..., T], args: tuple[Any, ...], on_event: Callable[..., Any] | None) -> T:
-        """``fn(worker, *args, events)`` as one Ray task (retried where its worker or node died); its exception,
-        if it raised one, is raised here; a task that could not finish at all is arena's failure (not stored)."""
+    def run(self, handle: SlotHandle, fn: Callable[..., T], args: tuple[Any, ...],
+            on_event: Callable[..., Any] | None, ahead: bool = True) -> T:
+        """``fn(worker, *args, events)`` in the slot's actor; its exception, if it raised one, is raised here. The
+        group trains again on a new actor where its actor died (``MachineLost``: in another slot); a call to make
+        later comes back as one here that asks the actor for it."""
+        for _ in range(MAX_RETRIES + 1):
+            actor = handle.actor
+            if actor is None:  # a concurrent check found it dead and could not place another
+                raise MachineLost("a Ray slot lost its actor: its group trains again in another slot")
+            try:
+                out = self._call(actor, fn, args, on_event, ahead)
+            except RayActorError:
+                handle.lost(actor)  # a new actor, or MachineLost
+                continue
+            if isinstance(out, Later):
+                return lambda: self._finish(handle, actor, out.key)  # type: ignore[return-value]
+            return out
+        raise MachineryFailure(f"a Ray slot's actor died {MAX_RETRIES + 1} times in one group; run the command again")
+
+    def _call(self, actor: Any, fn: Callable[..., Any], args: tuple[Any, ...], on_event: Callable[..., Any] | None,
+              ahead: bool) -> Any:
         tag = uuid.uuid4().hex
         errors: list[BaseException] = []
         self._handlers[tag] = (on_event, errors)
-        ref = _group_task.options(num_cpus=1, num_gpus=self.gpu_share).remote(fn, args, self._channel, tag)
+        ref = actor.call.remote(fn, args, self._channel, tag, ahead)
         try:
             while not ray.wait([ref], timeout=0.5)[0]:
                 pass
-            result: T = ray.get(ref)
+            result = ray.get(ref)
         except RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, BaseException) else ArenaError(str(exc).splitlines()[0])) from None
-        except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times, or the cluster went away
-            raise MachineryFailure(f"the Ray task failed {MAX_RETRIES + 1} times: {_first_line(exc)}") from None
-        except BaseException:
-            with contextlib.suppress(RayError):
-                ray.cancel(ref, force=True)
+        except RayActorError:
             raise
+        except RayError as exc:  # the cluster went away
+            raise MachineryFailure(f"the Ray cluster failed: {_first_line(exc)}") from None
         finally:
-            self._drain()  # what the task sent last, before its result counts
+            self._drain()  # what the slot sent last, before its result counts
             self._handlers.pop(tag, None)
         if errors:
             raise errors[0]
         return result
+
+    def _finish(self, handle: SlotHandle, actor: Any, key: str) -> Any:
+        """The call ``actor`` kept (a group's clean check); its actor dead: ``MachineLost`` (trained again)."""
+        try:
+            return ray.get(actor.finish.remote(key))
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, BaseException) else ArenaError(str(exc).splitlines()[0])) from None
+        except RayActorError:
+            with contextlib.suppress(MachineLost):
+                handle.lost(actor)  # the slot's next group gets a new actor if one can be placed
+            raise MachineLost("a Ray slot's actor died during a clean check: its group trains again") from None
+        except RayError as exc:
+            raise MachineryFailure(f"the Ray cluster failed: {_first_line(exc)}") from None
 
     def _pump_events(self) -> None:
         while not self._stop.is_set():

@@ -8,6 +8,10 @@ claim it still holds is released when the schedule closes, and a driver killed o
 next one takes over (its pid is gone on this host, or its heartbeat is older than the TTL). Opening a schedule
 also sweeps every dead claim (``Store.reap_claims``): a driver killed after recording a run but before releasing
 its claim leaves one on a memoized run, which no later driver would otherwise ask for.
+
+A group handed out is *in flight* until its claims are released (recorded, or not stored); one whose machine was
+lost comes back (``requeue``) for another slot, so a slot with nothing to hand out waits while groups are in flight
+instead of ending before one of them returns.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from arena.db.store import Store
 from arena.orchestration.entries import Job
 
 POLL_S = 1.0  # how often a driver waiting for another driver's runs looks at the store
+REQUEUES = 3  # how often one group may come back (its machine lost) before it is left for the next command
 
 
 @dataclass
@@ -57,6 +62,8 @@ class Schedule:
         self.todo: deque[list[Job]] = deque(groups)
         self.waiting: list[Job] = []
         self.polling = 0  # slots looking at the waiting runs right now
+        self.in_flight: set[str] = set()  # the keys of runs handed out whose claims are not yet released
+        self.requeued: dict[str, int] = {}  # a group's first key -> how often it came back
         self.lock = threading.Lock()
         # The stored run each job was planned over (None: none): another id later is another driver's result.
         self.seen: dict[str, int | None] = {}
@@ -94,7 +101,7 @@ class Schedule:
                 elif self.waiting:
                     jobs, self.waiting, polling = self.waiting, [], True
                     self.polling += 1
-                elif self.polling:  # another slot is looking at the waiting runs: what it frees is for all
+                elif self.polling or self.in_flight:  # what another slot frees or gives back is for all
                     jobs, polling = [], True
                 else:
                     return None
@@ -104,6 +111,9 @@ class Schedule:
                 if jobs and polling:
                     with self.lock:
                         self.polling -= 1
+            if got.train:
+                with self.lock:
+                    self.in_flight.update(self.key(j) for j in got.train)
             if got.train or got.stored:
                 return got
             if polling:
@@ -136,4 +146,19 @@ class Schedule:
             self.store.release_claims(keys, self.owner)
 
     def release_jobs(self, jobs: Sequence[Job]) -> None:
-        self.release([self.key(j) for j in jobs])
+        """Handed-out runs are over (recorded, or not stored): their claims go."""
+        keys = [self.key(j) for j in jobs]
+        self.release(keys)
+        with self.lock:
+            self.in_flight.difference_update(keys)
+
+    def requeue(self, jobs: list[Job]) -> bool:
+        """Hand ``jobs`` (a group in flight whose machine was lost) out again, before its claims are released;
+        False when it came back ``REQUEUES`` times already (then it is left for the next command)."""
+        with self.lock:
+            key = self.key(jobs[0])
+            self.requeued[key] = self.requeued.get(key, 0) + 1
+            if self.requeued[key] > REQUEUES:
+                return False
+            self.todo.appendleft(list(jobs))
+            return True

@@ -191,7 +191,7 @@ def _run_trials(trials: list[optuna.Trial], study: optuna.Study, run: Runner, st
 
 def _train_trials(worker: Worker, spec: Spec, loaded: LoadedVariant, seed: int, hps: list[dict[str, float]],
                   options: RunOptions, on_event: Callable[[int, dict[str, Any]], bool] | None) -> list[RunResult]:
-    """One pack of trials in ``worker`` (here, or in a Ray task), checked in a clean process."""
+    """One pack of trials in ``worker`` (here, or in a Ray slot), checked in a clean process."""
     return run_members(worker, spec, loaded, [(seed, hp) for hp in hps], options, on_event=on_event)
 
 

@@ -16,7 +16,7 @@ Contracts callers may rely on (docs/search.md explains the choices):
   while fewer than ``trials`` trials of this call have started (checked under a file lock).
 * Every finished run is also an ordinary arena run record (``store.record_run(..., study_name, trial_number)``).
 * With ``options.engine == "ray"`` the optimizers are threads of this process (so it stays the store's one writer)
-  and each trial is a Ray task; the budget, the pruning and the storage are the same.
+  and each trial trains in a Ray slot of its own; the budget, the pruning and the storage are the same.
 * Stale trials of dead workers are recovered (``arena.orchestration.search.storage.recover_stale_trials``) at the
   start of every call and worker.
 """

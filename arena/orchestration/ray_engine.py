@@ -94,7 +94,9 @@ class RayEngine:
             handle.close()
         self._stop.set()
         if self._pump is not None:
-            self._pump.join(timeout=10)
+            # Until it is out of Ray's calls (its take waits 30 s at most): a thread still inside Ray when it shuts
+            # down can crash the interpreter at exit.
+            self._pump.join(timeout=45)
         if self._channel is not None:
             with contextlib.suppress(RayError):
                 ray.kill(self._channel)

@@ -9,8 +9,8 @@ Phases, in the order one device call runs them (each writes DIR/tournament-PHASE
            again (shapes the cold call did not reach)
   repeat   the same again in fresh processes: every run's train curve against warm's (the same bits?)
   compare  ``--workers 2``, then gf and cp with ``--pack 1`` beside warm's packed runs (packed vs solo)
-  engines  the tournament's runs through ``--engine local``, ``--engine ray`` and Ray with ``--gpu-share 0.5``
-           (issue #17; a ratio only when all end)
+  engines  the tournament's runs through ``--engine local`` and ``--engine ray`` (``ray_half``: Ray with
+           ``--gpu-share 0.5``, two slots a GPU) (issue #17; a ratio only when all end)
   tune     ``arena tune gf --trials T --pack T`` then ``--pack 1`` (issue #19's lever): seconds per trial each way,
            and the baseline trial (the defaults, trial 0 of both) packed against alone
   summary  DIR/<date>-<gpu>-tournament.json with the keys issue #15 names, from the phases' reports
@@ -189,7 +189,7 @@ def main() -> None:
     ap.add_argument("--steps", default="500")
     ap.add_argument("--limit", type=float, default=560, help="seconds the tournament may take (the call's limit)")
     ap.add_argument("--pack", default="auto")
-    ap.add_argument("--engines", default="local,ray,ray_half", help="engines phase: which, in order")
+    ap.add_argument("--engines", default="local,ray", help="engines phase: which, in order (local, ray, ray_half)")
     ap.add_argument("--trials", type=int, default=6, help="tune phase: trials each way (one pack of them)")
     args = ap.parse_args()
     out = Path(args.out)
@@ -214,8 +214,7 @@ def main() -> None:
         report["commands"].append(arena(["autotune", "export", str(out / "autotune.tgz"), "--force"], log, env))
     elif args.phase == "engines":  # issue #17: the same tournament through the local engine, then through Ray
         # The runs only: no fresh seeds to decide on (max_seeds = the tournament's), and a third of the call each.
-        # Locally a slot trains its next group while the last is checked; a Ray task holds its GPU share through
-        # its group's check, so Ray also runs with two tasks on the GPU (--gpu-share 0.5) to give it the overlap.
+        # A slot (local worker or Ray actor) trains its next group while the last is checked, on either engine.
         runs_only = ["--set", f"max_seeds={len(args.seeds.split(','))}"]
         known = {"local": ["--engine", "local"], "ray": ["--engine", "ray"],
                  "ray_half": ["--engine", "ray", "--gpu-share", "0.5"]}

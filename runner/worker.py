@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypeVar
 
 from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
@@ -27,6 +27,8 @@ from arena.runner import processes
 from arena.runner.processes import INTERRUPTED_EXIT, Interrupted, MachineryFailure, interrupted, server_lost
 from arena.runner.provenance import resolved_device
 from arena.runner.standby import Standby, gpu_warm, take_ahead
+
+T = TypeVar("T")
 
 EventFn = Callable[[dict[str, Any]], bool | None]
 def import_limit_s() -> float:
@@ -234,6 +236,14 @@ class Worker:
             self._spare = Standby(gpu_warm(self.env) if gpu else None)
         assert self._conn is not None
         return self._conn
+
+    def compute(self, fn: Callable[..., T], args: tuple[Any, ...], on_event: Any) -> T:
+        """``fn(self, *args, on_event)``: an engine's work here; arena's own failure ends the child, then is raised."""
+        try:
+            return fn(self, *args, on_event)
+        except MachineryFailure:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         if self._proc is not None and self._proc.is_alive():

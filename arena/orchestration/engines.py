@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
 from arena.runner.standby import end_ahead
-from arena.runner.worker import MachineryFailure, Worker
+from arena.runner.worker import Worker
 
 T = TypeVar("T")
 EventFn = Callable[..., Any]
@@ -58,18 +58,7 @@ def local_slot(threads: int | None = None, env: dict[str, str] | None = None,
     """A Runner over one Worker process of this machine (reused for the slot's groups, one child per variant; on a
     GPU the next variant's child starts ahead unless ``standby`` is False: ``runner.worker.Worker``)."""
     with Worker(threads=threads, env=env, standby=standby) as worker:
-        yield _runner(worker)
-
-
-def _runner(worker: Worker) -> Runner:
-    def run(fn: Callable[..., T], args: tuple[Any, ...], on_event: EventFn | None) -> T:
-        try:
-            return fn(worker, *args, on_event)
-        except MachineryFailure:
-            worker.kill()  # whatever state arena's failure left in the child goes with it
-            raise
-
-    return run
+        yield worker.compute
 
 
 class LocalEngine:
@@ -107,7 +96,7 @@ class LocalEngine:
             worker = Worker(threads=threads, env=env)
         worker.standby = None if ahead else False  # a standby kept from an earlier execution is used either way
         try:
-            yield _runner(worker)
+            yield worker.compute
         except BaseException:
             worker.close()
             raise

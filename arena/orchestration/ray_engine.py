@@ -11,7 +11,7 @@ divergence stays a result exactly as locally.
   batches, and an ``eval`` event waits for the driver's answer (a search prunes that way). Every event carries
   ``node``, ``gpu`` and ``pid`` (of the slot's actor process).
 * ``session(options)`` joins the cluster at ``options.ray_address`` or, without one, starts a local Ray instance,
-  and stops what it started at the end. The driver's ``ARENA_*`` variables (data, home, limits) reach the tasks.
+  and stops what it started at the end. The driver's ``ARENA_*`` variables (data, home, limits) reach the slots.
 
 Only ``arena.orchestration.engines`` imports this module (Ray is an extra: ``pip install "arena[ray]"``).
 """
@@ -44,7 +44,7 @@ MAX_RETRIES = 3  # a group whose slot's actor died trains again on a new actor, 
 
 
 def _env() -> dict[str, str]:
-    """What the tasks need of the driver's environment: its ``ARENA_*`` variables (never the store's URL)."""
+    """What the slots need of the driver's environment: its ``ARENA_*`` variables (never the store's URL)."""
     return {k: v for k, v in os.environ.items() if k.startswith("ARENA_") and k != "ARENA_DB"}
 
 
@@ -177,8 +177,7 @@ class RayEngine:
                 pass
             result = ray.get(ref)
         except RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            raise (cause if isinstance(cause, BaseException) else ArenaError(str(exc).splitlines()[0])) from None
+            raise _cause(exc) from None
         except RayActorError:
             raise
         except RayError as exc:  # the cluster went away
@@ -195,8 +194,7 @@ class RayEngine:
         try:
             return ray.get(actor.finish.remote(key))
         except RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            raise (cause if isinstance(cause, BaseException) else ArenaError(str(exc).splitlines()[0])) from None
+            raise _cause(exc) from None
         except RayActorError:
             with contextlib.suppress(MachineLost):
                 handle.lost(actor)  # the slot's next group gets a new actor if one can be placed
@@ -210,7 +208,7 @@ class RayEngine:
                 self._stop.wait(0.1)
 
     def _drain(self) -> bool:
-        """Deliver the events the tasks sent (answering questions); False when there were none."""
+        """Deliver the events the slots sent (answering questions); False when there were none."""
         with self._drain_lock:
             try:
                 batch = ray.get(self._channel.take.remote(), timeout=30)
@@ -222,11 +220,17 @@ class RayEngine:
                 if handler is not None:
                     try:
                         value = handler(*args)
-                    except Exception as exc:  # raised in the task's driver thread once the task returns
+                    except Exception as exc:  # raised in the slot's driver thread once its call returns
                         errors.append(exc)
                 if n is not None:
                     self._channel.answer.remote(n, value)
             return bool(batch)
+
+
+def _cause(exc: RayTaskError) -> BaseException:
+    """What the slot's work raised (a variant's bad input, an arena failure), as it was raised there."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else ArenaError(str(exc).splitlines()[0])
 
 
 def _first_line(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ FLUSH_S = 0.5  # step events are sent at most this often
 
 @ray.remote(num_cpus=0)
 class Channel:
-    """Events from the tasks to the driver (``take``), and the driver's answers to the questions (``answer``)."""
+    """Events from the slots to the driver (``take``), and the driver's answers to the questions (``answer``)."""
 
     def __init__(self) -> None:
         self._events: list[tuple[str, int | None, tuple[Any, ...]]] = []
@@ -63,7 +63,7 @@ def where() -> dict[str, Any]:
 
 
 class Forwarder:
-    """The task's stand-in for the driver's ``on_event``: events go out in batches, questions (eval events) wait."""
+    """The slot's stand-in for the driver's ``on_event``: events go out in batches, questions (eval events) wait."""
 
     def __init__(self, channel: Any, tag: str) -> None:
         self.channel, self.tag, self.where = channel, tag, where()
@@ -85,8 +85,8 @@ class Forwarder:
         return None
 
     def flush(self, wait: bool = False) -> None:
-        """Send the batch; ``wait`` (the task's last flush) until the channel has it, so the driver sees every
-        event of a task before its result."""
+        """Send the batch; ``wait`` (a call's last flush) until the channel has it, so the driver sees every
+        event of a call before its result."""
         if self.batch:
             with contextlib.suppress(RayError, TimeoutError):
                 sent = self.channel.put.remote(self.tag, self.batch)

@@ -29,7 +29,7 @@ from ray.exceptions import GetTimeoutError, RayError
 
 from arena.orchestration.ray_events import Forwarder
 from arena.runner.processes import MachineLost
-from arena.runner.worker import MachineryFailure, Worker
+from arena.runner.worker import Worker
 
 PLACE_S = 60.0  # how long a replacement may take to be placed while its node is alive
 
@@ -61,10 +61,7 @@ class SlotActor:
         worker.standby = None if ahead else False  # as the local engine: a standby only if a next variant comes
         forward = Forwarder(channel, tag) if tag is not None else None
         try:
-            out = fn(worker, *args, forward)
-        except MachineryFailure:
-            worker.kill()  # whatever state arena's failure left in the child goes with it
-            raise
+            out = worker.compute(fn, args, forward)
         finally:
             if forward is not None:
                 forward.flush(wait=True)

@@ -81,7 +81,8 @@ def start(target: Callable[..., Any], args: tuple[Any, ...], *, daemon: bool = T
     """Start ``target(*args)`` in a fresh child that first takes on this process's environment and folder."""
     global _server_started
     ctx = context()
-    proc = ctx.Process(target=_enter_then, args=(dict(os.environ), os.getcwd(), target, args), daemon=daemon)
+    proc = ctx.Process(target=_enter_then, args=(dict(os.environ), os.getcwd(), os.getpid(), target, args),
+                       daemon=daemon)
     if _server_started:
         proc.start()
         return proc
@@ -127,7 +128,8 @@ def stacks_on_sigusr1() -> None:
         faulthandler.register(signal.SIGUSR1, file=err, all_threads=True)
 
 
-def _enter_then(env: dict[str, str], cwd: str, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _enter_then(env: dict[str, str], cwd: str, driver: int, target: Callable[..., Any], args: tuple[Any, ...]
+                ) -> None:
     if hasattr(signal, "SIGUSR1"):  # blocked in the server (``start``): a child prints its stacks again
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     stacks_on_sigusr1()
@@ -136,4 +138,27 @@ def _enter_then(env: dict[str, str], cwd: str, target: Callable[..., Any], args:
     sys.path[:] = [p for p in sys.path if p and os.path.isabs(p)]  # no entry may follow the folder we move into
     with contextlib.suppress(OSError):  # the caller's folder is gone: the child works from the server's
         os.chdir(cwd)
-    target(*args)
+    try:
+        target(*args)
+    except (BrokenPipeError, ConnectionResetError):
+        # The process that started this child was killed (SIGKILL, a call's time limit): nobody is left to report
+        # to, so the child ends quietly instead of printing a traceback into the log of a command that is over.
+        # While that process lives, a broken pipe is a failure like any other.
+        if not _gone(driver):
+            raise
+        os._exit(INTERRUPTED_EXIT)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie not reaped yet counts: killed processes are one for a while)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # Linux: the state follows the parenthesised command name
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")

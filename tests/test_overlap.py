@@ -124,3 +124,40 @@ def test_a_decision_gives_each_entry_its_own_runs_when_a_tuned_entry_shares_its_
     assert {s: r.final_val_loss for s, r in got["gf"].items()} == {3: 1.0, 4: 1.0}
     assert {s: r.final_val_loss for s, r in got["gf@tuned-3"].items()} == {3: 2.0, 4: 2.0}
     store.close()
+
+
+def test_a_slot_that_fails_ends_its_last_check_before_its_worker_closes(
+    tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gf's check is still running when ws's group fails in the slot: the slot's worker (whose processes the check
+    # may use) closes only after that check, and gf's finished group is recorded.
+    from arena.orchestration import execute as execute_module
+    from arena.runner.worker import Worker
+
+    events: list[str] = []
+    real_finish, real_close, real_train = trials.PendingCheck.finish, Worker.close, execute_module._train_in_worker
+
+    def slow_finish(self: trials.PendingCheck) -> Any:
+        threading.Event().wait(1.0)  # ws fails meanwhile
+        out = real_finish(self)
+        events.append("checked")
+        return out
+
+    def close(self: Worker, spare: bool = True) -> None:
+        events.append("closed")
+        real_close(self, spare)
+
+    def train(worker: Worker, spec: Any, group: list[Job], *args: Any) -> Any:
+        if group[0].entry.name == "ws":
+            raise RuntimeError("ws: arena broke")
+        return real_train(worker, spec, group, *args)
+
+    monkeypatch.setattr(trials.PendingCheck, "finish", slow_finish)
+    monkeypatch.setattr(Worker, "close", close)
+    monkeypatch.setattr(execute_module, "_train_in_worker", train)
+    with pytest.raises(RuntimeError, match="ws: arena broke"):
+        _tournament(tmp_path, "a.db", tiny_spec, overlap=True)
+    assert events[:2] == ["checked", "closed"]
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    assert {k: v[0] for k, v in _finals(store, tiny_spec).items()} == {("gf", 0): "ok", ("gf", 1): "ok"}
+    store.close()

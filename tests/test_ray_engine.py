@@ -342,7 +342,7 @@ def test_a_driver_killed_and_run_again_duplicates_nothing(cluster: Cluster, tmp_
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"{10 - len(after_kill)} to run, {len(after_kill)} memoized" in second.stdout, second.stdout
-    assert "engine ray: 2 node(s), 2 task(s) at once" in second.stdout
+    assert "engine ray: 2 node(s), 2 slot(s) at once" in second.stdout
     assert f" · {socket.gethostname()}/" in second.stdout  # the progress lines name the node of each run
     final = stored()
     pairs = [(v, s) for v, s, _ in final]

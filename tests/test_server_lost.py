@@ -122,3 +122,47 @@ def test_sigusr1_prints_stacks_and_leaves_the_server_and_its_children_running(tm
                          start_new_session=True, cwd=tmp_path)
     assert "server True child True" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "most recent call first" in out.stderr  # the stacks were printed
+
+
+def test_a_child_whose_driver_was_killed_ends_quietly(tmp_path: Path) -> None:
+    # A call cut by its time limit SIGKILLs the driver: its children (clean checks, trainings) found their pipe
+    # broken and printed tracebacks into the log of a command that was over (2026-12-02, H200). They end quietly.
+    (tmp_path / "scenario.py").write_text(PRELUDE + textwrap.dedent("""
+        from arena.runner import processes
+
+        def sender(conn):
+            conn.send("started")
+            while True:  # as a child reports its progress; the driver stops reading, so the pipe fills and blocks
+                conn.send("x" * 4096)
+
+        def main():
+            parent, child = processes.pipe()
+            proc = processes.start(sender, (child,))
+            child.close()
+            parent.recv()
+            print(proc.pid, flush=True)
+            time.sleep(600)
+
+        if __name__ == "__main__":
+            main()
+    """))
+    with (tmp_path / "stderr.txt").open("w") as err:
+        driver = subprocess.Popen([sys.executable, str(tmp_path / "scenario.py")], stdout=subprocess.PIPE, stderr=err,
+                                  text=True, start_new_session=True, cwd=tmp_path)
+        assert driver.stdout is not None
+        pid = int(driver.stdout.readline())
+        driver.kill()
+        driver.wait(timeout=30)
+        import os
+        import time
+
+        for _ in range(200):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            raise AssertionError("the orphaned child did not end")
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()

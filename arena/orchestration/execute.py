@@ -225,9 +225,9 @@ class _Slots:
 
     def work(self, slot: int) -> None:
         checks = _Checks(self.skip, self.errors, self.stop)
-        try:
-            # A slot goes on to another variant only when there are more groups than slots.
-            with self.engine.slot(slot, self.n_slots, ahead=self.n_groups > self.n_slots) as run:
+        # A slot goes on to another variant only when there are more groups than slots.
+        with self.engine.slot(slot, self.n_slots, ahead=self.n_groups > self.n_slots) as run:
+            try:
                 while not self.stop.is_set():
                     handout = self.schedule.next(self.stop)
                     if handout is None:
@@ -241,8 +241,9 @@ class _Slots:
                         return  # the group went back to the schedule (run_group): another slot trains it
                     except MachineryFailure as exc:
                         self.skip(handout.train, exc)
-        finally:
-            checks.wait()
+            finally:
+                # In the slot: its last check ends before its worker or actor is handed back or closed (and killed).
+                checks.wait()
 
     def run_group(self, slot: int, run: Runner, group: list[Job], checks: _Checks) -> None:
         by_seed = {job.seed: job for job in group}

@@ -119,7 +119,7 @@ class RayEngine:
     def label(self) -> str:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         share = f", {self.gpu_share:g} GPU each" if self.gpu_share else ""
-        return f"ray: {nodes} node(s), {self.slots} task(s) at once{share}"
+        return f"ray: {nodes} node(s), {self.slots} slot(s) at once{share}"
 
     def _live(self) -> int:
         with self._lock:

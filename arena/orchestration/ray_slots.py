@@ -88,7 +88,8 @@ class SlotHandle:
         self.actor_options, self.live = actor_options, live
         self.actor: Any = None
         self.node: str | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._replacing = False  # a thread of this slot is placing the dead actor's replacement
 
     def place(self, timeout: float | None) -> bool:
         """A new actor for this slot, placed and ready within ``timeout`` seconds (False: it was not). ``None``
@@ -116,12 +117,23 @@ class SlotHandle:
         """``actor`` died: place another, or raise ``MachineLost`` when none can be placed in time (its node gone
         while other slots still run: they hold the cluster, and one of them trains the group)."""
         with self._lock:
-            if self.actor is not actor:  # another thread of this slot replaced it already
+            # Both of a slot's threads (a group training, the last group's check) see one death: the second waits
+            # for the first's replacement instead of giving the slot up while it is being placed.
+            while self._replacing:
+                self._lock.wait()
+            if self.actor is not actor:  # replaced already (or given up: then run raises MachineLost)
+                if self.actor is None:
+                    raise MachineLost("a Ray slot lost its actor: its group trains again in another slot")
                 return
-            self.actor, node = None, self.node
-        alive = node is not None and any(n.get("NodeID") == node and n.get("Alive") for n in ray.nodes())
-        if (alive or self.live() <= 1) and self.place(PLACE_S if alive else None):
-            return
+            self.actor, node, self._replacing = None, self.node, True
+        try:
+            alive = node is not None and any(n.get("NodeID") == node and n.get("Alive") for n in ray.nodes())
+            if (alive or self.live() <= 1) and self.place(PLACE_S if alive else None):
+                return
+        finally:
+            with self._lock:
+                self._replacing = False
+                self._lock.notify_all()
         raise MachineLost("a Ray slot's actor died (its node is gone): its group trains again in another slot")
 
     def close(self) -> None:

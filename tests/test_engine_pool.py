@@ -31,6 +31,13 @@ def test_other_options_get_an_engine_of_their_own() -> None:
         assert other is not engine
 
 
+def test_a_limit_fitted_after_the_engine_opened_keeps_its_workers() -> None:
+    # The CLI opens the engine before the entry check and fits the per-run limit after it: the executions that
+    # follow (with the fitted limit) must find the engine and its workers, not open one of their own.
+    with open_engine(CPU) as engine, open_engine(RunOptions(device="cpu", timeout_s=42)) as fitted:
+        assert fitted is engine
+
+
 def test_a_failure_in_a_slot_ends_its_worker_instead_of_keeping_it() -> None:
     with open_engine(CPU) as engine:
         assert isinstance(engine, LocalEngine)

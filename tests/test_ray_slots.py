@@ -70,3 +70,43 @@ def test_a_death_seen_after_the_replacement_changes_nothing(monkeypatch: pytest.
     handle.lost("old")
     handle.lost("old")  # a late report of the same death
     assert handle.actor == "new1" and calls == ["place"]
+
+
+class _FakeActor:
+    def __init__(self, log: list[str]) -> None:
+        self.ahead = type("M", (), {"remote": staticmethod(lambda: log.append("ahead"))})()
+
+
+def test_the_ray_engine_places_its_slots_ahead_and_its_first_slots_use_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Placed while the driver checks the entry files (their start-up overlaps it), and taken by the first slots:
+    # no second set of actors is placed for them.
+    from arena.core.options import RunOptions
+    from arena.orchestration import ray_engine
+
+    log: list[str] = []
+
+    class Handle:
+        def __init__(self, options: dict[str, Any], live: Any) -> None:
+            self.actor: Any = None
+
+        def place(self, timeout: float | None) -> bool:
+            log.append("place")
+            self.actor = _FakeActor(log)
+            return True
+
+    monkeypatch.setattr(ray_engine, "SlotHandle", Handle)
+    engine = ray_engine.RayEngine(RunOptions(device="cpu", engine="ray", gpu_share=0.5))
+    engine.slots = 2
+    engine.start_ahead()
+    with engine.slot(0, 2), engine.slot(1, 2):
+        assert log == ["place", "ahead", "place", "ahead"]
+    assert len(engine._idle) == 2 and len(engine._all) == 2
+
+
+def test_cpu_slots_are_not_placed_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    from arena.core.options import RunOptions
+    from arena.orchestration import ray_engine
+
+    engine = ray_engine.RayEngine(RunOptions(device="cpu", engine="ray"))  # gpu_share 0: a CPU slot has no standby to start
+    engine.start_ahead()
+    assert engine._ahead is None

@@ -199,7 +199,7 @@ def tournament(
     from arena.cli.views import print_leaderboard, print_outcome
     from arena.core.home import checkpoints_dir
     from arena.orchestration.checkpoints import prune_checkpoints
-    from arena.orchestration.engines import open_engine, start_ahead
+    from arena.orchestration.engines import open_engine
     from arena.orchestration.execute import execute, register
     from arena.orchestration.tournament import decide, prepare
 
@@ -210,30 +210,32 @@ def tournament(
     options = on_engine(options, engine, ray_address, gpu_share)
     failed = parse_statuses(rerun_failed)
     store = existing_store(db)
-    start_ahead(options)  # the first worker's start-up overlaps the entry check
-    # Checking the files (each imported, built and probed for causality in a clean process) takes seconds per
-    # entry: say so at once rather than after it (issue #16).
-    with _status("checking the entries: each variant file imported, built and checked in a clean process"):
-        the_plan = prepare(store, spec, options, variants.split(",") if variants else None, rerun=rerun,
-                           rerun_failed=failed)
-    for line in the_plan.refused:  # a file that fails its check sits out; the others compete
-        console.print(f"[yellow]skipped[/yellow] {escape(line)}", highlight=False)
-    options = fit(console, store, spec, shas(the_plan.jobs), options, device_for(options, the_plan.basis), timeout,
-                  later=[e.loaded.sha256 for e in the_plan.entries])  # issue #16: before anything is written
-    if store is None:
-        store = open_store(db)
-    else:
-        writable(store)  # issue #16: a locked or read-only store fails now, before anything trains
-    register(store, spec, the_plan.entries)
-    leagues = ", ".join(f"{name} ({len(es)})" for name, es in the_plan.leagues.items())
-    console.print(
-        f"tournament {spec.label}: {len(the_plan.entries)} entries × {len(spec.seeds)} seeds · "
-        f"{len(the_plan.jobs)} to run, {the_plan.memoized} memoized · {options.workers} worker(s) · "
-        f"leagues {leagues} · "
-        f"{the_plan.basis.label}", highlight=False,
-    )
-    ckpt = str(checkpoints_dir())
-    with open_engine(options) as fleet:  # Ray: joined (or started) once, for the runs and the decisions
+    # Ray: joined (or started) once, for the runs and the decisions. Opened before the entry check, so that the
+    # first slots' start-up (a worker process, kernel imports, a CUDA context) overlaps it on either engine.
+    with open_engine(options) as fleet:
+        fleet.start_ahead()
+        # Checking the files (each imported, built and probed for causality in a clean process) takes seconds per
+        # entry: say so at once rather than after it (issue #16).
+        with _status("checking the entries: each variant file imported, built and checked in a clean process"):
+            the_plan = prepare(store, spec, options, variants.split(",") if variants else None, rerun=rerun,
+                               rerun_failed=failed)
+        for line in the_plan.refused:  # a file that fails its check sits out; the others compete
+            console.print(f"[yellow]skipped[/yellow] {escape(line)}", highlight=False)
+        options = fit(console, store, spec, shas(the_plan.jobs), options, device_for(options, the_plan.basis), timeout,
+                      later=[e.loaded.sha256 for e in the_plan.entries])  # issue #16: before anything is written
+        if store is None:
+            store = open_store(db)
+        else:
+            writable(store)  # issue #16: a locked or read-only store fails now, before anything trains
+        register(store, spec, the_plan.entries)
+        leagues = ", ".join(f"{name} ({len(es)})" for name, es in the_plan.leagues.items())
+        console.print(
+            f"tournament {spec.label}: {len(the_plan.entries)} entries × {len(spec.seeds)} seeds · "
+            f"{len(the_plan.jobs)} to run, {the_plan.memoized} memoized · {options.workers} worker(s) · "
+            f"leagues {leagues} · "
+            f"{the_plan.basis.label}", highlight=False,
+        )
+        ckpt = str(checkpoints_dir())
         if fleet.name != "local":
             console.print(f"engine {fleet.label()}", highlight=False)
         with TournamentProgress(console, list(the_plan.jobs), spec.steps, fleet.slots) as progress:

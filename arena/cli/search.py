@@ -111,12 +111,12 @@ def _tune_each(store: Any, spec: Any, every: bool, variant: str | None, data: st
     import optuna
 
     from arena.cli.progress import TrialProgress
-    from arena.orchestration.engines import open_engine, start_ahead
+    from arena.orchestration.engines import open_engine
     from arena.orchestration.entries import resolve_variant
     from arena.orchestration.search import tune as search
 
-    start_ahead(options)  # the first trial's worker starts while the files are checked
-    with open_engine(options):  # Ray: joined (or started) once for every variant of the call
+    with open_engine(options) as fleet:  # Ray: joined (or started) once for every variant of the call
+        fleet.start_ahead()  # the first trials' worker (or Ray actor) starts while the files are checked
         if every:
             from arena.orchestration.entries import tournament_entries
 

@@ -79,7 +79,7 @@ class RunOptions:
         if self.engine != "ray" and (self.ray_address is not None or self.gpu_share is not None):
             raise ArenaError(f"--{'ray-address' if self.ray_address is not None else 'gpu-share'} needs --engine ray")
         if self.engine == "ray" and self.gpus:
-            raise ArenaError("--gpus is for --engine local; on Ray each task gets its GPUs from Ray (see --gpu-share)")
+            raise ArenaError("--gpus is for --engine local; on Ray each slot gets its GPUs from Ray (see --gpu-share)")
         if self.gpu_share is not None and not self.gpu_share >= 0:
             raise ArenaError(f"--gpu-share must be a non-negative number of GPUs, got {self.gpu_share:g}")
         # Combinations that can only fail inside the worker, after a progress bar and with a crashed run stored:

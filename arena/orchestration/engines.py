@@ -20,6 +20,7 @@ The contract both keep:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import socket
@@ -48,6 +49,8 @@ class Engine(Protocol):
     slots: int
 
     def slot(self, index: int, in_use: int, ahead: bool = True) -> contextlib.AbstractContextManager[Runner]: ...
+
+    def start_ahead(self) -> None: ...
 
     def label(self) -> str: ...
 
@@ -112,6 +115,10 @@ class LocalEngine:
         for worker in workers:
             worker.close()
 
+    def start_ahead(self) -> None:
+        """On a GPU: each slot's first worker process starts now (``start_ahead``)."""
+        start_ahead(self.options)
+
     def label(self) -> str:
         return f"{self.slots} worker(s)"
 
@@ -120,7 +127,7 @@ def start_ahead(options: RunOptions) -> None:
     """On a GPU with the local engine: start each slot's first worker process now, before the command's entry
     check, so that its ≈ 14 s of start-up (kernel imports, CUDA context) overlap the check instead of following it.
     The first Worker with that slot's environment takes it (``runner.standby.take_ahead``); the local engine's end
-    (or the CLI's) ends one that none took."""
+    (or the CLI's) ends one that none took. The Ray engine's ``start_ahead`` places its actors ahead instead."""
     from arena.runner.provenance import resolved_device
     from arena.runner.standby import start_ahead as start
 
@@ -169,8 +176,8 @@ def open_engine(options: RunOptions) -> Iterator[Engine]:
 def _local_session(options: RunOptions) -> Iterator[LocalEngine]:
     """The local engine already open with these options (a contest inside a tournament: its workers), else a new
     one, closed at the end."""
-    with _LOCAL_LOCK:
-        active = next((e for e in reversed(_LOCAL) if e.options == options), None)
+    with _LOCAL_LOCK:  # the per-run limit travels with each run, not with the workers (a CLI fits it later)
+        active = next((e for e in reversed(_LOCAL) if _same_workers(e.options, options)), None)
     if active is not None:
         yield active
         return
@@ -185,3 +192,8 @@ def _local_session(options: RunOptions) -> Iterator[LocalEngine]:
         engine.close()
         if not _LOCAL:
             end_ahead()  # started ahead for a worker that never came (nothing to train)
+
+
+def _same_workers(a: RunOptions, b: RunOptions) -> bool:
+    """Whether one engine's workers serve both option sets: they differ at most in the per-run time limit."""
+    return dataclasses.replace(a, timeout_s=b.timeout_s) == b

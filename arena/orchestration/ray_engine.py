@@ -34,7 +34,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from arena.core.errors import ArenaError
 from arena.core.options import RunOptions
 from arena.orchestration.ray_events import Channel
-from arena.orchestration.ray_slots import Later, SlotHandle
+from arena.orchestration.ray_slots import PLACE_S, Later, SlotHandle
 from arena.runner.processes import MachineLost
 from arena.runner.provenance import resolved_device
 from arena.runner.worker import MachineryFailure
@@ -70,6 +70,7 @@ class RayEngine:
         self._all: list[SlotHandle] = []
         self._in_use = 0
         self._lock = threading.Lock()
+        self._ahead: threading.Thread | None = None
 
     def __enter__(self) -> RayEngine:
         if not ray.is_initialized():
@@ -88,6 +89,8 @@ class RayEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._ahead is not None:
+            self._ahead.join(timeout=PLACE_S + 5)
         with self._lock:
             handles, self._all, self._idle = list(self._all), [], []
         for handle in handles:
@@ -116,6 +119,30 @@ class RayEngine:
         workers = self.options.workers
         return max(1, min(cap, workers) if workers > 1 else cap)
 
+    def start_ahead(self) -> None:
+        """On GPU slots: place every slot's actor now, in the background, each starting its worker's standby, so
+        that their start-up (Ray's worker process, kernel imports, a CUDA context: 12–17 s on an H200) overlaps the
+        command's entry check instead of following it (``engines.start_ahead`` does the same for local workers)."""
+        if self.gpu_share > 0 and self._ahead is None:
+            self._ahead = threading.Thread(target=self._place_ahead, name="arena-ray-ahead", daemon=True)
+            self._ahead.start()
+
+    def _place_ahead(self) -> None:
+        for _ in range(self.slots):
+            handle = self._handle()
+            with self._lock:
+                self._all.append(handle)
+            if not handle.place(PLACE_S):  # the cluster is full (another driver's slots): placed when used
+                return
+            handle.actor.ahead.remote()
+            with self._lock:
+                self._idle.append(handle)
+
+    def _handle(self) -> SlotHandle:
+        # SPREAD: the slots go to every node before any node gets a second (fleet first, then depth).
+        return SlotHandle({"num_cpus": 1, "num_gpus": self.gpu_share, "max_concurrency": 2, "max_restarts": 0,
+                           "scheduling_strategy": "SPREAD"}, self._live)
+
     def label(self) -> str:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         share = f", {self.gpu_share:g} GPU each" if self.gpu_share else ""
@@ -128,14 +155,14 @@ class RayEngine:
     @contextlib.contextmanager
     def slot(self, index: int, in_use: int, ahead: bool = True) -> Iterator[Callable[..., Any]]:
         """A slot's actor (one an earlier execution left, else a new one, placed by Ray) for the caller's groups."""
+        if self._ahead is not None:
+            self._ahead.join()  # the slots placed ahead are this command's first ones
         with self._lock:
             handle = self._idle.pop() if self._idle else None
             self._in_use += 1
         try:
             if handle is None:
-                # SPREAD: the slots go to every node before any node gets a second (fleet first, then depth).
-                handle = SlotHandle({"num_cpus": 1, "num_gpus": self.gpu_share, "max_concurrency": 2,
-                                     "max_restarts": 0, "scheduling_strategy": "SPREAD"}, self._live)
+                handle = self._handle()
                 with self._lock:
                     self._all.append(handle)
                 if not handle.place(None):  # waits while the cluster is full (another driver's slots)

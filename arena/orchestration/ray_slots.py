@@ -29,6 +29,7 @@ from ray.exceptions import GetTimeoutError, RayError
 
 from arena.orchestration.ray_events import Forwarder
 from arena.runner.processes import MachineLost
+from arena.runner.standby import end_ahead, start_ahead
 from arena.runner.worker import Worker
 
 PLACE_S = 60.0  # how long a replacement may take to be placed while its node is alive
@@ -71,14 +72,20 @@ class SlotActor:
             return Later(key)
         return out
 
+    def ahead(self) -> None:
+        """Start the GPU standby its first group's Worker takes (``runner.standby.start_ahead``): its start-up
+        overlaps the driver's entry check, as the local engine's first worker does."""
+        start_ahead()
+
     def finish(self, key: str) -> Any:
         return self._later.pop(key)()
 
     def close(self) -> None:
-        self._later.clear()
+        self._later.clear()  # an interrupted command's only: a slot's executions wait for their checks
         if self._worker is not None:
             self._worker.close()
             self._worker = None
+        end_ahead()  # started ahead for a group that never came
 
 
 class SlotHandle:

@@ -190,6 +190,8 @@ def main() -> None:
     ap.add_argument("--limit", type=float, default=560, help="seconds the tournament may take (the call's limit)")
     ap.add_argument("--pack", default="auto")
     ap.add_argument("--engines", default="local,ray", help="engines phase: which, in order (local, ray, ray_half)")
+    ap.add_argument("--warmup", default="", help="engines phase: variants a local command trains first, unmeasured")
+    ap.add_argument("--warmup-limit", type=float, default=150, help="seconds the warm-up may take (beside --limit)")
     ap.add_argument("--trials", type=int, default=6, help="tune phase: trials each way (one pack of them)")
     args = ap.parse_args()
     out = Path(args.out)
@@ -219,6 +221,11 @@ def main() -> None:
         known = {"local": ["--engine", "local"], "ray": ["--engine", "ray"],
                  "ray_half": ["--engine", "ray", "--gpu-share", "0.5"]}
         engines = [(name, known[name]) for name in args.engines.split(",")]
+        if args.warmup:  # a fresh machine JIT-compiles what the carried autotune cache lacks: not in either engine
+            wcmd = ["tournament", "--preset", args.preset, "--variants", args.warmup, "--seeds", args.seeds,
+                    "--steps", args.steps, "--device", args.device, "--pack", args.pack, *runs_only,
+                    "--db", f"sqlite:///{out / 'warmup.db'}"]
+            report["warmup"] = arena(wcmd, log, dict(env, ARENA_HOME=str(out / "home_warmup")), args.warmup_limit)
         t_start = time.monotonic()
         for i, (name, flags) in enumerate(engines):
             db = out / f"engine_{name}.db"

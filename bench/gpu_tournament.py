@@ -199,8 +199,11 @@ def main() -> None:
     log = out / f"tournament-{args.phase}.log"
     # One arena home for every phase, as one user on one machine has: its inspection cache checks each file once.
     env = dict(os.environ, ARENA_DATA=args.data, ARENA_HOME=str(out / "home"))
-    base = ["tournament", "--preset", args.preset, "--variants", args.variants, "--seeds", args.seeds,
-            "--steps", args.steps, "--device", args.device, "--pack", args.pack]
+    def tournament(variants: str) -> list[str]:
+        return ["tournament", "--preset", args.preset, "--variants", variants, "--seeds", args.seeds,
+                "--steps", args.steps, "--device", args.device, "--pack", args.pack]
+
+    base = tournament(args.variants)
     report: dict[str, Any] = {"phase": args.phase, "date": dt.date.today().isoformat(), "commands": []}
     if args.phase == "cold":
         db = out / "cold.db"
@@ -222,9 +225,7 @@ def main() -> None:
                  "ray_half": ["--engine", "ray", "--gpu-share", "0.5"]}
         engines = [(name, known[name]) for name in args.engines.split(",")]
         if args.warmup:  # a fresh machine JIT-compiles what the carried autotune cache lacks: not in either engine
-            wcmd = ["tournament", "--preset", args.preset, "--variants", args.warmup, "--seeds", args.seeds,
-                    "--steps", args.steps, "--device", args.device, "--pack", args.pack, *runs_only,
-                    "--db", f"sqlite:///{out / 'warmup.db'}"]
+            wcmd = [*tournament(args.warmup), *runs_only, "--db", f"sqlite:///{out / 'warmup.db'}"]
             report["warmup"] = arena(wcmd, log, dict(env, ARENA_HOME=str(out / "home_warmup")), args.warmup_limit)
         t_start = time.monotonic()
         for i, (name, flags) in enumerate(engines):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from arena.core.errors import ArenaError
+from arena.core.liveness import process_start
 
 INTERRUPTED_EXIT = 130  # what a worker exits with when it is interrupted
 
@@ -81,7 +82,7 @@ def start(target: Callable[..., Any], args: tuple[Any, ...], *, daemon: bool = T
     """Start ``target(*args)`` in a fresh child that first takes on this process's environment and folder."""
     global _server_started
     ctx = context()
-    proc = ctx.Process(target=_enter_then, args=(dict(os.environ), os.getcwd(), os.getpid(), target, args),
+    proc = ctx.Process(target=_enter_then, args=(dict(os.environ), os.getcwd(), _self(), target, args),
                        daemon=daemon)
     if _server_started:
         proc.start()
@@ -111,6 +112,11 @@ def start(target: Callable[..., Any], args: tuple[Any, ...], *, daemon: bool = T
     return proc
 
 
+def _self() -> tuple[int, str | None]:
+    """This process as its children know it: pid and start time (a pid alone may be reused)."""
+    return os.getpid(), process_start(os.getpid())
+
+
 def pipe() -> tuple[Any, Any]:
     return context().Pipe()
 
@@ -128,8 +134,8 @@ def stacks_on_sigusr1() -> None:
         faulthandler.register(signal.SIGUSR1, file=err, all_threads=True)
 
 
-def _enter_then(env: dict[str, str], cwd: str, driver: int, target: Callable[..., Any], args: tuple[Any, ...]
-                ) -> None:
+def _enter_then(env: dict[str, str], cwd: str, driver: tuple[int, str | None], target: Callable[..., Any],
+                args: tuple[Any, ...]) -> None:
     if hasattr(signal, "SIGUSR1"):  # blocked in the server (``start``): a child prints its stacks again
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     stacks_on_sigusr1()
@@ -144,21 +150,20 @@ def _enter_then(env: dict[str, str], cwd: str, driver: int, target: Callable[...
         # The process that started this child was killed (SIGKILL, a call's time limit): nobody is left to report
         # to, so the child ends quietly instead of printing a traceback into the log of a command that is over.
         # While that process lives, a broken pipe is a failure like any other.
-        if not _gone(driver):
+        if not _gone(*driver):
             raise
         os._exit(INTERRUPTED_EXIT)
 
 
-def _gone(pid: int) -> bool:
-    """Whether process ``pid`` has ended (a zombie not reaped yet counts: killed processes are one for a while)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
+def _gone(pid: int, start: str | None) -> bool:
+    """Whether the process ``pid`` that started at ``start`` has ended (``arena.core.liveness``: a zombie not reaped
+    yet counts, a reused pid is another process); without /proc only the pid is known."""
+    if start is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
         return False
-    try:  # Linux: the state follows the parenthesised command name
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state in ("Z", "X")
+    return process_start(pid) != start

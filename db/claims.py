@@ -25,14 +25,13 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from arena.core.errors import ArenaError
-from arena.core.liveness import process_start
+from arena.core.liveness import process_start, still_running
 from arena.db.models import ClaimModel
 from arena.db.records import now
 
@@ -77,16 +76,7 @@ def owner_alive(owner: str) -> bool | None:
         return None
     if host != socket.gethostname():
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: alive, and its start time tells whether it is still the owner
-    now_start = process_start(pid)
-    if now_start is None:
-        return not Path("/proc/self/stat").exists()  # a zombie on Linux; elsewhere the pid is all we know
-    return start in ("?", now_start)
+    return still_running(pid, None if start == "?" else start)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from arena.core.home import arena_home
+from arena.core.liveness import pid_exists
 from arena.db.engine import sqlite_file
 
 CLAIMED = ".claimed-"
@@ -104,9 +105,6 @@ def _mtime(path: Path) -> float:
 def pid_alive(pid_text: str) -> bool:
     """Whether the process with this pid (as text) still runs (another user's counts as running)."""
     try:
-        os.kill(int(pid_text), 0)
-    except (ValueError, ProcessLookupError):
+        return pid_exists(int(pid_text))
+    except ValueError:
         return False
-    except PermissionError:
-        return True
-    return True

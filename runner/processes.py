@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from arena.core.errors import ArenaError
-from arena.core.liveness import process_start
+from arena.core.liveness import process_start, still_running
 
 INTERRUPTED_EXIT = 130  # what a worker exits with when it is interrupted
 
@@ -150,20 +150,6 @@ def _enter_then(env: dict[str, str], cwd: str, driver: tuple[int, str | None], t
         # The process that started this child was killed (SIGKILL, a call's time limit): nobody is left to report
         # to, so the child ends quietly instead of printing a traceback into the log of a command that is over.
         # While that process lives, a broken pipe is a failure like any other.
-        if not _gone(*driver):
+        if still_running(*driver):
             raise
         os._exit(INTERRUPTED_EXIT)
-
-
-def _gone(pid: int, start: str | None) -> bool:
-    """Whether the process ``pid`` that started at ``start`` has ended (``arena.core.liveness``: a zombie not reaped
-    yet counts, a reused pid is another process); without /proc only the pid is known."""
-    if start is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-    return process_start(pid) != start

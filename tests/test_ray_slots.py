@@ -107,6 +107,7 @@ def test_cpu_slots_are_not_placed_ahead(monkeypatch: pytest.MonkeyPatch) -> None
     from arena.core.options import RunOptions
     from arena.orchestration import ray_engine
 
-    engine = ray_engine.RayEngine(RunOptions(device="cpu", engine="ray"))  # gpu_share 0: a CPU slot has no standby to start
+    # gpu_share 0: a CPU slot has no standby to start
+    engine = ray_engine.RayEngine(RunOptions(device="cpu", engine="ray"))
     engine.start_ahead()
     assert engine._ahead is None

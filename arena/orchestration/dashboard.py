@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arena.core.errors import ArenaError
+from arena.core.liveness import pid_exists
 
 
 def dashboard_argv(storage: str, host: str = "127.0.0.1", port: int = 8080) -> list[str]:
@@ -199,11 +200,7 @@ def _gone(pid: int) -> bool:
             return True
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+    return not pid_exists(pid)
 
 
 def stop(pid: int, timeout_s: float = 10.0) -> bool:

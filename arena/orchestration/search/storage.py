@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from arena.core.errors import ArenaError
 from arena.core.home import arena_home
-from arena.core.liveness import process_start
+from arena.core.liveness import process_start, still_running
 from arena.core.spec import Spec
 
 HEARTBEAT_INTERVAL_S = 60
@@ -174,16 +174,7 @@ def _owner_dead(owner: Any, started: Any) -> bool:
         return False
     if host != socket.gethostname() or pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    now = process_start(pid)
-    if now is None:  # a zombie, or no /proc
-        return Path("/proc/self/stat").exists()
-    return started is not None and str(started) != now
+    return not still_running(pid, None if started is None else str(started))
 
 
 def sweep_stale_trials(study: optuna.Study, max_retry: int = MAX_RETRY) -> list[int]:

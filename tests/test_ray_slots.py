@@ -111,3 +111,43 @@ def test_cpu_slots_are_not_placed_ahead(monkeypatch: pytest.MonkeyPatch) -> None
     engine = ray_engine.RayEngine(RunOptions(device="cpu", engine="ray"))
     engine.start_ahead()
     assert engine._ahead is None
+
+
+def test_a_slot_placed_ahead_after_the_command_ended_closes_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command ended (Ctrl-C during the entry check) while a slot was being placed ahead: on a cluster arena did
+    # not start, nothing would end that actor but the placing thread itself; and no further slot is placed.
+    from arena.core.options import RunOptions
+    from arena.orchestration import ray_engine
+
+    log: list[str] = []
+    placing = threading.Event()
+    release = threading.Event()
+
+    class Handle:
+        def __init__(self, options: dict[str, Any], live: Any) -> None:
+            self.actor: Any = None
+
+        def place(self, timeout: float | None) -> bool:
+            log.append("place")
+            placing.set()
+            release.wait(10)
+            self.actor = _FakeActor(log)
+            return True
+
+        def close(self) -> None:  # as SlotHandle.close: nothing to end before the actor is placed
+            if self.actor is not None:
+                log.append("close")
+            self.actor = None
+
+    monkeypatch.setattr(ray_engine, "SlotHandle", Handle)
+    monkeypatch.setattr(ray_engine, "PLACE_S", -4.9)  # __exit__ waits 0.1 s for the placing thread
+    engine = ray_engine.RayEngine(RunOptions(device="cpu", engine="ray", gpu_share=0.5))
+    engine.slots = 3
+    engine.start_ahead()
+    assert placing.wait(10)
+    engine.__exit__()  # gives up on the placement under way
+    release.set()
+    assert engine._ahead is not None
+    engine._ahead.join(10)
+    assert log == ["place", "close"]  # closed by the thread that placed it, no "ahead", no second placement
+    assert engine._idle == []

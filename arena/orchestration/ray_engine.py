@@ -71,6 +71,7 @@ class RayEngine:
         self._in_use = 0
         self._lock = threading.Lock()
         self._ahead: threading.Thread | None = None
+        self._closing = threading.Event()  # set first at exit: the slots still being placed ahead close themselves
 
     def __enter__(self) -> RayEngine:
         if not ray.is_initialized():
@@ -89,8 +90,9 @@ class RayEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         if self._ahead is not None:
-            self._ahead.join(timeout=PLACE_S + 5)
+            self._ahead.join(timeout=PLACE_S + 5)  # one placement at most is under way (see _place_ahead)
         with self._lock:
             handles, self._all, self._idle = list(self._all), [], []
         for handle in handles:
@@ -129,14 +131,21 @@ class RayEngine:
 
     def _place_ahead(self) -> None:
         for _ in range(self.slots):
+            if self._closing.is_set():
+                return
             handle = self._handle()
             with self._lock:
                 self._all.append(handle)
             if not handle.place(PLACE_S):  # the cluster is full (another driver's slots): placed when used
                 return
-            handle.actor.ahead.remote()
             with self._lock:
-                self._idle.append(handle)
+                late = self._closing.is_set()  # __exit__ gave up waiting: its close may have missed this actor
+                if not late:
+                    self._idle.append(handle)
+            if late:
+                handle.close()  # on a cluster arena did not start, nothing else would end this actor
+                return
+            handle.actor.ahead.remote()
 
     def _handle(self) -> SlotHandle:
         # SPREAD: the slots go to every node before any node gets a second (fleet first, then depth).

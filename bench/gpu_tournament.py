@@ -191,6 +191,9 @@ def main() -> None:
     ap.add_argument("--pack", default="auto")
     ap.add_argument("--engines", default="local,ray", help="engines phase: which, in order (local, ray, ray_half)")
     ap.add_argument("--warmup", default="", help="engines phase: variants a local command trains first, unmeasured")
+    # Fewer steps compile the same kernels (same shapes, same eval and check) in a fraction of the time: the warm-up
+    # then ends by itself instead of being cut mid-compile (2026-12-03: a cut ptxas left a kernel to compile again).
+    ap.add_argument("--warmup-steps", default="", help="engines phase: the warm-up's steps (default: --steps)")
     ap.add_argument("--warmup-limit", type=float, default=150, help="seconds the warm-up may take (beside --limit)")
     ap.add_argument("--trials", type=int, default=6, help="tune phase: trials each way (one pack of them)")
     args = ap.parse_args()
@@ -199,9 +202,9 @@ def main() -> None:
     log = out / f"tournament-{args.phase}.log"
     # One arena home for every phase, as one user on one machine has: its inspection cache checks each file once.
     env = dict(os.environ, ARENA_DATA=args.data, ARENA_HOME=str(out / "home"))
-    def tournament(variants: str) -> list[str]:
+    def tournament(variants: str, steps: str = args.steps) -> list[str]:
         return ["tournament", "--preset", args.preset, "--variants", variants, "--seeds", args.seeds,
-                "--steps", args.steps, "--device", args.device, "--pack", args.pack]
+                "--steps", steps, "--device", args.device, "--pack", args.pack]
 
     base = tournament(args.variants)
     report: dict[str, Any] = {"phase": args.phase, "date": dt.date.today().isoformat(), "commands": []}
@@ -225,7 +228,8 @@ def main() -> None:
                  "ray_half": ["--engine", "ray", "--gpu-share", "0.5"]}
         engines = [(name, known[name]) for name in args.engines.split(",")]
         if args.warmup:  # a fresh machine JIT-compiles what the carried autotune cache lacks: not in either engine
-            wcmd = [*tournament(args.warmup), *runs_only, "--db", f"sqlite:///{out / 'warmup.db'}"]
+            wcmd = [*tournament(args.warmup, args.warmup_steps or args.steps), *runs_only,
+                    "--db", f"sqlite:///{out / 'warmup.db'}"]
             report["warmup"] = arena(wcmd, log, dict(env, ARENA_HOME=str(out / "home_warmup")), args.warmup_limit)
         t_start = time.monotonic()
         for i, (name, flags) in enumerate(engines):

@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -41,11 +42,14 @@ VARIANTS = "hy,gf,cp,ws,rf,gf_mh,gf_rh"
 
 def arena(args: list[str], log: Path, env: dict[str, str], timeout: float = 560) -> dict[str, Any]:
     t0 = time.monotonic()
+    stacks = log.parent / "stacks"  # each process's dump in a file of its own (ARENA_STACKS_DIR), then into the log
+    shutil.rmtree(stacks, ignore_errors=True)
+    stacks.mkdir()
     with log.open("a") as f:
         f.write(f"\n$ arena {' '.join(args)}\n")
         f.flush()
         proc = subprocess.Popen([sys.executable, "-P", "-m", "arena.cli", *args], stdout=f, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+                                env=dict(env, ARENA_STACKS_DIR=str(stacks)), start_new_session=True)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -60,6 +64,9 @@ def arena(args: list[str], log: Path, env: dict[str, str], timeout: float = 560)
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             rc = 124
+            for dump in sorted(stacks.glob("stacks-*.txt")):
+                f.write("\n" + dump.read_text(errors="replace"))
+    shutil.rmtree(stacks, ignore_errors=True)
     return {"args": args, "rc": rc, "seconds": round(time.monotonic() - t0, 1)}
 
 

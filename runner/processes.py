@@ -121,26 +121,36 @@ def pipe() -> tuple[Any, Any]:
     return context().Pipe()
 
 
-def stacks_on_sigusr1() -> None:
-    """``kill -USR1 <pid>`` prints every thread's stack of this process to its stderr (a hang, diagnosed where it
-    happens: the driver and every child arena starts call this)."""
+_stacks_file: list[Any] = []  # the open file faulthandler writes into (it keeps only the descriptor)
+
+
+def stacks_on_sigusr1(label: str = "") -> None:
+    """``kill -USR1 <pid>`` prints every thread's stack of this process (a hang, diagnosed where it happens: the
+    driver and every child arena starts call this) to its stderr, or, where ``ARENA_STACKS_DIR`` names a folder, to
+    a file of its own there: the processes of one command share a stderr, and their dumps, written at once by a
+    group-wide signal, came out interleaved character by character (2026-12-03)."""
     if not hasattr(signal, "SIGUSR1"):
         return
     # The process's own stderr (the real file descriptor: under a test runner sys.stderr may be a buffer).
-    err = sys.__stderr__
-    if err is None:
-        return
+    err: Any = sys.__stderr__
+    folder = os.environ.get("ARENA_STACKS_DIR")
     with contextlib.suppress(AttributeError, ValueError, OSError):
-        faulthandler.register(signal.SIGUSR1, file=err, all_threads=True)
+        if folder:
+            err = open(Path(folder) / f"stacks-{os.getpid()}.txt", "w", encoding="utf-8")  # noqa: SIM115 (kept open)
+            err.write(f"# pid {os.getpid()} (parent {os.getppid()}): {label or ' '.join(sys.argv)}\n")
+            err.flush()
+            _stacks_file[:] = [err]
+        if err is not None:
+            faulthandler.register(signal.SIGUSR1, file=err, all_threads=True)
 
 
 def _enter_then(env: dict[str, str], cwd: str, driver: tuple[int, str | None], target: Callable[..., Any],
                 args: tuple[Any, ...]) -> None:
     if hasattr(signal, "SIGUSR1"):  # blocked in the server (``start``): a child prints its stacks again
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-    stacks_on_sigusr1()
     os.environ.clear()
     os.environ.update(env)
+    stacks_on_sigusr1(getattr(target, "__qualname__", repr(target)))
     sys.path[:] = [p for p in sys.path if p and os.path.isabs(p)]  # no entry may follow the folder we move into
     with contextlib.suppress(OSError):  # the caller's folder is gone: the child works from the server's
         os.chdir(cwd)

@@ -4,6 +4,7 @@ into 'rejected' runs). And the stack printer's SIGUSR1 no longer ends the server
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -122,6 +123,37 @@ def test_sigusr1_prints_stacks_and_leaves_the_server_and_its_children_running(tm
                          start_new_session=True, cwd=tmp_path)
     assert "server True child True" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "most recent call first" in out.stderr  # the stacks were printed
+
+
+def test_with_a_stacks_folder_each_process_writes_its_own_file(tmp_path: Path) -> None:
+    # One command's processes share a stderr: a group-wide SIGUSR1 interleaved their dumps character by character.
+    script = textwrap.dedent("""
+        import os, signal, time
+        from arena.runner import processes
+
+        def main():
+            processes.stacks_on_sigusr1()
+            proc = processes.start(time.sleep, (30.0,))
+            time.sleep(1.0)
+            os.killpg(0, signal.SIGUSR1)
+            time.sleep(2.0)
+            print("child", proc.pid, flush=True)
+            proc.kill()
+
+        if __name__ == "__main__":
+            main()
+    """)
+    (tmp_path / "usr1.py").write_text(script)
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    out = subprocess.run([sys.executable, str(tmp_path / "usr1.py")], capture_output=True, text=True, timeout=120,
+                         start_new_session=True, cwd=tmp_path, env=dict(os.environ, ARENA_STACKS_DIR=str(stacks)))
+    child = int(out.stdout.split()[-1])
+    files = {int(f.name[len("stacks-"):-len(".txt")]): f.read_text() for f in stacks.glob("stacks-*.txt")}
+    assert child in files and len(files) == 2, (files.keys(), out.stderr[-2000:])
+    assert files[child].startswith(f"# pid {child}") and "sleep" in files[child].splitlines()[0]
+    assert all("most recent call first" in text for text in files.values())
+    assert "most recent call first" not in out.stderr
 
 
 def test_a_child_whose_driver_was_killed_ends_quietly(tmp_path: Path) -> None:

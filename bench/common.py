@@ -2,8 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
+
+
+def arena(args: list[str], log: Path, env: dict[str, str], timeout: float = 560) -> dict[str, Any]:
+    """``arena ARGS`` in a session of its own, its output appended to ``log``. Cut at ``timeout`` (rc 124): every
+    process of the command first dumps its threads' stacks (SIGUSR1) into a file of its own (``ARENA_STACKS_DIR``,
+    then appended to the log: one stderr interleaved them), then the whole process group is killed, so no child
+    (a worker, a standby, a clean check) outlives the command to hold the GPU for the next one."""
+    t0 = time.monotonic()
+    stacks = log.parent / "stacks"
+    shutil.rmtree(stacks, ignore_errors=True)
+    stacks.mkdir(parents=True)
+    with log.open("a") as f:
+        f.write(f"\n$ arena {' '.join(args)}   # {time.strftime('%H:%M:%S')}, limit {timeout:.0f} s\n")
+        f.flush()
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "arena.cli", *args], stdout=f, stderr=subprocess.STDOUT,
+                                env=dict(env, ARENA_STACKS_DIR=str(stacks)), start_new_session=True)
+        try:
+            rc = proc.wait(timeout=max(1.0, timeout))
+        except subprocess.TimeoutExpired:
+            f.write("\n--- limit reached: the stacks of every process of the command ---\n")
+            f.flush()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGUSR1)
+            time.sleep(5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rc = 124
+            for dump in sorted(stacks.glob("stacks-*.txt")):
+                f.write("\n" + dump.read_text(errors="replace"))
+    shutil.rmtree(stacks, ignore_errors=True)
+    return {"args": args, "rc": rc, "seconds": round(time.monotonic() - t0, 1)}
 
 
 def bench_device() -> str:

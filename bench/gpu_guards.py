@@ -20,22 +20,13 @@ import datetime as dt
 import json
 import os
 import sqlite3
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))  # bench/ is scripts, not a package
+from common import arena
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def arena(args: list[str], log: Path, env: dict[str, str], timeout: float = 560) -> dict[str, object]:
-    t0 = time.monotonic()
-    with log.open("a") as f:
-        f.write(f"\n$ arena {' '.join(args)}\n")
-        f.flush()
-        proc = subprocess.run([sys.executable, "-P", "-m", "arena.cli", *args], stdout=f, stderr=subprocess.STDOUT,
-                              env=env, timeout=timeout, check=False)
-    return {"args": args, "rc": proc.returncode, "seconds": round(time.monotonic() - t0, 1)}
 
 
 def main() -> None:

@@ -22,13 +22,10 @@ remove it before the call's output goes back.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
 import re
-import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -37,37 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))  # bench/ is scripts, not a package
+from common import arena
+
 VARIANTS = "hy,gf,cp,ws,rf,gf_mh,gf_rh"
-
-
-def arena(args: list[str], log: Path, env: dict[str, str], timeout: float = 560) -> dict[str, Any]:
-    t0 = time.monotonic()
-    stacks = log.parent / "stacks"  # each process's dump in a file of its own (ARENA_STACKS_DIR), then into the log
-    shutil.rmtree(stacks, ignore_errors=True)
-    stacks.mkdir()
-    with log.open("a") as f:
-        f.write(f"\n$ arena {' '.join(args)}\n")
-        f.flush()
-        proc = subprocess.Popen([sys.executable, "-P", "-m", "arena.cli", *args], stdout=f, stderr=subprocess.STDOUT,
-                                env=dict(env, ARENA_STACKS_DIR=str(stacks)), start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            # Cut by the call's limit: every arena process prints its threads' stacks first (SIGUSR1), so a hang
-            # is diagnosed from the log (2026-12-02: a cold tournament stopped recording after its second group).
-            f.write("\n--- limit reached: the stacks of every process of the command ---\n")
-            f.flush()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGUSR1)
-            time.sleep(5)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            rc = 124
-            for dump in sorted(stacks.glob("stacks-*.txt")):
-                f.write("\n" + dump.read_text(errors="replace"))
-    shutil.rmtree(stacks, ignore_errors=True)
-    return {"args": args, "rc": rc, "seconds": round(time.monotonic() - t0, 1)}
 
 
 def runs(db: Path) -> list[dict[str, Any]]:

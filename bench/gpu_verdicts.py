@@ -25,23 +25,11 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-
-def arena(args: list[str], log: Path, env: dict[str, str], timeout: float = 560) -> dict[str, Any]:
-    t0 = time.monotonic()
-    with log.open("a") as f:
-        f.write(f"\n$ arena {' '.join(args)}\n")
-        f.flush()
-        try:
-            proc = subprocess.run([sys.executable, "-P", "-m", "arena.cli", *args], stdout=f,
-                                  stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False)
-            rc = proc.returncode
-        except subprocess.TimeoutExpired:
-            rc = 124
-    return {"args": args, "rc": rc, "seconds": round(time.monotonic() - t0, 1)}
+sys.path.insert(0, str(Path(__file__).parent))  # bench/ is scripts, not a package
+from common import arena
 
 
 def _runs(db: Path) -> list[dict[str, Any]]:

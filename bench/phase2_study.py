@@ -19,6 +19,7 @@ A stage that fails (non-zero exit) is retried by the next call; the time left bo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -27,19 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))  # bench/ is scripts, not a package
+from common import arena
+
 ENTRIES = "gf,cp,hy,ws,rf,gf_mh,gf_rh,gru_arbiter,gpt,mamba2_only,rwkv6_only"
-
-
-def arena(args: list[str], log: Path, env: dict[str, str], timeout: float) -> int:
-    with log.open("a") as f:
-        f.write(f"\n$ arena {' '.join(args)}   # {time.strftime('%H:%M:%S')}, {timeout:.0f} s left\n")
-        f.flush()
-        try:
-            return subprocess.run([sys.executable, "-P", "-m", "arena.cli", *args], stdout=f,
-                                  stderr=subprocess.STDOUT, env=env, timeout=max(1.0, timeout), check=False).returncode
-        except subprocess.TimeoutExpired:
-            f.write("(cut by the call's budget)\n")
-            return 124
 
 
 def finished_trials(journal: Path, variant: str, preset: str, seeds: str, data: str) -> int:
@@ -61,6 +53,20 @@ def finished_trials(journal: Path, variant: str, preset: str, seeds: str, data: 
     return spent(study)
 
 
+def carry(folder: Path, db: str, env: dict[str, str]) -> None:
+    """The store made whole for the next call: its write-ahead log folded in (a command cut by SIGKILL leaves one,
+    and only the .db travels back), and a portable export beside it (``arena db import`` reads it anywhere)."""
+    import sqlite3
+
+    path = folder / "phase2.db"
+    if not path.exists():
+        return
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        con.execute("pragma wal_checkpoint(TRUNCATE)")
+    subprocess.run([sys.executable, "-P", "-m", "arena.cli", "db", "export", str(folder / "phase2.json.gz"), "--force",
+                    "--db", db], env=env, timeout=120, check=False, stdout=subprocess.DEVNULL)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
@@ -72,8 +78,10 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--variants", default=ENTRIES)
     ap.add_argument("--pack", default="auto")
-    # Trials a tuning pack holds: one number for every entry (their executions alike); 6 divides the 30 trials.
-    ap.add_argument("--tune-pack", default="6", help="a number (the same for every entry)")
+    # Trials a tuning pack holds: one number for every entry (their executions alike). 10, as the tournament's packs
+    # of 10 seeds: 30 trials are 3 packs (the first one Optuna's 10 start-up trials), against 5 packs of 6 — the
+    # search is the study's largest part of device time (a warm pack of 10 on the H200: ≈ 65 s).
+    ap.add_argument("--tune-pack", default="10", help="a number (the same for every entry)")
     args = ap.parse_args()
     end = time.monotonic() + args.budget_s
     folder = Path(args.dir).resolve()
@@ -97,7 +105,7 @@ def main() -> None:
         if left < 30:
             return False
         t0 = time.monotonic()
-        rc = arena(cmd, log, env, left)
+        rc = int(arena(cmd, log, env, left)["rc"])
         call["stages"].append({"stage": name, "rc": rc, "seconds": round(time.monotonic() - t0, 1)})
         if rc == 0:
             state["done"][name] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -117,7 +125,7 @@ def main() -> None:
                         state["done"].pop(f"tune/{v}", None)  # counted again next call
                         continue
             stage(f"adopt/{v}", ["adopt", v, *spec_flags, "--db", db])
-        at_once = int(args.tune_pack)  # part of the league: tuned-30x6 is 30 trials, 6 at a time
+        at_once = int(args.tune_pack)  # part of the league: tuned-30x10 is 30 trials, 10 at a time
         league = f"tuned-{args.trials}" if at_once == 1 else f"tuned-{args.trials}x{at_once}"
         tuned = [f"{v}@{league}" for v in variants if state["done"].get(f"adopt/{v}")]
         if len(tuned) == len(variants):
@@ -128,6 +136,7 @@ def main() -> None:
                     subprocess.run([sys.executable, "-P", "-m", "arena.cli", "leaderboard", "--format", fmt,
                                     "--db", db], stdout=f, env=env, timeout=120, check=False)
     finally:
+        carry(folder, db, env)
         call["seconds"] = round(args.budget_s - (end - time.monotonic()), 1)
         state_file.write_text(json.dumps(state, indent=1))
         print(json.dumps(call, indent=1))

@@ -1,7 +1,7 @@
 """The Phase-2 study of issue #19, run as a user runs arena, in pieces that fit device calls.
 
     python -P bench/phase2_study.py --dir .study --data PATH --budget-s 540 [--device cuda] [--preset phase2]
-                                    [--seeds 10] [--trials 30] [--variants a,b,...]
+                                    [--seeds 10] [--trials 30] [--variants a,b,...] [--resume-from DIR]
 
 The study folder (``--dir``) holds the arena store (``phase2.db``), the Optuna journal beside it and
 ``progress.json``; carry it to the next call (an ignored folder of the checkout) and bring it back from ``$OUT``:
@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -53,6 +54,20 @@ def finished_trials(journal: Path, variant: str, preset: str, seeds: str, data: 
     return spent(study)
 
 
+def resume(source: Path, folder: Path, db: str) -> None:
+    """A new study folder from a committed one: the store imported from its export (every run memoized again), the
+    Optuna journal and the progress copied beside it. Refuses a source without an export: a study started afresh
+    would train every memoized run again."""
+    export = source / "phase2.json.gz"
+    if not export.exists():
+        sys.exit(f"--resume-from {source}: no phase2.json.gz there (made by this script at the end of each call)")
+    subprocess.run([sys.executable, "-P", "-m", "arena.cli", "db", "import", str(export), "--db", db], check=True,
+                   stdout=subprocess.DEVNULL)
+    for name in ("optuna.journal", "progress.json"):
+        if (source / name).exists():
+            shutil.copyfile(source / name, folder / name)
+
+
 def carry(folder: Path, db: str, env: dict[str, str]) -> None:
     """The store made whole for the next call: its write-ahead log folded in (a command cut by SIGKILL leaves one,
     and only the .db travels back), and a portable export beside it (``arena db import`` reads it anywhere)."""
@@ -82,11 +97,15 @@ def main() -> None:
     # of 10 seeds: 30 trials are 3 packs (the first one Optuna's 10 start-up trials), against 5 packs of 6 — the
     # search is the study's largest part of device time (a warm pack of 10 on the H200: ≈ 65 s).
     ap.add_argument("--tune-pack", default="10", help="a number (the same for every entry)")
+    # Across sessions (a fresh checkout has no .study/): the committed export, journal and progress of the last one.
+    ap.add_argument("--resume-from", default="", help="a folder with phase2.json.gz, optuna.journal, progress.json")
     args = ap.parse_args()
     end = time.monotonic() + args.budget_s
     folder = Path(args.dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{folder / 'phase2.db'}"
+    if args.resume_from and not (folder / "phase2.db").exists():
+        resume(Path(args.resume_from), folder, db)
     journal = folder / "optuna.journal"
     log = folder / "study.log"
     state_file = folder / "progress.json"

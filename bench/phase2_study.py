@@ -123,9 +123,9 @@ def main() -> None:
         left = end - time.monotonic()
         if left < 30:
             return False
-        t0 = time.monotonic()
-        rc = int(arena(cmd, log, env, left)["rc"])
-        call["stages"].append({"stage": name, "rc": rc, "seconds": round(time.monotonic() - t0, 1)})
+        done = arena(cmd, log, env, left)
+        rc = int(done["rc"])
+        call["stages"].append({"stage": name, "rc": rc, "seconds": done["seconds"]})
         if rc == 0:
             state["done"][name] = time.strftime("%Y-%m-%d %H:%M:%S")
         state_file.write_text(json.dumps(state, indent=1))

@@ -131,17 +131,20 @@ def stacks_on_sigusr1(label: str = "") -> None:
     group-wide signal, came out interleaved character by character (2026-12-03)."""
     if not hasattr(signal, "SIGUSR1"):
         return
-    # The process's own stderr (the real file descriptor: under a test runner sys.stderr may be a buffer).
+    # The process's own stderr (the real file descriptor: under a test runner sys.stderr may be a buffer), unless
+    # its own file opens (a folder that cannot be written falls back to stderr).
     err: Any = sys.__stderr__
     folder = os.environ.get("ARENA_STACKS_DIR")
-    with contextlib.suppress(AttributeError, ValueError, OSError):
-        if folder:
+    if folder:
+        with contextlib.suppress(OSError):
             err = open(Path(folder) / f"stacks-{os.getpid()}.txt", "w", encoding="utf-8")  # noqa: SIM115 (kept open)
             err.write(f"# pid {os.getpid()} (parent {os.getppid()}): {label or ' '.join(sys.argv)}\n")
             err.flush()
             _stacks_file[:] = [err]
-        if err is not None:
-            faulthandler.register(signal.SIGUSR1, file=err, all_threads=True)
+    if err is None:
+        return
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        faulthandler.register(signal.SIGUSR1, file=err, all_threads=True)
 
 
 def _enter_then(env: dict[str, str], cwd: str, driver: tuple[int, str | None], target: Callable[..., Any],
